@@ -1,0 +1,3 @@
+// Copies non-TypeScript files the compiled code reads at run time (SQL migrations) into dist/.
+import { cpSync } from 'node:fs';
+cpSync('src/db/migrations', 'dist/src/db/migrations', { recursive: true });

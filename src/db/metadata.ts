@@ -1,0 +1,340 @@
+/**
+ * Data access for the registry tables. This module is the only writer of repositories,
+ * blobs, repository_blobs, manifests, manifest_references, tags and uploads.
+ */
+import type { Database, Queryable } from './database.js';
+
+export type ContentState = 'staged' | 'committed';
+
+export interface BlobRecord {
+  digest: string;
+  size: number;
+  state: ContentState;
+}
+
+export interface ManifestRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  artifactType: string | null;
+  subjectDigest: string | null;
+  annotations: Record<string, string> | null;
+  state: ContentState;
+}
+
+export interface ManifestReference {
+  digest: string;
+  kind: 'config' | 'layer' | 'manifest';
+}
+
+export interface NewManifest extends Omit<ManifestRecord, 'state'> {
+  references: ManifestReference[];
+}
+
+export interface UploadRecord {
+  id: string;
+  repository: string;
+  size: number;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+interface ManifestRow {
+  digest: string;
+  media_type: string;
+  size: number;
+  artifact_type: string | null;
+  subject_digest: string | null;
+  annotations: Record<string, string> | null;
+  state: ContentState;
+}
+
+const MANIFEST_COLUMNS = 'm.digest, m.media_type, m.size, m.artifact_type, m.subject_digest, m.annotations, m.state';
+
+function toManifest(row: ManifestRow): ManifestRecord {
+  return {
+    digest: row.digest,
+    mediaType: row.media_type,
+    size: row.size,
+    artifactType: row.artifact_type,
+    subjectDigest: row.subject_digest,
+    annotations: row.annotations,
+    state: row.state,
+  };
+}
+
+export class MetadataStore {
+  constructor(readonly db: Database) {}
+
+  async ensureRepository(name: string, q: Queryable = this.db): Promise<number> {
+    const existing = await q.query<{ id: number }>('SELECT id FROM repositories WHERE name = $1', [name]);
+    if (existing.length > 0) return existing[0].id;
+    const rows = await q.query<{ id: number }>(
+      `INSERT INTO repositories (name) VALUES ($1)
+       ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id`,
+      [name],
+    );
+    return rows[0].id;
+  }
+
+  async repositoryId(name: string): Promise<number | null> {
+    const rows = await this.db.query<{ id: number }>('SELECT id FROM repositories WHERE name = $1', [name]);
+    return rows.length > 0 ? rows[0].id : null;
+  }
+
+  /** Repository names in byte order, strictly after `last`, at most `limit`. */
+  async listRepositories(last: string | undefined, limit: number): Promise<string[]> {
+    const rows = await this.db.query<{ name: string }>(
+      `SELECT r.name FROM repositories r
+        WHERE ($1::text IS NULL OR r.name > $1::text)
+          AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id)
+        ORDER BY r.name LIMIT $2`,
+      [last ?? null, limit],
+    );
+    return rows.map((r) => r.name);
+  }
+
+  // ---- uploads ------------------------------------------------------------------------
+
+  async createUpload(id: string, repository: string): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const repoId = await this.ensureRepository(repository, tx);
+      await tx.query('INSERT INTO uploads (id, repository_id) VALUES ($1, $2)', [id, repoId]);
+    });
+  }
+
+  async getUpload(id: string): Promise<UploadRecord | null> {
+    const rows = await this.db.query<{ id: string; name: string; size: number; created_at: Date; updated_at: Date }>(
+      `SELECT u.id, r.name, u.size, u.created_at, u.updated_at
+         FROM uploads u JOIN repositories r ON r.id = u.repository_id WHERE u.id = $1`,
+      [id],
+    );
+    if (rows.length === 0) return null;
+    const row = rows[0];
+    return { id: row.id, repository: row.name, size: row.size, createdAt: row.created_at, updatedAt: row.updated_at };
+  }
+
+  /** Moves an upload's size from `expected` to `size`; false when someone else moved it first. */
+  async advanceUpload(id: string, expected: number, size: number): Promise<boolean> {
+    const rows = await this.db.query<{ id: string }>(
+      'UPDATE uploads SET size = $3, updated_at = now() WHERE id = $1 AND size = $2 RETURNING id',
+      [id, expected, size],
+    );
+    return rows.length > 0;
+  }
+
+  async deleteUpload(id: string): Promise<boolean> {
+    const rows = await this.db.query<{ id: string }>('DELETE FROM uploads WHERE id = $1 RETURNING id', [id]);
+    return rows.length > 0;
+  }
+
+  async staleUploads(olderThan: Date): Promise<string[]> {
+    const rows = await this.db.query<{ id: string }>('SELECT id FROM uploads WHERE updated_at < $1', [olderThan]);
+    return rows.map((r) => r.id);
+  }
+
+  async uploadExists(id: string): Promise<boolean> {
+    return (await this.db.query('SELECT 1 FROM uploads WHERE id = $1', [id])).length > 0;
+  }
+
+  // ---- blobs --------------------------------------------------------------------------
+
+  /** The content a repository may serve under `digest`, with its state. */
+  async findBlob(repository: string, digest: string): Promise<BlobRecord | null> {
+    const rows = await this.db.query<BlobRecord>(
+      `SELECT b.digest, b.size, b.state FROM blobs b
+         JOIN repository_blobs rb ON rb.digest = b.digest
+         JOIN repositories r ON r.id = rb.repository_id
+        WHERE r.name = $1 AND b.digest = $2`,
+      [repository, digest],
+    );
+    return rows[0] ?? null;
+  }
+
+  /** Global content record (any repository). */
+  async getBlob(digest: string, q: Queryable = this.db): Promise<BlobRecord | null> {
+    const rows = await q.query<BlobRecord>('SELECT digest, size, state FROM blobs WHERE digest = $1', [digest]);
+    return rows[0] ?? null;
+  }
+
+  /** Records content (staged unless it already exists) and links it to the repository. */
+  async linkBlob(repository: string, digest: string, size: number, q?: Queryable): Promise<BlobRecord> {
+    const run = async (tx: Queryable) => {
+      const repoId = await this.ensureRepository(repository, tx);
+      await tx.query(
+        `INSERT INTO blobs (digest, size, state) VALUES ($1, $2, 'staged') ON CONFLICT (digest) DO NOTHING`,
+        [digest, size],
+      );
+      await tx.query(
+        'INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING',
+        [repoId, digest],
+      );
+      return (await this.getBlob(digest, tx)) as BlobRecord;
+    };
+    return q ? run(q) : this.db.transaction(run);
+  }
+
+  async unlinkBlob(repository: string, digest: string): Promise<boolean> {
+    const rows = await this.db.query<{ digest: string }>(
+      `DELETE FROM repository_blobs rb USING repositories r
+        WHERE rb.repository_id = r.id AND r.name = $1 AND rb.digest = $2 RETURNING rb.digest`,
+      [repository, digest],
+    );
+    return rows.length > 0;
+  }
+
+  async markBlobsCommitted(digests: string[], q: Queryable = this.db): Promise<void> {
+    if (digests.length === 0) return;
+    await q.query(`UPDATE blobs SET state = 'committed' WHERE digest = ANY($1::text[]) AND state <> 'committed'`, [
+      digests,
+    ]);
+  }
+
+  // ---- manifests ----------------------------------------------------------------------
+
+  /** Stores a manifest (staged) with its references, and links its bytes as content. */
+  async putManifest(repository: string, manifest: NewManifest): Promise<ManifestRecord> {
+    return this.db.transaction(async (tx) => {
+      const repoId = await this.ensureRepository(repository, tx);
+      await this.linkBlob(repository, manifest.digest, manifest.size, tx);
+      await tx.query(
+        `INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type, subject_digest, annotations, state)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'staged')
+         ON CONFLICT (repository_id, digest) DO NOTHING`,
+        [
+          repoId,
+          manifest.digest,
+          manifest.mediaType,
+          manifest.size,
+          manifest.artifactType,
+          manifest.subjectDigest,
+          manifest.annotations ? JSON.stringify(manifest.annotations) : null,
+        ],
+      );
+      for (const ref of manifest.references) {
+        await tx.query(
+          `INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind)
+           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
+          [repoId, manifest.digest, ref.digest, ref.kind],
+        );
+      }
+      const rows = await tx.query<ManifestRow>(
+        `SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repository_id = $1 AND m.digest = $2`,
+        [repoId, manifest.digest],
+      );
+      return toManifest(rows[0]);
+    });
+  }
+
+  async getManifest(repository: string, digest: string): Promise<ManifestRecord | null> {
+    const rows = await this.db.query<ManifestRow>(
+      `SELECT ${MANIFEST_COLUMNS} FROM manifests m JOIN repositories r ON r.id = m.repository_id
+        WHERE r.name = $1 AND m.digest = $2`,
+      [repository, digest],
+    );
+    return rows.length > 0 ? toManifest(rows[0]) : null;
+  }
+
+  async getManifestByTag(repository: string, tag: string): Promise<ManifestRecord | null> {
+    const rows = await this.db.query<ManifestRow>(
+      `SELECT ${MANIFEST_COLUMNS} FROM tags t
+         JOIN repositories r ON r.id = t.repository_id
+         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+        WHERE r.name = $1 AND t.name = $2`,
+      [repository, tag],
+    );
+    return rows.length > 0 ? toManifest(rows[0]) : null;
+  }
+
+  async manifestReferences(repository: string, digest: string): Promise<ManifestReference[]> {
+    const rows = await this.db.query<{ child_digest: string; kind: ManifestReference['kind'] }>(
+      `SELECT mr.child_digest, mr.kind FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
+        WHERE r.name = $1 AND mr.manifest_digest = $2`,
+      [repository, digest],
+    );
+    return rows.map((r) => ({ digest: r.child_digest, kind: r.kind }));
+  }
+
+  /**
+   * The visible switch of a commit, in one transaction: the content is marked committed,
+   * the manifest is marked committed, and the tags point at it.
+   */
+  async commitManifest(repository: string, digest: string, contentDigests: string[], tags: string[]): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const repoId = await this.ensureRepository(repository, tx);
+      await this.markBlobsCommitted([digest, ...contentDigests], tx);
+      await tx.query(`UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = $2`, [
+        repoId,
+        digest,
+      ]);
+      for (const tag of tags) {
+        await tx.query(
+          `INSERT INTO tags (repository_id, name, manifest_digest) VALUES ($1, $2, $3)
+           ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now()`,
+          [repoId, tag, digest],
+        );
+      }
+    });
+  }
+
+  /** Deletes a manifest and every tag pointing at it. */
+  async deleteManifest(repository: string, digest: string): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const rows = await tx.query<{ digest: string }>(
+        `DELETE FROM manifests m USING repositories r
+          WHERE m.repository_id = r.id AND r.name = $1 AND m.digest = $2 RETURNING m.digest`,
+        [repository, digest],
+      );
+      if (rows.length === 0) return false;
+      await tx.query(
+        `DELETE FROM repository_blobs rb USING repositories r
+          WHERE rb.repository_id = r.id AND r.name = $1 AND rb.digest = $2`,
+        [repository, digest],
+      );
+      return true;
+    });
+  }
+
+  // ---- tags ---------------------------------------------------------------------------
+
+  async deleteTag(repository: string, tag: string): Promise<boolean> {
+    const rows = await this.db.query<{ name: string }>(
+      `DELETE FROM tags t USING repositories r WHERE t.repository_id = r.id AND r.name = $1 AND t.name = $2
+       RETURNING t.name`,
+      [repository, tag],
+    );
+    return rows.length > 0;
+  }
+
+  /** Tag names in byte order, strictly after `last`, at most `limit`. */
+  async listTags(repository: string, last: string | undefined, limit: number): Promise<string[]> {
+    const rows = await this.db.query<{ name: string }>(
+      `SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
+        WHERE r.name = $1 AND ($2::text IS NULL OR t.name > $2::text)
+        ORDER BY t.name LIMIT $3`,
+      [repository, last ?? null, limit],
+    );
+    return rows.map((r) => r.name);
+  }
+
+  // ---- referrers ----------------------------------------------------------------------
+
+  async listReferrers(repository: string, subject: string): Promise<ManifestRecord[]> {
+    const rows = await this.db.query<ManifestRow>(
+      `SELECT ${MANIFEST_COLUMNS} FROM manifests m JOIN repositories r ON r.id = m.repository_id
+        WHERE r.name = $1 AND m.subject_digest = $2 ORDER BY m.created_at, m.digest`,
+      [repository, subject],
+    );
+    return rows.map(toManifest);
+  }
+
+  async getManifests(repository: string, digests: string[]): Promise<ManifestRecord[]> {
+    if (digests.length === 0) return [];
+    const rows = await this.db.query<ManifestRow>(
+      `SELECT ${MANIFEST_COLUMNS} FROM manifests m JOIN repositories r ON r.id = m.repository_id
+        WHERE r.name = $1 AND m.digest = ANY($2::text[])`,
+      [repository, digests],
+    );
+    return rows.map(toManifest);
+  }
+}

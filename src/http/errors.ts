@@ -1,0 +1,39 @@
+/** The one place that turns errors into HTTP responses with OCI error bodies. */
+import type { NextFunction, Request, Response } from 'express';
+import { RegistryError } from '../registry/errors.js';
+import { BlobNotFoundError } from '../storage/blobstore.js';
+
+export function toRegistryError(err: unknown): RegistryError {
+  if (err instanceof RegistryError) return err;
+  if (err instanceof BlobNotFoundError) return new RegistryError('BLOB_UNKNOWN', err.message);
+  const status = (err as { status?: number; statusCode?: number }).status ?? (err as { statusCode?: number }).statusCode;
+  const type = (err as { type?: string }).type;
+  if (status === 413 || type === 'entity.too.large') return new RegistryError('SIZE_INVALID', 'request body too large', { status: 413 });
+  if (status === 400 && type === 'request.aborted') return new RegistryError('BLOB_UPLOAD_INVALID', 'request aborted');
+  return new RegistryError('UNKNOWN', 'internal error', { status: 500 });
+}
+
+export function sendRegistryError(res: Response, error: RegistryError): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value);
+  res.status(error.status);
+  if (res.req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  const body = JSON.stringify(error.toBody());
+  res.setHeader('Content-Type', 'application/json');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}
+
+export function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {
+  const error = toRegistryError(err);
+  const log = res.locals.log ?? req.app.locals.logger;
+  if (error.status >= 500) log?.error({ err }, 'request failed');
+  else log?.debug({ code: error.code, message: error.message }, 'request rejected');
+  sendRegistryError(res, error);
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+/** CLI entry: `gateway serve` (what `npm start` runs). */
+import { Command } from 'commander';
+import { ConfigError, environmentKeys, loadConfig } from './config/config.js';
+import { startGateway } from './server.js';
+
+const program = new Command();
+program.name('gateway').description('Supply-chain security gateway for container images (OCI registry front door)');
+
+program
+  .command('serve')
+  .description('serve the registry and gateway API')
+  .option('-c, --config <file>', 'YAML or JSON configuration file (also GATEWAY_CONFIG)')
+  .addHelpText('after', () => `\nEnvironment variables:\n${environmentKeys().map((k) => `  ${k.env.padEnd(40)} ${k.key}`).join('\n')}\n`)
+  .action(async (opts: { config?: string }) => {
+    const config = loadConfig({ file: opts.config });
+    const gateway = await startGateway(config);
+    const stop = async (signal: string) => {
+      gateway.logger.info({ signal }, 'shutting down');
+      await gateway.close();
+      process.exit(0);
+    };
+    process.once('SIGINT', () => void stop('SIGINT'));
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`gateway: ${err.message}\n`);
+    process.exit(78);
+  }
+  process.stderr.write(`gateway: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});

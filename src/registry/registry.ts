@@ -1,0 +1,580 @@
+/**
+ * OCI distribution semantics without HTTP: upload sessions, blobs, manifests, tags,
+ * referrers and the catalog. Every write is verified against its digest before it
+ * reaches a storage area; manifests are stored staged and committed only on admission.
+ */
+import { createHash, randomUUID, type Hash } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import type { Area, BlobStore, ByteRange, OpenedBlob } from '../storage/blobstore.js';
+import type { ContentState, ManifestRecord, MetadataStore } from '../db/metadata.js';
+import { RegistryError } from './errors.js';
+import { ByteMeter, digestStream, newHash } from './streams.js';
+import { parseManifest, type ParsedManifest } from './manifest.js';
+import { MEDIA_TYPES } from './mediatypes.js';
+import { admitEverything, type Admit, type AdmissionDecision } from './admission.js';
+import {
+  assertTag,
+  fallbackTag,
+  parseDigest,
+  parseReference,
+  type Digest,
+  type DigestAlgorithm,
+} from './names.js';
+
+export interface RegistryLimits {
+  maxManifestBytes: number;
+  /** 0 = unbounded. */
+  maxBlobBytes: number;
+  /** Most entries one tag or catalog page returns. */
+  maxPageSize: number;
+  deleteEnabled: boolean;
+}
+
+export interface RegistryOptions {
+  metadata: MetadataStore;
+  store: BlobStore;
+  limits: RegistryLimits;
+  logger: Logger;
+  admit?: Admit;
+}
+
+/** In-memory progress of a streaming hash over an upload, valid while `offset` matches. */
+interface UploadHash {
+  algorithm: DigestAlgorithm;
+  hash: Hash;
+  offset: number;
+}
+
+export interface ContentRange {
+  start: number;
+  end: number;
+}
+
+export interface ManifestPutResult {
+  digest: string;
+  subject: string | null;
+  tags: string[];
+  decision: AdmissionDecision;
+}
+
+export interface StoredManifest {
+  record: ManifestRecord;
+  body: Buffer;
+}
+
+export interface ReferrersResult {
+  index: { schemaVersion: 2; mediaType: string; manifests: ReferrerDescriptor[] };
+  filtered: boolean;
+}
+
+interface ReferrerDescriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+const EMPTY_JSON = Buffer.from('{}');
+const EMPTY_JSON_DIGEST = `sha256:${createHash('sha256').update(EMPTY_JSON).digest('hex')}`;
+const MANIFEST_CACHE_BYTES = 64 * 1024 * 1024;
+
+export class Registry {
+  readonly metadata: MetadataStore;
+  readonly store: BlobStore;
+  readonly limits: RegistryLimits;
+  private readonly logger: Logger;
+  private readonly admit: Admit;
+  private readonly uploadHashes = new Map<string, UploadHash>();
+  private readonly busyUploads = new Set<string>();
+  private readonly manifestCache = new ByteLru(MANIFEST_CACHE_BYTES);
+
+  constructor(options: RegistryOptions) {
+    this.metadata = options.metadata;
+    this.store = options.store;
+    this.limits = options.limits;
+    this.logger = options.logger;
+    this.admit = options.admit ?? admitEverything;
+  }
+
+  // ---- uploads ------------------------------------------------------------------------
+
+  async startUpload(repository: string, algorithm: DigestAlgorithm = 'sha256'): Promise<string> {
+    const id = randomUUID();
+    await this.metadata.createUpload(id, repository);
+    this.uploadHashes.set(id, { algorithm, hash: newHash(algorithm), offset: 0 });
+    return id;
+  }
+
+  async uploadStatus(repository: string, id: string): Promise<number> {
+    return (await this.requireUpload(repository, id)).size;
+  }
+
+  /**
+   * Appends a request body to an upload. With a Content-Range the chunk must start exactly
+   * at the current size (else 416); without one it is appended at the current offset
+   * (the streamed-upload form Docker and containerd use).
+   */
+  async appendUpload(
+    repository: string,
+    id: string,
+    source: Readable,
+    range: ContentRange | null,
+    contentLength: number | null,
+  ): Promise<number> {
+    return this.withUploadLock(repository, id, async (size) => this.appendLocked(id, size, source, range, contentLength));
+  }
+
+  /** Closes an upload (optionally with a last chunk), verifies its digest and stages it. */
+  async finishUpload(
+    repository: string,
+    id: string,
+    digest: Digest,
+    source: Readable | null,
+    range: ContentRange | null,
+    contentLength: number | null,
+  ): Promise<void> {
+    await this.withUploadLock(repository, id, async (startSize) => {
+      let size = startSize;
+      if (source) size = await this.appendLocked(id, size, source, range, contentLength);
+      const actual = await this.uploadDigest(id, size, digest.algorithm);
+      if (actual !== digest.value) {
+        throw new RegistryError('DIGEST_INVALID', `upload content has digest ${actual}, not ${digest.value}`, {
+          detail: { expected: digest.value, actual },
+        });
+      }
+      await this.stageUploadedBlob(repository, id, digest, size);
+      return size;
+    });
+  }
+
+  async cancelUpload(repository: string, id: string): Promise<void> {
+    await this.requireUpload(repository, id);
+    await this.metadata.deleteUpload(id);
+    this.uploadHashes.delete(id);
+    await this.store.deleteUpload(id);
+  }
+
+  /** Single-request upload: POST with `?digest=` and the whole blob as body. */
+  async uploadMonolithic(repository: string, digest: Digest, source: Readable, contentLength: number | null): Promise<void> {
+    const id = await this.startUpload(repository, digest.algorithm);
+    try {
+      await this.finishUpload(repository, id, digest, source, null, contentLength);
+    } catch (err) {
+      await this.cancelUpload(repository, id).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Links a blob from another repository; false when it cannot be mounted (caller falls back to an upload). */
+  async mountBlob(repository: string, digest: Digest, from: string): Promise<boolean> {
+    const source = await this.metadata.findBlob(from, digest.value);
+    if (!source) return false;
+    await this.metadata.linkBlob(repository, digest.value, source.size);
+    return true;
+  }
+
+  /** Deletes upload sessions untouched since `olderThan`, with their bytes. */
+  async purgeStaleUploads(olderThan: Date): Promise<number> {
+    const ids = await this.metadata.staleUploads(olderThan);
+    for (const id of ids) {
+      if (this.busyUploads.has(id)) continue;
+      await this.metadata.deleteUpload(id);
+      this.uploadHashes.delete(id);
+      await this.store.deleteUpload(id);
+    }
+    if (ids.length > 0) this.logger.info({ purged: ids.length }, 'purged stale uploads');
+    return ids.length;
+  }
+
+  private async requireUpload(repository: string, id: string) {
+    const upload = /^[a-f0-9-]{36}$/.test(id) ? await this.metadata.getUpload(id) : null;
+    if (!upload || upload.repository !== repository) {
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 64)} is unknown in ${repository}`);
+    }
+    return upload;
+  }
+
+  private async withUploadLock(repository: string, id: string, fn: (size: number) => Promise<number>): Promise<number> {
+    const upload = await this.requireUpload(repository, id);
+    if (this.busyUploads.has(id)) {
+      throw new RegistryError('RANGE_INVALID', 'another request is writing to this upload', {
+        status: 416,
+        headers: { Range: rangeHeader(upload.size) },
+      });
+    }
+    this.busyUploads.add(id);
+    try {
+      return await fn(upload.size);
+    } finally {
+      this.busyUploads.delete(id);
+    }
+  }
+
+  private async appendLocked(
+    id: string,
+    size: number,
+    source: Readable,
+    range: ContentRange | null,
+    contentLength: number | null,
+  ): Promise<number> {
+    if (range) {
+      if (range.start !== size) {
+        source.resume();
+        throw new RegistryError('RANGE_INVALID', `chunk starts at ${range.start}, upload is at ${size}`, {
+          status: 416,
+          headers: { Range: rangeHeader(size) },
+        });
+      }
+      const expected = range.end - range.start + 1;
+      if (contentLength !== null && contentLength !== expected) {
+        source.resume();
+        throw new RegistryError('RANGE_INVALID', `Content-Range covers ${expected} bytes, Content-Length is ${contentLength}`, {
+          status: 416,
+          headers: { Range: rangeHeader(size) },
+        });
+      }
+    }
+    const state = this.uploadHashes.get(id);
+    const hash = state && state.offset === size ? state.hash : null;
+    if (!hash) this.uploadHashes.delete(id);
+    const remaining = this.limits.maxBlobBytes > 0 ? this.limits.maxBlobBytes - size : 0;
+    const meter = new ByteMeter(hash, remaining);
+    try {
+      const writer = await this.store.openUploadWriter(id, size);
+      await pipeline(source, meter, writer);
+    } catch (err) {
+      this.uploadHashes.delete(id);
+      await this.store.truncateUpload(id, size);
+      throw err;
+    }
+    if (range && meter.bytes !== range.end - range.start + 1) {
+      this.uploadHashes.delete(id);
+      await this.store.truncateUpload(id, size);
+      throw new RegistryError('SIZE_INVALID', `chunk has ${meter.bytes} bytes, Content-Range says ${range.end - range.start + 1}`);
+    }
+    const newSize = size + meter.bytes;
+    if (!(await this.metadata.advanceUpload(id, size, newSize))) {
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'upload changed or vanished while writing');
+    }
+    if (state && hash) state.offset = newSize;
+    return newSize;
+  }
+
+  private async uploadDigest(id: string, size: number, algorithm: DigestAlgorithm): Promise<string> {
+    const state = this.uploadHashes.get(id);
+    if (state && state.offset === size && state.algorithm === algorithm) {
+      this.uploadHashes.delete(id);
+      return `${algorithm}:${state.hash.digest('hex')}`;
+    }
+    // Another process took earlier chunks, or the client chose another algorithm: hash the bytes on disk.
+    if (size === 0) return `${algorithm}:${createHash(algorithm).digest('hex')}`;
+    const { hex } = await digestStream(await this.store.readUpload(id), algorithm);
+    return `${algorithm}:${hex}`;
+  }
+
+  private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number): Promise<void> {
+    const existing = await this.metadata.getBlob(digest.value);
+    if (existing && (await this.store.stat(areaOf(existing.state), digest))) await this.store.deleteUpload(id);
+    else await this.store.promoteUpload(id, digest);
+    await this.metadata.linkBlob(repository, digest.value, size);
+    await this.metadata.deleteUpload(id);
+    this.uploadHashes.delete(id);
+  }
+
+  // ---- blobs --------------------------------------------------------------------------
+
+  async statBlob(repository: string, digest: Digest): Promise<{ size: number }> {
+    const blob = await this.metadata.findBlob(repository, digest.value);
+    if (!blob) throw blobUnknown(digest);
+    return { size: blob.size };
+  }
+
+  async openBlob(repository: string, digest: Digest, range?: ByteRange): Promise<OpenedBlob> {
+    const blob = await this.metadata.findBlob(repository, digest.value);
+    if (!blob) throw blobUnknown(digest);
+    const opened = await this.openContent(blob.state, digest, range);
+    if (!opened) throw blobUnknown(digest);
+    return opened;
+  }
+
+  async deleteBlob(repository: string, digest: Digest): Promise<void> {
+    this.requireDelete();
+    if (!(await this.metadata.unlinkBlob(repository, digest.value))) throw blobUnknown(digest);
+  }
+
+  /** Opens content in its recorded area, or the other one if a commit moved it meanwhile. */
+  private async openContent(state: ContentState, digest: Digest, range?: ByteRange): Promise<OpenedBlob | null> {
+    const area = areaOf(state);
+    const other: Area = area === 'staging' ? 'committed' : 'staging';
+    return (await this.store.open(area, digest, range)) ?? (await this.store.open(other, digest, range));
+  }
+
+  // ---- manifests ----------------------------------------------------------------------
+
+  async putManifest(
+    repository: string,
+    reference: string,
+    body: Buffer,
+    contentType: string | undefined,
+    options: { extraTags?: string[]; ifMatch?: string; ifNoneMatch?: string } = {},
+  ): Promise<ManifestPutResult> {
+    const ref = parseReference(reference);
+    const tags = [...(ref.kind === 'tag' ? [ref.tag] : []), ...(options.extraTags ?? []).map(assertTag)];
+    const algorithm = ref.kind === 'digest' ? ref.digest.algorithm : 'sha256';
+    const digest = parseDigest(`${algorithm}:${createHash(algorithm).update(body).digest('hex')}`);
+    if (ref.kind === 'digest' && ref.digest.value !== digest.value) {
+      throw new RegistryError('DIGEST_INVALID', `manifest has digest ${digest.value}, not ${ref.digest.value}`, {
+        detail: { expected: ref.digest.value, actual: digest.value },
+      });
+    }
+    const manifest = parseManifest(body, contentType);
+    await this.checkPreconditions(repository, tags, options);
+    await this.requireReferencedContent(repository, manifest);
+
+    if (!(await this.metadata.getBlob(digest.value))) await this.store.putStaged(digest, body);
+    this.manifestCache.set(digest.value, body);
+    await this.metadata.putManifest(repository, {
+      digest: digest.value,
+      mediaType: manifest.mediaType,
+      size: body.length,
+      artifactType: manifest.artifactType,
+      subjectDigest: manifest.subject?.digest ?? null,
+      annotations: manifest.annotations,
+      references: manifest.references,
+    });
+
+    const decision = await this.admit({ repository, digest: digest.value, manifest, tags });
+    if (decision.outcome === 'admitted') await this.commitManifest(repository, digest.value, manifest, tags);
+    return { digest: digest.value, subject: manifest.subject?.digest ?? null, tags, decision };
+  }
+
+  /**
+   * Makes an admitted manifest visible: blobs first, then the manifest bytes, then the
+   * switch (states and tags) in one database transaction. A crash before the switch
+   * leaves only unreferenced committed bytes, which garbage collection removes.
+   */
+  async commitManifest(repository: string, digest: string, manifest: ParsedManifest, tags: string[]): Promise<void> {
+    const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
+    for (const child of contentDigests) await this.commitContent(child);
+    await this.commitContent(digest);
+    await this.metadata.commitManifest(repository, digest, contentDigests, tags);
+  }
+
+  private async commitContent(digestValue: string): Promise<void> {
+    const blob = await this.metadata.getBlob(digestValue);
+    if (!blob || blob.state === 'committed') return;
+    await this.store.commit(parseDigest(digestValue));
+  }
+
+  async getManifest(repository: string, reference: string): Promise<StoredManifest> {
+    const record = await this.findManifest(repository, reference);
+    const cached = this.manifestCache.get(record.digest);
+    if (cached) return { record, body: cached };
+    const digest = parseDigest(record.digest);
+    const opened = await this.openContent(record.state, digest);
+    if (!opened) throw manifestUnknown(reference);
+    const chunks: Buffer[] = [];
+    for await (const chunk of opened.stream) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks);
+    this.manifestCache.set(record.digest, body);
+    return { record, body };
+  }
+
+  async findManifest(repository: string, reference: string): Promise<ManifestRecord> {
+    const ref = parseReference(reference);
+    const record =
+      ref.kind === 'tag'
+        ? await this.metadata.getManifestByTag(repository, ref.tag)
+        : await this.metadata.getManifest(repository, ref.digest.value);
+    if (!record) throw manifestUnknown(reference);
+    return record;
+  }
+
+  async deleteManifest(repository: string, reference: string): Promise<void> {
+    this.requireDelete();
+    const ref = parseReference(reference);
+    const deleted =
+      ref.kind === 'tag'
+        ? await this.metadata.deleteTag(repository, ref.tag)
+        : await this.metadata.deleteManifest(repository, ref.digest.value);
+    if (!deleted) throw manifestUnknown(reference);
+  }
+
+  private async checkPreconditions(
+    repository: string,
+    tags: string[],
+    options: { ifMatch?: string; ifNoneMatch?: string },
+  ): Promise<void> {
+    if (!options.ifMatch && !options.ifNoneMatch) return;
+    for (const tag of tags) {
+      const current = await this.metadata.getManifestByTag(repository, tag);
+      const etag = current ? `"${current.digest}"` : null;
+      if (options.ifMatch && !etagMatches(options.ifMatch, etag)) {
+        throw new RegistryError('DENIED', `precondition failed: tag ${tag} is ${current?.digest ?? 'absent'}`, {
+          status: 412,
+          detail: { tag, current: current?.digest ?? null },
+        });
+      }
+      if (options.ifNoneMatch && etag && etagMatches(options.ifNoneMatch, etag)) {
+        throw new RegistryError('DENIED', `precondition failed: tag ${tag} already exists`, {
+          status: 412,
+          detail: { tag, current: current?.digest ?? null },
+        });
+      }
+    }
+  }
+
+  /** Config, layers (except external `urls` layers) and index children must already be in the repository. */
+  private async requireReferencedContent(repository: string, manifest: ParsedManifest): Promise<void> {
+    const missing: string[] = [];
+    for (const required of manifest.required) {
+      const found =
+        required.kind === 'manifest'
+          ? await this.metadata.getManifest(repository, required.digest)
+          : await this.metadata.findBlob(repository, required.digest);
+      if (found) continue;
+      if (required.digest === EMPTY_JSON_DIGEST) {
+        await this.stageWellKnownEmptyBlob(repository);
+        continue;
+      }
+      missing.push(required.digest);
+    }
+    if (missing.length > 0) {
+      throw new RegistryError('MANIFEST_BLOB_UNKNOWN', `manifest references content not in ${repository}: ${missing.join(', ')}`, {
+        detail: { missing },
+      });
+    }
+  }
+
+  /** The empty descriptor's `{}` is known to everyone; clients may reference it without pushing it. */
+  private async stageWellKnownEmptyBlob(repository: string): Promise<void> {
+    const digest = parseDigest(EMPTY_JSON_DIGEST);
+    const existing = await this.metadata.getBlob(digest.value);
+    if (!existing || !(await this.store.stat(areaOf(existing.state), digest))) {
+      await this.store.putStaged(digest, EMPTY_JSON);
+    }
+    await this.metadata.linkBlob(repository, digest.value, EMPTY_JSON.length);
+  }
+
+  // ---- listing ------------------------------------------------------------------------
+
+  async listTags(repository: string, last: string | undefined, n: number | undefined) {
+    if ((await this.metadata.repositoryId(repository)) === null) {
+      throw new RegistryError('NAME_UNKNOWN', `repository ${repository} is not known`, { detail: { name: repository } });
+    }
+    return this.page(n, (limit) => this.metadata.listTags(repository, last, limit));
+  }
+
+  async catalog(last: string | undefined, n: number | undefined) {
+    return this.page(n, (limit) => this.metadata.listRepositories(last, limit));
+  }
+
+  /** Fetches one more than the page size to know whether a next page exists. */
+  private async page(n: number | undefined, fetch: (limit: number) => Promise<string[]>) {
+    const size = Math.min(n ?? this.limits.maxPageSize, this.limits.maxPageSize);
+    if (size === 0) return { items: [] as string[], more: false };
+    const rows = await fetch(size + 1);
+    return { items: rows.slice(0, size), more: rows.length > size };
+  }
+
+  async listReferrers(repository: string, subject: Digest, artifactType?: string): Promise<ReferrersResult> {
+    const records = await this.metadata.listReferrers(repository, subject.value);
+    const seen = new Set(records.map((r) => r.digest));
+    for (const extra of await this.fallbackReferrers(repository, subject)) {
+      if (!seen.has(extra.digest)) {
+        seen.add(extra.digest);
+        records.push(extra);
+      }
+    }
+    const manifests = records
+      .filter((r) => !artifactType || r.artifactType === artifactType)
+      .map((r) => {
+        const entry: ReferrerDescriptor = { mediaType: r.mediaType, digest: r.digest, size: r.size };
+        if (r.artifactType) entry.artifactType = r.artifactType;
+        if (r.annotations && Object.keys(r.annotations).length > 0) entry.annotations = r.annotations;
+        return entry;
+      });
+    return {
+      index: { schemaVersion: 2, mediaType: MEDIA_TYPES.ociIndex, manifests },
+      filtered: artifactType !== undefined,
+    };
+  }
+
+  /**
+   * Manifests that clients listed in the `<alg>-<hex>` fallback index. Each entry is read
+   * from our own records (never trusted from the index), and kept only if it exists in
+   * this repository and does not name a different subject.
+   */
+  private async fallbackReferrers(repository: string, subject: Digest): Promise<ManifestRecord[]> {
+    const indexRecord = await this.metadata.getManifestByTag(repository, fallbackTag(subject));
+    if (!indexRecord || indexRecord.mediaType !== MEDIA_TYPES.ociIndex) return [];
+    const { body } = await this.getManifest(repository, indexRecord.digest);
+    let listed: string[];
+    try {
+      const parsed = parseManifest(body, MEDIA_TYPES.ociIndex);
+      listed = parsed.manifests.map((m) => m.digest);
+    } catch {
+      return [];
+    }
+    const records = await this.metadata.getManifests(repository, listed);
+    return records.filter((r) => r.subjectDigest === null || r.subjectDigest === subject.value);
+  }
+
+  private requireDelete(): void {
+    if (!this.limits.deleteEnabled) {
+      throw new RegistryError('UNSUPPORTED', 'deletion is disabled on this registry');
+    }
+  }
+}
+
+function areaOf(state: ContentState): Area {
+  return state === 'staged' ? 'staging' : 'committed';
+}
+
+export function rangeHeader(size: number): string {
+  return `0-${Math.max(size - 1, 0)}`;
+}
+
+function etagMatches(header: string, etag: string | null): boolean {
+  if (header.trim() === '*') return etag !== null;
+  if (!etag) return false;
+  return header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag);
+}
+
+function blobUnknown(digest: Digest): RegistryError {
+  return new RegistryError('BLOB_UNKNOWN', `blob ${digest.value} is unknown`, { detail: { digest: digest.value } });
+}
+
+function manifestUnknown(reference: string): RegistryError {
+  return new RegistryError('MANIFEST_UNKNOWN', `manifest ${reference} is unknown`, { detail: { reference } });
+}
+
+/** A small LRU of immutable bytes (manifests by digest), bounded by total size. */
+class ByteLru {
+  private readonly entries = new Map<string, Buffer>();
+  private bytes = 0;
+  constructor(private readonly capacity: number) {}
+
+  get(key: string): Buffer | undefined {
+    const value = this.entries.get(key);
+    if (value) {
+      this.entries.delete(key);
+      this.entries.set(key, value);
+    }
+    return value;
+  }
+
+  set(key: string, value: Buffer): void {
+    if (value.length > this.capacity / 16 || this.entries.has(key)) return;
+    this.entries.set(key, value);
+    this.bytes += value.length;
+    for (const [oldKey, oldValue] of this.entries) {
+      if (this.bytes <= this.capacity) break;
+      this.entries.delete(oldKey);
+      this.bytes -= oldValue.length;
+    }
+  }
+}

@@ -1,0 +1,43 @@
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { RegistryError } from './errors.js';
+import type { DigestAlgorithm } from './names.js';
+
+/** Counts bytes, feeds an optional hash and stops the stream past `limit` bytes (0 = no limit). */
+export class ByteMeter extends Transform {
+  bytes = 0;
+  constructor(
+    private readonly hash: Hash | null,
+    private readonly limit: number,
+  ) {
+    super();
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    if (this.limit > 0 && this.bytes > this.limit) {
+      callback(new RegistryError('SIZE_INVALID', `content exceeds the limit of ${this.limit} bytes`, { status: 413 }));
+      return;
+    }
+    this.hash?.update(chunk);
+    callback(null, chunk);
+  }
+}
+
+export function newHash(algorithm: DigestAlgorithm): Hash {
+  return createHash(algorithm);
+}
+
+/** Digest of a stream, read to its end. */
+export async function digestStream(
+  source: AsyncIterable<Buffer>,
+  algorithm: DigestAlgorithm,
+): Promise<{ hex: string; size: number }> {
+  const hash = createHash(algorithm);
+  let size = 0;
+  for await (const chunk of source) {
+    hash.update(chunk);
+    size += chunk.length;
+  }
+  return { hex: hash.digest('hex'), size };
+}

@@ -1,0 +1,54 @@
+/**
+ * The storage seam. Bytes live in one of two areas:
+ *  - staging: content that has been pushed but not admitted (quarantine);
+ *  - committed: content that has been admitted and may be served to readers.
+ * Upload scratch space is separate from both. Content in either area is addressed by
+ * digest only; the registry verifies digests before anything reaches an area.
+ */
+import type { Readable, Writable } from 'node:stream';
+import type { Digest } from '../registry/names.js';
+
+export type Area = 'staging' | 'committed';
+
+/** Inclusive byte range. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface OpenedBlob {
+  size: number;
+  stream: Readable;
+}
+
+export interface BlobStore {
+  readonly driver: string;
+  init(): Promise<void>;
+
+  /** A writable for an upload's scratch bytes, starting at `offset` (the current upload size). */
+  openUploadWriter(uploadId: string, offset: number): Promise<Writable>;
+  /** Discards upload bytes past `size` (after a failed append). */
+  truncateUpload(uploadId: string, size: number): Promise<void>;
+  readUpload(uploadId: string): Promise<Readable>;
+  /** Moves a finished upload into the staging area under its verified digest. */
+  promoteUpload(uploadId: string, digest: Digest): Promise<void>;
+  deleteUpload(uploadId: string): Promise<void>;
+
+  /** Writes small content (manifests) straight into the staging area. */
+  putStaged(digest: Digest, data: Buffer): Promise<void>;
+  stat(area: Area, digest: Digest): Promise<{ size: number } | null>;
+  /** Opens content for reading; null when absent. */
+  open(area: Area, digest: Digest, range?: ByteRange): Promise<OpenedBlob | null>;
+  /** Moves content from staging to committed. Idempotent: already committed is success. */
+  commit(digest: Digest): Promise<void>;
+  delete(area: Area, digest: Digest): Promise<void>;
+  /** Every digest stored in an area (for garbage collection and checks). */
+  list(area: Area): AsyncIterable<Digest>;
+}
+
+export class BlobNotFoundError extends Error {
+  constructor(area: Area | 'uploads', what: string) {
+    super(`${what} not found in ${area}`);
+    this.name = 'BlobNotFoundError';
+  }
+}

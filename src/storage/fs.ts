@@ -1,0 +1,176 @@
+/**
+ * Filesystem BlobStore. Layout under the root:
+ *   uploads/<upload-id>                 scratch bytes of an upload session
+ *   staging/<alg>/<hex[0:2]>/<hex>      pushed, not admitted
+ *   committed/<alg>/<hex[0:2]>/<hex>    admitted
+ *   tmp/                                temp files, renamed into place (atomic writes)
+ * Paths are built only from validated digests and upload ids, then checked to stay
+ * below the root, so no network input can name a file elsewhere.
+ */
+import { createWriteStream, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import type { Readable, Writable } from 'node:stream';
+import type { Area, BlobStore, ByteRange, OpenedBlob } from './blobstore.js';
+import { BlobNotFoundError } from './blobstore.js';
+import { parseDigest, type Digest } from '../registry/names.js';
+
+const UPLOAD_ID_RE = /^[a-f0-9-]{36}$/;
+const HIGH_WATER_MARK = 1024 * 1024;
+
+export class FsBlobStore implements BlobStore {
+  readonly driver = 'filesystem';
+  private readonly root: string;
+  private readonly knownDirs = new Set<string>();
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+  }
+
+  async init(): Promise<void> {
+    for (const dir of ['uploads', 'staging', 'committed', 'tmp']) await this.ensureDir(path.join(this.root, dir));
+  }
+
+  async openUploadWriter(uploadId: string, offset: number): Promise<Writable> {
+    const file = this.uploadPath(uploadId);
+    const flags = offset === 0 ? 'w' : 'r+';
+    return createWriteStream(file, { flags, start: offset, highWaterMark: HIGH_WATER_MARK });
+  }
+
+  async truncateUpload(uploadId: string, size: number): Promise<void> {
+    await fsp.truncate(this.uploadPath(uploadId), size).catch(ignoreMissing);
+  }
+
+  async readUpload(uploadId: string): Promise<Readable> {
+    const file = this.uploadPath(uploadId);
+    const handle = await fsp.open(file, 'r').catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') throw new BlobNotFoundError('uploads', uploadId);
+      throw err;
+    });
+    return handle.createReadStream({ highWaterMark: HIGH_WATER_MARK });
+  }
+
+  async promoteUpload(uploadId: string, digest: Digest): Promise<void> {
+    const source = this.uploadPath(uploadId);
+    const target = this.contentPath('staging', digest);
+    await this.ensureDir(path.dirname(target));
+    try {
+      await fsp.rename(source, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      // A zero-byte upload never opened a writer: stage an empty file.
+      await this.putStaged(digest, Buffer.alloc(0));
+    }
+  }
+
+  async deleteUpload(uploadId: string): Promise<void> {
+    await fsp.rm(this.uploadPath(uploadId), { force: true });
+  }
+
+  async putStaged(digest: Digest, data: Buffer): Promise<void> {
+    const target = this.contentPath('staging', digest);
+    await this.ensureDir(path.dirname(target));
+    const temp = path.join(this.root, 'tmp', randomUUID());
+    await fsp.writeFile(temp, data);
+    await fsp.rename(temp, target);
+  }
+
+  async stat(area: Area, digest: Digest): Promise<{ size: number } | null> {
+    try {
+      const st = await fsp.stat(this.contentPath(area, digest));
+      return { size: st.size };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async open(area: Area, digest: Digest, range?: ByteRange): Promise<OpenedBlob | null> {
+    let handle: fsp.FileHandle;
+    try {
+      handle = await fsp.open(this.contentPath(area, digest), 'r');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+    const { size } = await handle.stat();
+    const stream = handle.createReadStream({ start: range?.start, end: range?.end, highWaterMark: HIGH_WATER_MARK });
+    return { size, stream };
+  }
+
+  async commit(digest: Digest): Promise<void> {
+    const source = this.contentPath('staging', digest);
+    const target = this.contentPath('committed', digest);
+    await this.ensureDir(path.dirname(target));
+    try {
+      await fsp.rename(source, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      if (!(await this.stat('committed', digest))) throw new BlobNotFoundError('staging', digest.value);
+    }
+  }
+
+  async delete(area: Area, digest: Digest): Promise<void> {
+    await fsp.rm(this.contentPath(area, digest), { force: true });
+  }
+
+  async *list(area: Area): AsyncIterable<Digest> {
+    const areaDir = path.join(this.root, area);
+    for (const algorithm of await readdirOrEmpty(areaDir)) {
+      for (const prefix of await readdirOrEmpty(path.join(areaDir, algorithm))) {
+        for (const hex of await readdirOrEmpty(path.join(areaDir, algorithm, prefix))) {
+          try {
+            yield parseDigest(`${algorithm}:${hex}`);
+          } catch {
+            // Not ours (a stray file); listing ignores it.
+          }
+        }
+      }
+    }
+  }
+
+  /** Upload ids with the time their bytes were last written, for purging stale sessions. */
+  async listUploads(): Promise<Array<{ id: string; modified: Date }>> {
+    const dir = path.join(this.root, 'uploads');
+    const result: Array<{ id: string; modified: Date }> = [];
+    for (const id of await readdirOrEmpty(dir)) {
+      const st = await fsp.stat(path.join(dir, id)).catch(() => null);
+      if (st) result.push({ id, modified: st.mtime });
+    }
+    return result;
+  }
+
+  private uploadPath(uploadId: string): string {
+    if (!UPLOAD_ID_RE.test(uploadId)) throw new BlobNotFoundError('uploads', 'invalid upload id');
+    return this.inside(path.join(this.root, 'uploads', uploadId));
+  }
+
+  private contentPath(area: Area, digest: Digest): string {
+    const checked = parseDigest(digest.value);
+    return this.inside(path.join(this.root, area, checked.algorithm, checked.hex.slice(0, 2), checked.hex));
+  }
+
+  private inside(candidate: string): string {
+    if (!candidate.startsWith(this.root + path.sep)) throw new Error(`path escapes the storage root: ${candidate}`);
+    return candidate;
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.knownDirs.has(dir)) return;
+    await fsp.mkdir(dir, { recursive: true });
+    this.knownDirs.add(dir);
+  }
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return await fsp.readdir(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+function ignoreMissing(err: NodeJS.ErrnoException): void {
+  if (err.code !== 'ENOENT') throw err;
+}

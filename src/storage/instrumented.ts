@@ -1,0 +1,40 @@
+/**
+ * Cross-cutting work for every driver in one wrapper (as distribution's driver/base does):
+ * counts and times each storage operation by driver and outcome.
+ */
+import type { Metrics } from '../observability/metrics.js';
+import type { BlobStore } from './blobstore.js';
+
+const TIMED = [
+  'openUploadWriter',
+  'truncateUpload',
+  'readUpload',
+  'promoteUpload',
+  'deleteUpload',
+  'putStaged',
+  'stat',
+  'open',
+  'commit',
+  'delete',
+] as const;
+
+export function instrumentBlobStore(store: BlobStore, metrics: Metrics): BlobStore {
+  const wrapped = Object.create(store) as BlobStore;
+  for (const op of TIMED) {
+    const original = (store[op] as (...args: unknown[]) => Promise<unknown>).bind(store);
+    (wrapped as unknown as Record<string, unknown>)[op] = async (...args: unknown[]) => {
+      const stop = metrics.storageDuration.startTimer({ driver: store.driver, op });
+      try {
+        const result = await original(...args);
+        metrics.storageOps.inc({ driver: store.driver, op, result: 'ok' });
+        return result;
+      } catch (err) {
+        metrics.storageOps.inc({ driver: store.driver, op, result: 'error' });
+        throw err;
+      } finally {
+        stop();
+      }
+    };
+  }
+  return wrapped;
+}
