@@ -17,6 +17,8 @@ import { admitEverything, type Admit, type AdmissionDecision } from './admission
 import {
   assertTag,
   fallbackTag,
+  isValidTag,
+  looksLikeDigest,
   parseDigest,
   parseReference,
   type Digest,
@@ -384,6 +386,8 @@ export class Registry {
   }
 
   async findManifest(repository: string, reference: string): Promise<ManifestRecord> {
+    // A malformed tag cannot name anything stored: it is unknown (404), as readers expect.
+    if (!looksLikeDigest(reference) && !isValidTag(reference)) throw manifestUnknown(reference);
     const ref = parseReference(reference);
     const record =
       ref.kind === 'tag'

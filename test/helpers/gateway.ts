@@ -1,0 +1,42 @@
+/** Starts a real gateway in-process for tests, on a free loopback port, with throwaway storage. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pino from 'pino';
+import { DEFAULT_CONFIG, type GatewayConfig } from '../../src/config/config.js';
+import { startGateway, type RunningGateway, type StartOptions } from '../../src/server.js';
+import { createTestDatabase } from './postgres.js';
+
+export type DatabaseKind = 'pglite' | 'postgres';
+export const DATABASE_KINDS: DatabaseKind[] = ['pglite', 'postgres'];
+
+export interface TestGateway extends RunningGateway {
+  root: string;
+  /** host:port, as clients such as skopeo name the registry. */
+  host: string;
+  stop(): Promise<void>;
+}
+
+export async function startTestGateway(
+  database: DatabaseKind,
+  overrides: { config?: (c: GatewayConfig) => void; options?: StartOptions } = {},
+): Promise<TestGateway> {
+  const root = mkdtempSync(path.join(tmpdir(), 'gateway-test-'));
+  const config: GatewayConfig = structuredClone(DEFAULT_CONFIG);
+  config.http.addr = '127.0.0.1:0';
+  config.storage.root = root;
+  config.policy.dir = path.join(root, 'policies');
+  config.database.url = database === 'postgres' ? await createTestDatabase() : '';
+  overrides.config?.(config);
+  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const gateway = await startGateway(config, { logger, defaultMetrics: false, ...overrides.options });
+  return {
+    ...gateway,
+    root,
+    host: gateway.url.replace(/^http:\/\//, ''),
+    async stop() {
+      await gateway.close();
+      rmSync(root, { recursive: true, force: true });
+    },
+  };
+}
