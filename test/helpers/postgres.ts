@@ -5,7 +5,7 @@
  * suite gets its own database.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, chownSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
@@ -105,7 +105,12 @@ export async function stopCluster(): Promise<void> {
   const c = await cluster.catch(() => null);
   cluster = null;
   if (!c) return;
-  c.process.kill('SIGINT');
-  await new Promise((r) => (c.process.exitCode !== null ? r(undefined) : c.process.once('exit', r)));
+  // Signal the postmaster itself (runuser need not forward signals): SIGINT = fast shutdown.
+  const pidFile = path.join(c.dir, 'data', 'postmaster.pid');
+  const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').split('\n')[0]) : NaN;
+  const exited = new Promise((r) => (c.process.exitCode !== null ? r(undefined) : c.process.once('exit', r)));
+  if (Number.isInteger(pid) && pid > 0) process.kill(pid, 'SIGINT');
+  else c.process.kill('SIGINT');
+  await exited;
   rmSync(c.dir, { recursive: true, force: true });
 }

@@ -1,0 +1,89 @@
+/**
+ * The quarantine seam: every manifest PUT is stored staged and handed to admit(); only
+ * an admitted decision moves content to committed storage and sets tags.
+ */
+import { expect } from 'chai';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { AdmissionDecision, AdmissionRequest } from '../../src/registry/admission.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { errorCode, OciClient } from '../helpers/oci.js';
+
+function contentPath(root: string, area: 'staging' | 'committed', digest: string): string {
+  const [alg, hex] = digest.split(':');
+  return path.join(root, area, alg, hex.slice(0, 2), hex);
+}
+
+describe('admission seam (staged → committed)', () => {
+  let gw: TestGateway;
+  let c: OciClient;
+  let decision: AdmissionDecision = { outcome: 'admitted' };
+  const seen: AdmissionRequest[] = [];
+
+  before(async () => {
+    gw = await startTestGateway('pglite', {
+      options: {
+        admit: async (request) => {
+          seen.push(request);
+          return decision;
+        },
+      },
+    });
+    c = new OciClient(gw.url);
+  });
+  after(async () => gw.stop());
+
+  it('commits blobs, then the manifest, and sets the tag when admitted', async () => {
+    decision = { outcome: 'admitted' };
+    const { digest, manifest } = await c.pushImage('seam/app', 'ok');
+    const layer = (manifest.layers as Array<{ digest: string }>)[0].digest;
+    for (const d of [digest, layer, (manifest.config as { digest: string }).digest]) {
+      expect(existsSync(contentPath(gw.root, 'committed', d)), d).to.equal(true);
+      expect(existsSync(contentPath(gw.root, 'staging', d)), d).to.equal(false);
+    }
+    expect((await gw.registry.metadata.getManifest('seam/app', digest))!.state).to.equal('committed');
+    expect(seen.at(-1)).to.deep.include({ repository: 'seam/app', digest, tags: ['ok'] });
+  });
+
+  it('keeps a pending image staged, untagged, and says what it waits for', async () => {
+    decision = { outcome: 'pending', waitingFor: ['signature'] };
+    const { digest, manifest, res } = await c.pushImage('seam/app', 'pending');
+    expect(res.headers.get('warning')).to.match(/^299 - ".*quarantine.*signature"$/);
+    const layer = (manifest.layers as Array<{ digest: string }>)[0].digest;
+    expect(existsSync(contentPath(gw.root, 'staging', digest))).to.equal(true);
+    expect(existsSync(contentPath(gw.root, 'staging', layer))).to.equal(true);
+    expect(existsSync(contentPath(gw.root, 'committed', layer))).to.equal(false);
+    expect((await gw.registry.metadata.getManifest('seam/app', digest))!.state).to.equal('staged');
+    expect((await c.request('GET', '/v2/seam/app/manifests/pending')).status).to.equal(404);
+    expect((await gw.registry.metadata.getBlob(layer))!.state).to.equal('staged');
+  });
+
+  it('answers a denial with 403 DENIED and the reasons, and commits nothing', async () => {
+    decision = { outcome: 'denied', reasons: ['rule no-root: image runs as root'] };
+    const config = await c.pushBlob('seam/denied', '{"config":1}');
+    const body = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config, size: 12 }, layers: [],
+    }));
+    const res = await c.putManifest('seam/denied', 'v1', body);
+    expect(res.status).to.equal(403);
+    const json = (await res.json()) as { errors: Array<{ code: string; message: string; detail: { reasons: string[] } }> };
+    expect(json.errors[0].code).to.equal('DENIED');
+    expect(json.errors[0].message).to.include('image runs as root');
+    expect(json.errors[0].detail.reasons).to.deep.equal(['rule no-root: image runs as root']);
+    expect(existsSync(contentPath(gw.root, 'committed', config))).to.equal(false);
+    const tag = await c.request('GET', '/v2/seam/denied/manifests/v1');
+    expect(tag.status).to.equal(404);
+    expect(await errorCode(tag)).to.equal('MANIFEST_UNKNOWN');
+  });
+
+  it('commits a pending image later through commitManifest, as the gate will', async () => {
+    decision = { outcome: 'pending', waitingFor: ['scan'] };
+    const { digest } = await c.pushImage('seam/later', 'v1');
+    const request = seen.at(-1)!;
+    await gw.registry.commitManifest('seam/later', digest, request.manifest, request.tags);
+    const res = await c.request('GET', '/v2/seam/later/manifests/v1');
+    expect(res.status).to.equal(200);
+    expect(existsSync(contentPath(gw.root, 'committed', digest))).to.equal(true);
+  });
+});

@@ -1,0 +1,160 @@
+/**
+ * The one BlobStore suite every driver must pass unchanged (filesystem today; S3 joins
+ * the list when its driver lands). It also fails a driver that leaves files behind.
+ */
+import { expect } from 'chai';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { BlobStore } from '../../src/storage/blobstore.js';
+import { FsBlobStore } from '../../src/storage/fs.js';
+import { parseDigest, type Digest } from '../../src/registry/names.js';
+
+interface DriverUnderTest {
+  name: string;
+  create(): Promise<{ store: BlobStore; cleanup(): Promise<void>; files(): string[] }>;
+}
+
+function listFiles(root: string): string[] {
+  const out: string[] = [];
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir)) {
+      const full = path.join(dir, entry);
+      if (statSync(full).isDirectory()) walk(full);
+      else out.push(path.relative(root, full));
+    }
+  };
+  walk(root);
+  return out;
+}
+
+const DRIVERS: DriverUnderTest[] = [
+  {
+    name: 'filesystem',
+    async create() {
+      const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
+      const store = new FsBlobStore(root);
+      await store.init();
+      return { store, files: () => listFiles(root), cleanup: async () => rmSync(root, { recursive: true, force: true }) };
+    },
+  },
+];
+
+const digestOf = (data: Buffer): Digest => parseDigest(`sha256:${createHash('sha256').update(data).digest('hex')}`);
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function writeUpload(store: BlobStore, id: string, offset: number, data: Buffer): Promise<void> {
+  await pipeline(Readable.from([data]), await store.openUploadWriter(id, offset));
+}
+
+for (const driver of DRIVERS) {
+  describe(`BlobStore conformance: ${driver.name}`, () => {
+    let store: BlobStore;
+    let cleanup: () => Promise<void>;
+    let files: () => string[];
+
+    beforeEach(async () => {
+      ({ store, cleanup, files } = await driver.create());
+    });
+    afterEach(async () => cleanup());
+
+    it('appends upload chunks at offsets and promotes them into staging under the digest', async () => {
+      const id = randomUUID();
+      const a = Buffer.from('hello, ');
+      const b = Buffer.from('world');
+      await writeUpload(store, id, 0, a);
+      await writeUpload(store, id, a.length, b);
+      const whole = Buffer.concat([a, b]);
+      expect(await readAll(await store.readUpload(id))).to.deep.equal(whole);
+      const digest = digestOf(whole);
+      await store.promoteUpload(id, digest);
+      expect(await store.stat('staging', digest)).to.deep.equal({ size: whole.length });
+      expect(await store.stat('committed', digest)).to.equal(null);
+      const opened = await store.open('staging', digest);
+      expect(await readAll(opened!.stream)).to.deep.equal(whole);
+    });
+
+    it('truncates a failed append back to the last good offset', async () => {
+      const id = randomUUID();
+      await writeUpload(store, id, 0, Buffer.from('abcdef'));
+      await store.truncateUpload(id, 3);
+      await writeUpload(store, id, 3, Buffer.from('XY'));
+      expect((await readAll(await store.readUpload(id))).toString()).to.equal('abcXY');
+      await store.deleteUpload(id);
+    });
+
+    it('commits staged content to the committed area, idempotently', async () => {
+      const data = Buffer.from('{"manifest":true}');
+      const digest = digestOf(data);
+      await store.putStaged(digest, data);
+      await store.commit(digest);
+      expect(await store.stat('staging', digest)).to.equal(null);
+      expect(await store.stat('committed', digest)).to.deep.equal({ size: data.length });
+      await store.commit(digest);
+      expect(await store.stat('committed', digest)).to.deep.equal({ size: data.length });
+    });
+
+    it('fails to commit content that was never staged', async () => {
+      const digest = digestOf(Buffer.from('never'));
+      let failed = false;
+      await store.commit(digest).catch(() => (failed = true));
+      expect(failed).to.equal(true);
+    });
+
+    it('serves byte ranges', async () => {
+      const data = Buffer.from('0123456789');
+      const digest = digestOf(data);
+      await store.putStaged(digest, data);
+      const opened = await store.open('staging', digest, { start: 2, end: 5 });
+      expect(opened!.size).to.equal(10);
+      expect((await readAll(opened!.stream)).toString()).to.equal('2345');
+    });
+
+    it('returns null for absent content', async () => {
+      const digest = digestOf(Buffer.from('absent'));
+      expect(await store.open('committed', digest)).to.equal(null);
+      expect(await store.stat('staging', digest)).to.equal(null);
+    });
+
+    it('lists what each area holds', async () => {
+      const one = Buffer.from('one');
+      const two = Buffer.from('two');
+      await store.putStaged(digestOf(one), one);
+      await store.putStaged(digestOf(two), two);
+      await store.commit(digestOf(two));
+      const staged: string[] = [];
+      for await (const d of store.list('staging')) staged.push(d.value);
+      const committed: string[] = [];
+      for await (const d of store.list('committed')) committed.push(d.value);
+      expect(staged).to.deep.equal([digestOf(one).value]);
+      expect(committed).to.deep.equal([digestOf(two).value]);
+    });
+
+    it('refuses upload ids that could name a path', async () => {
+      for (const id of ['../../etc/passwd', '..', 'a/b', '']) {
+        let failed = false;
+        await store.openUploadWriter(id, 0).catch(() => (failed = true));
+        expect(failed, id).to.equal(true);
+      }
+    });
+
+    it('leaves nothing behind after deletes', async () => {
+      const id = randomUUID();
+      await writeUpload(store, id, 0, Buffer.from('scratch'));
+      await store.deleteUpload(id);
+      const data = Buffer.from('content');
+      await store.putStaged(digestOf(data), data);
+      await store.commit(digestOf(data));
+      await store.delete('committed', digestOf(data));
+      expect(files()).to.deep.equal([]);
+    });
+  });
+}

@@ -1,0 +1,455 @@
+/** The distribution API over HTTP, end to end inside one process, on PGlite and PostgreSQL. */
+import { expect } from 'chai';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { DATABASE_KINDS, startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { errorCode, OCI_INDEX, OCI_MANIFEST, OciClient, sha256, sha512 } from '../helpers/oci.js';
+
+const ZERO = `sha256:${'0'.repeat(64)}`;
+
+for (const kind of DATABASE_KINDS) {
+  describe(`distribution API on ${kind}`, function () {
+    let gw: TestGateway;
+    let c: OciClient;
+
+    before(async () => {
+      gw = await startTestGateway(kind, { config: (cfg) => void (cfg.limits.maxManifestBytes = 64 * 1024) });
+      c = new OciClient(gw.url);
+    });
+    after(async () => gw.stop());
+
+    describe('base and errors', () => {
+      it('answers /v2/ with 200 and the API version header', async () => {
+        const res = await c.request('GET', '/v2/');
+        expect(res.status).to.equal(200);
+        expect(res.headers.get('docker-distribution-api-version')).to.equal('registry/2.0');
+        expect(res.headers.get('x-request-id')).to.match(/^[0-9a-f-]{36}$/);
+      });
+
+      it('rejects bad names with NAME_INVALID and never touches the filesystem outside the root', async () => {
+        for (const p of ['/v2/UPPER/blobs/' + ZERO, '/v2/a/..%2f..%2fetc/blobs/' + ZERO, '/v2/a%2F..%2F../tags/list']) {
+          const res = await c.request('GET', p);
+          expect(res.status, p).to.equal(400);
+          expect(await errorCode(res)).to.equal('NAME_INVALID');
+        }
+      });
+
+      it('answers a malformed digest with 400 DIGEST_INVALID', async () => {
+        for (const p of ['/v2/x/blobs/sha256:nothex', '/v2/x/blobs/md5:abc', '/v2/x/referrers/sha256:short']) {
+          const res = await c.request('GET', p);
+          expect(res.status, p).to.equal(400);
+          expect(await errorCode(res)).to.equal('DIGEST_INVALID');
+        }
+      });
+
+      it('answers an unknown method with 405 UNSUPPORTED', async () => {
+        const res = await c.request('POST', '/v2/x/tags/list');
+        expect(res.status).to.equal(405);
+        expect(await errorCode(res)).to.equal('UNSUPPORTED');
+      });
+    });
+
+    describe('blob uploads', () => {
+      it('accepts a monolithic POST+PUT and serves the blob with digest headers', async () => {
+        const digest = await c.pushBlob('up/mono', 'monolithic bytes');
+        const head = await c.request('HEAD', `/v2/up/mono/blobs/${digest}`);
+        expect(head.status).to.equal(200);
+        expect(head.headers.get('docker-content-digest')).to.equal(digest);
+        expect(head.headers.get('content-length')).to.equal('16');
+        const get = await c.request('GET', `/v2/up/mono/blobs/${digest}`);
+        expect(await get.text()).to.equal('monolithic bytes');
+      });
+
+      it('accepts a single POST with ?digest= and the body', async () => {
+        const data = 'single post';
+        const res = await c.request('POST', `/v2/up/single/blobs/uploads/?digest=${sha256(data)}`, { body: data });
+        expect(res.status).to.equal(201);
+        expect(res.headers.get('location')).to.equal(`/v2/up/single/blobs/${sha256(data)}`);
+      });
+
+      it('accepts sha512 uploads and serves them under the sha512 digest', async () => {
+        const data = 'sha512 content';
+        const start = await c.request('POST', '/v2/up/s512/blobs/uploads/?digest-algorithm=sha512');
+        expect(start.status).to.equal(202);
+        const put = await c.request('PUT', `${start.headers.get('location')}?digest=${sha512(data)}`, { body: data });
+        expect(put.status).to.equal(201);
+        const get = await c.request('GET', `/v2/up/s512/blobs/${sha512(data)}`);
+        expect(get.headers.get('docker-content-digest')).to.equal(sha512(data));
+        expect(await get.text()).to.equal(data);
+      });
+
+      it('hashes again from storage when the client names another algorithm at the end', async () => {
+        const data = 'decided late';
+        const start = await c.request('POST', '/v2/up/late/blobs/uploads/');
+        const put = await c.request('PUT', `${start.headers.get('location')}?digest=${sha512(data)}`, { body: data });
+        expect(put.status).to.equal(201);
+      });
+
+      it('takes chunks in order, reports progress and refuses out-of-order or repeated chunks with 416', async () => {
+        const start = await c.request('POST', '/v2/up/chunked/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        expect(start.headers.get('range')).to.equal('0-0');
+        const first = await c.request('PATCH', location, { body: 'abcde', headers: { 'Content-Range': '0-4', 'Content-Type': 'application/octet-stream' } });
+        expect(first.status).to.equal(202);
+        expect(first.headers.get('range')).to.equal('0-4');
+        const again = await c.request('PATCH', location, { body: 'abcde', headers: { 'Content-Range': '0-4' } });
+        expect(again.status).to.equal(416);
+        expect(again.headers.get('range')).to.equal('0-4');
+        const skip = await c.request('PATCH', location, { body: 'zz', headers: { 'Content-Range': '8-9' } });
+        expect(skip.status).to.equal(416);
+        const status = await c.request('GET', location);
+        expect(status.status).to.equal(204);
+        expect(status.headers.get('range')).to.equal('0-4');
+        expect(status.headers.get('location')).to.equal(location);
+        const second = await c.request('PATCH', location, { body: 'fgh', headers: { 'Content-Range': '5-7' } });
+        expect(second.headers.get('range')).to.equal('0-7');
+        const put = await c.request('PUT', `${location}?digest=${sha256('abcdefgh')}`);
+        expect(put.status).to.equal(201);
+        expect(await (await c.request('GET', `/v2/up/chunked/blobs/${sha256('abcdefgh')}`)).text()).to.equal('abcdefgh');
+      });
+
+      it('appends PATCH bodies without Content-Range (streamed uploads) and a last chunk on PUT', async () => {
+        const start = await c.request('POST', '/v2/up/stream/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        await c.request('PATCH', location, { body: 'stream-1;' });
+        await c.request('PATCH', location, { body: 'stream-2;' });
+        const put = await c.request('PUT', `${location}?digest=${sha256('stream-1;stream-2;end')}`, { body: 'end' });
+        expect(put.status).to.equal(201);
+      });
+
+      it('refuses a digest that does not match and keeps the upload for a retry', async () => {
+        const start = await c.request('POST', '/v2/up/bad/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        const put = await c.request('PUT', `${location}?digest=${sha256('other')}`, { body: 'actual' });
+        expect(put.status).to.equal(400);
+        expect(await errorCode(put)).to.equal('DIGEST_INVALID');
+        expect((await c.request('GET', `/v2/up/bad/blobs/${sha256('other')}`)).status).to.equal(404);
+        const status = await c.request('GET', location);
+        expect(status.status).to.equal(204);
+        expect(status.headers.get('range')).to.equal('0-5');
+      });
+
+      it('cancels an upload and forgets it', async () => {
+        const start = await c.request('POST', '/v2/up/cancel/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        expect((await c.request('DELETE', location)).status).to.equal(204);
+        const res = await c.request('GET', location);
+        expect(res.status).to.equal(404);
+        expect(await errorCode(res)).to.equal('BLOB_UPLOAD_UNKNOWN');
+      });
+
+      it('does not let one repository use another repository\'s upload session', async () => {
+        const start = await c.request('POST', '/v2/up/owner/blobs/uploads/');
+        const id = start.headers.get('docker-upload-uuid');
+        const res = await c.request('PATCH', `/v2/up/intruder/blobs/uploads/${id}`, { body: 'x' });
+        expect(res.status).to.equal(404);
+        expect(await errorCode(res)).to.equal('BLOB_UPLOAD_UNKNOWN');
+      });
+
+      it('mounts a blob from another repository, and falls back to an upload when it cannot', async () => {
+        const digest = await c.pushBlob('up/source', 'mount me');
+        const mount = await c.request('POST', `/v2/up/target/blobs/uploads/?mount=${digest}&from=up/source`);
+        expect(mount.status).to.equal(201);
+        expect(mount.headers.get('docker-content-digest')).to.equal(digest);
+        expect(await (await c.request('GET', `/v2/up/target/blobs/${digest}`)).text()).to.equal('mount me');
+        const fallback = await c.request('POST', `/v2/up/target/blobs/uploads/?mount=${sha256('absent')}&from=up/source`);
+        expect(fallback.status).to.equal(202);
+        expect(fallback.headers.get('location')).to.match(/\/v2\/up\/target\/blobs\/uploads\//);
+      });
+
+      it('keeps blobs scoped to their repository', async () => {
+        const digest = await c.pushBlob('up/private', 'scoped');
+        const res = await c.request('GET', `/v2/up/elsewhere/blobs/${digest}`);
+        expect(res.status).to.equal(404);
+        expect(await errorCode(res)).to.equal('BLOB_UNKNOWN');
+      });
+
+      it('serves ranges with 206 and answers unsatisfiable ranges with a well-formed 416', async () => {
+        const digest = await c.pushBlob('up/range', '0123456789');
+        const part = await c.request('GET', `/v2/up/range/blobs/${digest}`, { headers: { Range: 'bytes=2-4' } });
+        expect(part.status).to.equal(206);
+        expect(part.headers.get('content-range')).to.equal('bytes 2-4/10');
+        expect(await part.text()).to.equal('234');
+        const suffix = await c.request('GET', `/v2/up/range/blobs/${digest}`, { headers: { Range: 'bytes=-3' } });
+        expect(await suffix.text()).to.equal('789');
+        for (const range of ['bytes=50-60', 'bytes=5-2', 'items=1-2']) {
+          const res = await c.request('GET', `/v2/up/range/blobs/${digest}`, { headers: { Range: range } });
+          expect(res.status, range).to.equal(416);
+          expect(res.headers.get('content-range')).to.equal('bytes */10');
+          expect(await errorCode(res)).to.equal('RANGE_INVALID');
+        }
+      });
+
+      it('deletes a blob from a repository', async () => {
+        const digest = await c.pushBlob('up/del', 'delete me');
+        expect((await c.request('DELETE', `/v2/up/del/blobs/${digest}`)).status).to.equal(202);
+        expect((await c.request('HEAD', `/v2/up/del/blobs/${digest}`)).status).to.equal(404);
+        expect((await c.request('DELETE', `/v2/up/del/blobs/${digest}`)).status).to.equal(404);
+      });
+
+      it('purges upload sessions abandoned for longer than the configured age', async () => {
+        const start = await c.request('POST', '/v2/up/stale/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        const id = start.headers.get('docker-upload-uuid')!;
+        await c.request('PATCH', location, { body: 'partial' });
+        expect(existsSync(path.join(gw.root, 'uploads', id))).to.equal(true);
+        expect(await gw.registry.purgeStaleUploads(new Date(Date.now() + 1000))).to.be.greaterThan(0);
+        expect((await c.request('GET', location)).status).to.equal(404);
+        expect(existsSync(path.join(gw.root, 'uploads', id))).to.equal(false);
+      });
+    });
+
+    describe('manifests', () => {
+      it('stores the exact bytes and serves them by tag and digest with type, digest and ETag', async () => {
+        const { digest, body, res } = await c.pushImage('m/app', 'v1');
+        expect(res.headers.get('location')).to.equal(`/v2/m/app/manifests/${digest}`);
+        expect(res.headers.get('docker-content-digest')).to.equal(digest);
+        for (const ref of ['v1', digest]) {
+          const get = await c.request('GET', `/v2/m/app/manifests/${ref}`, { headers: { Accept: OCI_MANIFEST } });
+          expect(get.status).to.equal(200);
+          expect(get.headers.get('content-type')).to.equal(OCI_MANIFEST);
+          expect(get.headers.get('docker-content-digest')).to.equal(digest);
+          expect(get.headers.get('etag')).to.equal(`"${digest}"`);
+          expect(Buffer.from(await get.arrayBuffer()).equals(body)).to.equal(true);
+        }
+        const head = await c.request('HEAD', '/v2/m/app/manifests/v1');
+        expect(head.headers.get('content-length')).to.equal(String(body.length));
+      });
+
+      it('keeps whitespace and key order of pushed manifests (never re-serialises)', async () => {
+        const config = await c.pushBlob('m/raw', '{}');
+        const body = Buffer.from(`{\n  "schemaVersion": 2,\n  "mediaType": "${OCI_MANIFEST}",\n  "layers": [],\n  "config": {"size": 2, "digest": "${config}", "mediaType": "application/vnd.oci.empty.v1+json"},\n  "artifactType": "x/y"\n}\n`);
+        expect((await c.putManifest('m/raw', 'pretty', body)).status).to.equal(201);
+        const get = await c.request('GET', '/v2/m/raw/manifests/pretty');
+        expect(Buffer.from(await get.arrayBuffer()).equals(body)).to.equal(true);
+      });
+
+      it('refuses manifests that reference content the repository does not have', async () => {
+        const body = Buffer.from(JSON.stringify({
+          schemaVersion: 2, mediaType: OCI_MANIFEST,
+          config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256('missing config'), size: 14 },
+          layers: [],
+        }));
+        const res = await c.putManifest('m/missing', 'v1', body);
+        expect(res.status).to.equal(400);
+        const json = (await res.json()) as { errors: Array<{ code: string; detail: { missing: string[] } }> };
+        expect(json.errors[0].code).to.equal('MANIFEST_BLOB_UNKNOWN');
+        expect(json.errors[0].detail.missing).to.deep.equal([sha256('missing config')]);
+      });
+
+      it('refuses a manifest pushed by a digest it does not have', async () => {
+        const { body } = await c.pushImage('m/bydigest', 'seed');
+        const res = await c.putManifest('m/bydigest', sha256('something else'), body);
+        expect(res.status).to.equal(400);
+        expect(await errorCode(res)).to.equal('DIGEST_INVALID');
+      });
+
+      it('accepts a manifest pushed by sha512 digest', async () => {
+        const { body } = await c.pushImage('m/s512', 'seed');
+        const res = await c.putManifest('m/s512', sha512(body), body);
+        expect(res.status).to.equal(201);
+        expect(res.headers.get('docker-content-digest')).to.equal(sha512(body));
+        expect((await c.request('HEAD', `/v2/m/s512/manifests/${sha512(body)}`)).status).to.equal(200);
+      });
+
+      it('refuses invalid manifests with MANIFEST_INVALID and oversize ones with 413', async () => {
+        const invalid = await c.putManifest('m/invalid', 'v1', Buffer.from('{"schemaVersion":2'));
+        expect(invalid.status).to.equal(400);
+        expect(await errorCode(invalid)).to.equal('MANIFEST_INVALID');
+        const huge = await c.putManifest('m/invalid', 'v1', Buffer.alloc(65 * 1024, 0x20));
+        expect(huge.status).to.equal(413);
+        expect(await errorCode(huge)).to.equal('SIZE_INVALID');
+        const badTag = await c.putManifest('m/invalid', '.bad', Buffer.from('{}'));
+        expect(badTag.status).to.equal(400);
+      });
+
+      it('auto-provides the well-known empty config blob for artifacts', async () => {
+        const body = Buffer.from(JSON.stringify({
+          schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: 'application/vnd.example',
+          config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256('{}'), size: 2 },
+          layers: [],
+        }));
+        expect((await c.putManifest('m/artifact', 'v1', body)).status).to.equal(201);
+        expect(await (await c.request('GET', `/v2/m/artifact/blobs/${sha256('{}')}`)).text()).to.equal('{}');
+      });
+
+      it('tags a digest push with ?tag= and echoes OCI-Tag', async () => {
+        const { body, digest } = await c.pushImage('m/tags', 'seed');
+        const res = await c.request('PUT', `/v2/m/tags/manifests/${digest}?tag=a&tag=b`, { body, headers: { 'Content-Type': OCI_MANIFEST } });
+        expect(res.status).to.equal(201);
+        expect(res.headers.get('oci-tag')).to.equal('a, b');
+        expect((await c.request('HEAD', '/v2/m/tags/manifests/b')).headers.get('docker-content-digest')).to.equal(digest);
+      });
+
+      it('honours If-Match on manifest PUT (412 on mismatch) and If-None-Match on GET (304)', async () => {
+        const first = await c.pushImage('m/cond', 'latest');
+        const second = await c.pushImage('m/cond', 'other');
+        const stale = await c.putManifest('m/cond', 'latest', second.body, OCI_MANIFEST, { 'If-Match': '"sha256:' + 'f'.repeat(64) + '"' });
+        expect(stale.status).to.equal(412);
+        const ok = await c.putManifest('m/cond', 'latest', second.body, OCI_MANIFEST, { 'If-Match': `"${first.digest}"` });
+        expect(ok.status).to.equal(201);
+        const create = await c.putManifest('m/cond', 'latest', first.body, OCI_MANIFEST, { 'If-None-Match': '*' });
+        expect(create.status).to.equal(412);
+        const cached = await c.request('GET', '/v2/m/cond/manifests/latest', { headers: { 'If-None-Match': `"${second.digest}"` } });
+        expect(cached.status).to.equal(304);
+      });
+
+      it('deletes by tag (tag only) and by digest (manifest and all its tags)', async () => {
+        const { digest } = await c.pushImage('m/del', 'one');
+        await c.request('PUT', `/v2/m/del/manifests/two`, {
+          body: (await (await c.request('GET', `/v2/m/del/manifests/${digest}`)).arrayBuffer()) as unknown as Buffer,
+          headers: { 'Content-Type': OCI_MANIFEST },
+        });
+        expect((await c.request('DELETE', '/v2/m/del/manifests/one')).status).to.equal(202);
+        expect((await c.request('GET', '/v2/m/del/manifests/one')).status).to.equal(404);
+        expect((await c.request('GET', '/v2/m/del/manifests/two')).status).to.equal(200);
+        expect((await c.request('DELETE', `/v2/m/del/manifests/${digest}`)).status).to.equal(202);
+        const gone = await c.request('GET', '/v2/m/del/manifests/two');
+        expect(gone.status).to.equal(404);
+        expect(await errorCode(gone)).to.equal('MANIFEST_UNKNOWN');
+      });
+
+      it('accepts an index whose children are present and refuses one whose children are not', async () => {
+        const amd = await c.pushImage('m/multi', 'amd64');
+        const arm = await c.pushImage('m/multi', 'arm64');
+        const index = Buffer.from(JSON.stringify({
+          schemaVersion: 2, mediaType: OCI_INDEX,
+          manifests: [
+            { mediaType: OCI_MANIFEST, digest: amd.digest, size: amd.body.length, platform: { os: 'linux', architecture: 'amd64' } },
+            { mediaType: OCI_MANIFEST, digest: arm.digest, size: arm.body.length, platform: { os: 'linux', architecture: 'arm64' } },
+          ],
+        }));
+        expect((await c.putManifest('m/multi', 'latest', index, OCI_INDEX)).status).to.equal(201);
+        const orphan = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [{ mediaType: OCI_MANIFEST, digest: sha256('nope'), size: 4 }] }));
+        const res = await c.putManifest('m/multi', 'orphan', orphan, OCI_INDEX);
+        expect(res.status).to.equal(400);
+        expect(await errorCode(res)).to.equal('MANIFEST_BLOB_UNKNOWN');
+      });
+    });
+
+    describe('referrers', () => {
+      it('answers OCI-Subject, lists referrers with artifactType and annotations, and filters', async () => {
+        const subject = await c.pushImage('r/app', 'v1');
+        const refBody = (artifactType: string, note: string) => Buffer.from(JSON.stringify({
+          schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType,
+          config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256('{}'), size: 2 },
+          layers: [],
+          subject: { mediaType: OCI_MANIFEST, digest: subject.digest, size: subject.body.length },
+          annotations: { note },
+        }));
+        const sig = refBody('application/vnd.example.sig', 'signature');
+        const sbom = refBody('application/spdx+json', 'sbom');
+        for (const body of [sig, sbom]) {
+          const res = await c.putManifest('r/app', sha256(body), body);
+          expect(res.status).to.equal(201);
+          expect(res.headers.get('oci-subject')).to.equal(subject.digest);
+        }
+        const all = await c.request('GET', `/v2/r/app/referrers/${subject.digest}`);
+        expect(all.status).to.equal(200);
+        expect(all.headers.get('content-type')).to.equal(OCI_INDEX);
+        expect(all.headers.get('oci-filters-applied')).to.equal(null);
+        const index = (await all.json()) as { manifests: Array<{ digest: string; artifactType: string; annotations: Record<string, string> }> };
+        expect(index.manifests.map((m) => m.digest).sort()).to.deep.equal([sha256(sig), sha256(sbom)].sort());
+        expect(index.manifests.find((m) => m.digest === sha256(sbom))).to.deep.include({ artifactType: 'application/spdx+json', annotations: { note: 'sbom' } });
+        const filtered = await c.request('GET', `/v2/r/app/referrers/${subject.digest}?artifactType=application/spdx%2Bjson`);
+        expect(filtered.headers.get('oci-filters-applied')).to.equal('artifactType');
+        expect(((await filtered.json()) as { manifests: Array<{ digest: string }> }).manifests.map((m) => m.digest)).to.deep.equal([sha256(sbom)]);
+      });
+
+      it('accepts a referrer before its subject exists', async () => {
+        const body = Buffer.from(JSON.stringify({
+          schemaVersion: 2, mediaType: OCI_MANIFEST, artifactType: 'application/vnd.example',
+          config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256('{}'), size: 2 },
+          layers: [], subject: { mediaType: OCI_MANIFEST, digest: sha256('future image'), size: 12 },
+        }));
+        const res = await c.putManifest('r/early', 'x', body);
+        expect(res.status).to.equal(201);
+        expect(res.headers.get('oci-subject')).to.equal(sha256('future image'));
+        const list = (await (await c.request('GET', `/v2/r/early/referrers/${sha256('future image')}`)).json()) as { manifests: unknown[] };
+        expect(list.manifests).to.have.length(1);
+      });
+
+      it('answers unknown digests and unknown repositories with 200 and an empty index', async () => {
+        for (const p of [`/v2/r/app/referrers/${ZERO}`, `/v2/never/pushed/referrers/${ZERO}`]) {
+          const res = await c.request('GET', p);
+          expect(res.status).to.equal(200);
+          expect(res.headers.get('content-type')).to.equal(OCI_INDEX);
+          expect(await res.json()).to.deep.equal({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] });
+        }
+      });
+
+      it('merges manifests a client listed in the sha256-<hex> fallback index, reading each from our records', async () => {
+        const subject = await c.pushImage('r/fallback', 'v1');
+        // An artifact without `subject` (some older tools), listed only in the fallback index.
+        const artifact = await c.pushImage('r/fallback', 'att', { extra: { artifactType: 'application/vnd.legacy' } });
+        const listedButAbsent = sha256('not in repository');
+        const fallback = Buffer.from(JSON.stringify({
+          schemaVersion: 2, mediaType: OCI_INDEX,
+          manifests: [
+            { mediaType: OCI_MANIFEST, digest: artifact.digest, size: artifact.body.length, artifactType: 'application/vnd.oci.empty.v1+json' },
+            { mediaType: OCI_MANIFEST, digest: listedButAbsent, size: 10 },
+          ],
+        }));
+        // The fallback index names content that is absent, so it cannot be pushed as an index; clients
+        // push it anyway only when entries exist. Push with the present entry only:
+        const present = Buffer.from(JSON.stringify({ ...JSON.parse(fallback.toString()), manifests: [JSON.parse(fallback.toString()).manifests[0]] }));
+        expect((await c.putManifest('r/fallback', `sha256-${subject.digest.slice(7)}`, present, OCI_INDEX)).status).to.equal(201);
+        const list = (await (await c.request('GET', `/v2/r/fallback/referrers/${subject.digest}`)).json()) as { manifests: Array<{ digest: string; artifactType: string }> };
+        expect(list.manifests).to.deep.equal([
+          { mediaType: OCI_MANIFEST, digest: artifact.digest, size: artifact.body.length, artifactType: 'application/vnd.legacy' },
+        ]);
+      });
+    });
+
+    describe('listing', () => {
+      it('lists tags in order and paginates with n, last and Link', async () => {
+        const { body } = await c.pushImage('l/tags', 't0');
+        for (const tag of ['t3', 't1', 't2', 'T9']) {
+          expect((await c.putManifest('l/tags', tag, body)).status).to.equal(201);
+        }
+        const all = await c.request('GET', '/v2/l/tags/tags/list');
+        expect(await all.json()).to.deep.equal({ name: 'l/tags', tags: ['T9', 't0', 't1', 't2', 't3'] });
+        const page = await c.request('GET', '/v2/l/tags/tags/list?n=2');
+        expect(((await page.json()) as { tags: string[] }).tags).to.deep.equal(['T9', 't0']);
+        const link = page.headers.get('link')!;
+        expect(link).to.equal('</v2/l/tags/tags/list?n=2&last=t0>; rel="next"');
+        const next = await c.request('GET', link.slice(1, link.indexOf('>')));
+        expect(((await next.json()) as { tags: string[] }).tags).to.deep.equal(['t1', 't2']);
+        const tail = await c.request('GET', '/v2/l/tags/tags/list?n=2&last=t2');
+        expect(((await tail.json()) as { tags: string[] }).tags).to.deep.equal(['t3']);
+        expect(tail.headers.get('link')).to.equal(null);
+        const zero = await c.request('GET', '/v2/l/tags/tags/list?n=0');
+        expect(((await zero.json()) as { tags: string[] }).tags).to.deep.equal([]);
+        expect(zero.headers.get('link')).to.equal(null);
+        const bad = await c.request('GET', '/v2/l/tags/tags/list?n=-1');
+        expect(bad.status).to.equal(400);
+        expect(await errorCode(bad)).to.equal('PAGINATION_NUMBER_INVALID');
+      });
+
+      it('answers tag listing of an unknown repository with 404 NAME_UNKNOWN', async () => {
+        const res = await c.request('GET', '/v2/l/nothing/tags/list');
+        expect(res.status).to.equal(404);
+        expect(await errorCode(res)).to.equal('NAME_UNKNOWN');
+      });
+
+      it('paginates the catalog', async () => {
+        await c.pushImage('l/cat-a', 'v1');
+        await c.pushImage('l/cat-b', 'v1');
+        const first = await c.request('GET', '/v2/_catalog?n=1&last=l/cat');
+        expect(await first.json()).to.deep.equal({ repositories: ['l/cat-a'] });
+        expect(first.headers.get('link')).to.equal('</v2/_catalog?n=1&last=l%2Fcat-a>; rel="next"');
+      });
+    });
+
+    describe('observability', () => {
+      it('reports health, readiness and request metrics', async () => {
+        expect((await c.request('GET', '/healthz')).status).to.equal(200);
+        expect((await c.request('GET', '/readyz')).status).to.equal(200);
+        const metrics = await (await c.request('GET', '/metrics')).text();
+        expect(metrics).to.match(/gateway_http_requests_total\{method="PUT",route="manifest",status="201"\} \d+/);
+        expect(metrics).to.match(/gateway_storage_operations_total\{driver="filesystem",op="commit",result="ok"\} \d+/);
+        expect(metrics).to.match(/gateway_http_received_bytes_total\{route="blob_upload"\} \d+/);
+      });
+    });
+  });
+}

@@ -1,0 +1,114 @@
+/** The metadata store, run unchanged against PGlite and a real PostgreSQL server. */
+import { expect } from 'chai';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { migrate, openDatabase, type Database } from '../../src/db/database.js';
+import { MetadataStore } from '../../src/db/metadata.js';
+import { createTestDatabase } from '../helpers/postgres.js';
+import { DATABASE_KINDS } from '../helpers/gateway.js';
+
+const d = (c: string) => `sha256:${c.repeat(64)}`;
+
+for (const kind of DATABASE_KINDS) {
+  describe(`metadata store on ${kind}`, () => {
+    let db: Database;
+    let meta: MetadataStore;
+    let dir: string;
+
+    before(async () => {
+      dir = mkdtempSync(path.join(tmpdir(), 'meta-'));
+      db = await openDatabase({ url: kind === 'postgres' ? await createTestDatabase() : undefined, pgliteDir: dir });
+      meta = new MetadataStore(db);
+    });
+    after(async () => {
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('applies migrations once', async () => {
+      expect(await migrate(db)).to.deep.equal([]);
+      const rows = await db.query<{ version: string }>('SELECT version FROM schema_migrations');
+      expect(rows.map((r) => r.version)).to.include('001_registry');
+    });
+
+    it('tracks an upload size with compare-and-set', async () => {
+      const id = randomUUID();
+      await meta.createUpload(id, 'a/repo');
+      expect(await meta.advanceUpload(id, 0, 10)).to.equal(true);
+      expect(await meta.advanceUpload(id, 0, 20)).to.equal(false);
+      const upload = await meta.getUpload(id);
+      expect(upload).to.include({ repository: 'a/repo', size: 10 });
+      expect(typeof upload!.size).to.equal('number');
+      expect(await meta.deleteUpload(id)).to.equal(true);
+      expect(await meta.getUpload(id)).to.equal(null);
+    });
+
+    it('scopes blobs to the repositories that link them', async () => {
+      await meta.linkBlob('a/one', d('1'), 5);
+      expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged' });
+      expect(await meta.findBlob('a/two', d('1'))).to.equal(null);
+      expect(await meta.unlinkBlob('a/one', d('1'))).to.equal(true);
+      expect(await meta.findBlob('a/one', d('1'))).to.equal(null);
+    });
+
+    it('stores manifests staged and switches them, their content and tags in one commit', async () => {
+      await meta.linkBlob('b/app', d('c'), 2);
+      await meta.linkBlob('b/app', d('l'), 3);
+      await meta.putManifest('b/app', {
+        digest: d('m'),
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        size: 100,
+        artifactType: null,
+        subjectDigest: null,
+        annotations: { a: 'b' },
+        references: [
+          { digest: d('c'), kind: 'config' },
+          { digest: d('l'), kind: 'layer' },
+        ],
+      });
+      expect((await meta.getManifest('b/app', d('m')))!.state).to.equal('staged');
+      expect(await meta.getManifestByTag('b/app', 'v1')).to.equal(null);
+      await meta.commitManifest('b/app', d('m'), [d('c'), d('l')], ['v1', 'latest']);
+      const byTag = await meta.getManifestByTag('b/app', 'v1');
+      expect(byTag).to.include({ digest: d('m'), state: 'committed', size: 100 });
+      expect(byTag!.annotations).to.deep.equal({ a: 'b' });
+      expect((await meta.getBlob(d('l')))!.state).to.equal('committed');
+      expect(await meta.listTags('b/app', undefined, 10)).to.deep.equal(['latest', 'v1']);
+    });
+
+    it('lists tags in byte order with last and limit', async () => {
+      await meta.putManifest('c/tags', {
+        digest: d('t'), mediaType: 'application/vnd.oci.image.index.v1+json', size: 1,
+        artifactType: null, subjectDigest: null, annotations: null, references: [],
+      });
+      await meta.commitManifest('c/tags', d('t'), [], ['b', 'B', 'a', 'a1', '_x']);
+      expect(await meta.listTags('c/tags', undefined, 10)).to.deep.equal(['B', '_x', 'a', 'a1', 'b']);
+      expect(await meta.listTags('c/tags', 'a', 2)).to.deep.equal(['a1', 'b']);
+    });
+
+    it('finds referrers by subject', async () => {
+      await meta.putManifest('d/ref', {
+        digest: d('r'), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 7,
+        artifactType: 'application/vnd.example', subjectDigest: d('s'), annotations: null, references: [],
+      });
+      const refs = await meta.listReferrers('d/ref', d('s'));
+      expect(refs.map((r) => r.digest)).to.deep.equal([d('r')]);
+      expect(refs[0].artifactType).to.equal('application/vnd.example');
+      expect(await meta.listReferrers('d/other', d('s'))).to.deep.equal([]);
+    });
+
+    it('deletes a manifest with every tag that points at it', async () => {
+      expect(await meta.deleteManifest('b/app', d('m'))).to.equal(true);
+      expect(await meta.getManifestByTag('b/app', 'latest')).to.equal(null);
+      expect(await meta.listTags('b/app', undefined, 10)).to.deep.equal([]);
+      expect(await meta.deleteManifest('b/app', d('m'))).to.equal(false);
+    });
+
+    it('creates a repository once under concurrent first pushes', async () => {
+      const ids = await Promise.all(Array.from({ length: 8 }, () => meta.ensureRepository('e/race')));
+      expect(new Set(ids).size).to.equal(1);
+    });
+  });
+}

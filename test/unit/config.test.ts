@@ -1,0 +1,41 @@
+import { expect } from 'chai';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ConfigError, envName, loadConfig } from '../../src/config/config.js';
+
+describe('configuration', () => {
+  it('has working defaults', () => {
+    const config = loadConfig({ env: {} });
+    expect(config.http.addr).to.equal('0.0.0.0:5000');
+    expect(config.storage.root).to.equal(path.resolve('./data'));
+    expect(config.database.url).to.equal('');
+    expect(config.policy.dir).to.equal(path.resolve('./policies'));
+    expect(config.limits.maxManifestBytes).to.equal(4 * 1024 * 1024);
+  });
+
+  it('derives environment names from keys', () => {
+    expect(envName('http', 'addr')).to.equal('GATEWAY_HTTP_ADDR');
+    expect(envName('limits', 'maxManifestBytes')).to.equal('GATEWAY_LIMITS_MAX_MANIFEST_BYTES');
+  });
+
+  it('layers file, then environment', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
+    const file = path.join(dir, 'gateway.yaml');
+    writeFileSync(file, 'http:\n  addr: 127.0.0.1:6000\nlimits:\n  maxPageSize: 50\n');
+    const config = loadConfig({ file, env: { GATEWAY_LIMITS_MAX_PAGE_SIZE: '70', GATEWAY_DATABASE_URL: 'postgres://u@h/db' } });
+    expect(config.http.addr).to.equal('127.0.0.1:6000');
+    expect(config.limits.maxPageSize).to.equal(70);
+    expect(config.database.url).to.equal('postgres://u@h/db');
+  });
+
+  it('stops with a message naming the key', () => {
+    expect(() => loadConfig({ env: { GATEWAY_LIMITS_MAX_MANIFEST_BYTES: 'lots' } })).to.throw(ConfigError, /GATEWAY_LIMITS_MAX_MANIFEST_BYTES/);
+    expect(() => loadConfig({ env: { GATEWAY_HTTP_ADDR: 'nope' } })).to.throw(ConfigError, /http\.addr/);
+    expect(() => loadConfig({ env: { GATEWAY_DATABASE_URL: 'mysql://x' } })).to.throw(ConfigError, /database\.url/);
+    const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
+    const file = path.join(dir, 'gateway.json');
+    writeFileSync(file, JSON.stringify({ storage: { rot: '/x' } }));
+    expect(() => loadConfig({ file, env: {} })).to.throw(ConfigError, /unknown key storage\.rot/);
+  });
+});
