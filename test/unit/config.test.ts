@@ -39,3 +39,17 @@ describe('configuration', () => {
     expect(() => loadConfig({ file, env: {} })).to.throw(ConfigError, /unknown key storage\.rot/);
   });
 });
+
+describe('README configuration reference', () => {
+  it('documents every configuration key and environment variable with its default', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { environmentKeys, DEFAULT_CONFIG } = await import('../../src/config/config.js');
+    const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    for (const { env, key } of environmentKeys()) {
+      const [section, name] = key.split('.');
+      const value = (DEFAULT_CONFIG as unknown as Record<string, Record<string, unknown>>)[section][name];
+      const shown = value === '' ? '*(unset)*' : `\`${String(value)}\``;
+      expect(readme, key).to.include(`| \`${key}\` | \`${env}\` | ${shown} |`);
+    }
+  });
+});
