@@ -38,6 +38,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     url: config.database.url || undefined,
     pgliteDir: path.join(config.storage.root, 'pglite'),
     poolSize: config.database.poolSize,
+    onIdleError: (err) => logger.warn({ err }, 'idle database connection failed; the pool replaces it'),
   });
   const registry = new Registry({
     metadata: new MetadataStore(db),

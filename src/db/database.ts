@@ -77,6 +77,8 @@ export interface DatabaseOptions {
   url?: string;
   pgliteDir: string;
   poolSize?: number;
+  /** Errors of idle pooled connections (server restart, admin termination); they must not crash the process. */
+  onIdleError?: (err: Error) => void;
 }
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
@@ -87,6 +89,7 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       max: options.poolSize ?? 20,
       types: { getTypeParser: (oid, format) => (oid === INT8_OID ? Number : pg.types.getTypeParser(oid, format)) } as pg.CustomTypesConfig,
     });
+    pool.on('error', (err) => options.onIdleError?.(err));
     db = new PostgresDatabase(pool);
   } else {
     await mkdir(options.pgliteDir, { recursive: true });

@@ -187,8 +187,16 @@ export class Registry {
       this.uploadHashes.delete(id);
       await this.store.deleteUpload(id);
     }
-    if (ids.length > 0) this.logger.info({ purged: ids.length }, 'purged stale uploads');
-    return ids.length;
+    // Scratch files whose session row is gone (a crash between the two deletes).
+    let orphans = 0;
+    for (const file of await this.store.listUploads()) {
+      if (file.modified >= olderThan || this.busyUploads.has(file.id)) continue;
+      if (await this.metadata.uploadExists(file.id)) continue;
+      await this.store.deleteUpload(file.id);
+      orphans++;
+    }
+    if (ids.length + orphans > 0) this.logger.info({ purged: ids.length, orphans }, 'purged stale uploads');
+    return ids.length + orphans;
   }
 
   private async requireUpload(repository: string, id: string) {

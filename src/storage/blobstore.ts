@@ -33,6 +33,8 @@ export interface BlobStore {
   /** Moves a finished upload into the staging area under its verified digest. */
   promoteUpload(uploadId: string, digest: Digest): Promise<void>;
   deleteUpload(uploadId: string): Promise<void>;
+  /** Upload scratch files with the time they were last written (for purging abandoned ones). */
+  listUploads(): Promise<Array<{ id: string; modified: Date }>>;
 
   /** Writes small content (manifests) straight into the staging area. */
   putStaged(digest: Digest, data: Buffer): Promise<void>;

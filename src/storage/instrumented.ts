@@ -11,6 +11,7 @@ const TIMED = [
   'readUpload',
   'promoteUpload',
   'deleteUpload',
+  'listUploads',
   'putStaged',
   'stat',
   'open',

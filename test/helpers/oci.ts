@@ -17,7 +17,8 @@ export class OciClient {
   constructor(readonly base: string) {}
 
   async request(method: string, path: string, init: { body?: Buffer | string; headers?: Record<string, string> } = {}) {
-    return fetch(this.base + path, { method, body: init.body, headers: init.headers, redirect: 'manual' });
+    const body = typeof init.body === "string" || init.body === undefined ? init.body : new Uint8Array(init.body);
+    return fetch(this.base + path, { method, body, headers: init.headers, redirect: "manual" });
   }
 
   absolute(location: string): string {

@@ -146,6 +146,15 @@ for (const driver of DRIVERS) {
       }
     });
 
+    it('lists upload scratch files with their modification time', async () => {
+      const id = randomUUID();
+      await writeUpload(store, id, 0, Buffer.from('x'));
+      const uploads = await store.listUploads();
+      expect(uploads.map((u) => u.id)).to.deep.equal([id]);
+      expect(Date.now() - uploads[0].modified.getTime()).to.be.lessThan(60_000);
+      await store.deleteUpload(id);
+    });
+
     it('leaves nothing behind after deletes', async () => {
       const id = randomUUID();
       await writeUpload(store, id, 0, Buffer.from('scratch'));

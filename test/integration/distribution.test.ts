@@ -1,6 +1,6 @@
 /** The distribution API over HTTP, end to end inside one process, on PGlite and PostgreSQL. */
 import { expect } from 'chai';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { DATABASE_KINDS, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { errorCode, OCI_INDEX, OCI_MANIFEST, OciClient, sha256, sha512 } from '../helpers/oci.js';
@@ -196,6 +196,13 @@ for (const kind of DATABASE_KINDS) {
         expect(await gw.registry.purgeStaleUploads(new Date(Date.now() + 1000))).to.be.greaterThan(0);
         expect((await c.request('GET', location)).status).to.equal(404);
         expect(existsSync(path.join(gw.root, 'uploads', id))).to.equal(false);
+      });
+
+      it('purges upload files whose session record is gone', async () => {
+        const orphan = '00000000-0000-4000-8000-000000000000';
+        writeFileSync(path.join(gw.root, 'uploads', orphan), 'left by a crash');
+        await gw.registry.purgeStaleUploads(new Date(Date.now() + 1000));
+        expect(existsSync(path.join(gw.root, 'uploads', orphan))).to.equal(false);
       });
     });
 
