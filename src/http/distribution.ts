@@ -70,15 +70,24 @@ export function distributionRouter(registry: Registry) {
     const path = req.path;
     if (path === '/' || path === '') {
       res.locals.route = 'base';
-      if (req.method !== 'GET' && req.method !== 'HEAD') return next(unsupported(req.method));
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.setHeader('Allow', 'GET, HEAD');
+        return next(unsupported(req.method));
+      }
       return sendJson(res, 200, {});
     }
     for (const route of routes) {
       const match = route.pattern.exec(path);
       if (!match) continue;
       res.locals.route = route.route;
-      const handler = route.methods[req.method];
-      if (!handler) return next(unsupported(req.method));
+      // HEAD is GET without a body wherever GET exists (sendJson omits the body).
+      const handler = route.methods[req.method] ?? (req.method === 'HEAD' ? route.methods.GET : undefined);
+      if (!handler) {
+        const allowed = Object.keys(route.methods);
+        if (route.methods.GET && !route.methods.HEAD) allowed.splice(1, 0, 'HEAD');
+        res.setHeader('Allow', allowed.join(', '));
+        return next(unsupported(req.method));
+      }
       const name = route.route === 'catalog' ? '' : assertName(match[1]);
       await handler(req, res, name, match[2] ?? '');
       return;

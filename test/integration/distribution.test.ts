@@ -42,10 +42,20 @@ for (const kind of DATABASE_KINDS) {
         }
       });
 
-      it('answers an unknown method with 405 UNSUPPORTED', async () => {
+      it('answers an unknown method with 405 UNSUPPORTED and an Allow header', async () => {
         const res = await c.request('POST', '/v2/x/tags/list');
         expect(res.status).to.equal(405);
+        expect(res.headers.get('allow')).to.equal('GET, HEAD');
         expect(await errorCode(res)).to.equal('UNSUPPORTED');
+        const manifest = await c.request('POST', '/v2/x/manifests/t');
+        expect(manifest.headers.get('allow')).to.equal('GET, HEAD, PUT, DELETE');
+      });
+
+      it('answers HEAD wherever GET works, without a body', async () => {
+        const res = await c.request('HEAD', `/v2/x/referrers/${ZERO}`);
+        expect(res.status).to.equal(200);
+        expect(res.headers.get('content-type')).to.equal(OCI_INDEX);
+        expect(await res.text()).to.equal('');
       });
     });
 
