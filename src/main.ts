@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { ConfigError, environmentKeys, loadConfig } from './config/config.js';
 import { startGateway } from './server.js';
+import { registerAdminCommands } from './cli/admin.js';
 
 const program = new Command();
 program.name('gateway').description('Supply-chain security gateway for container images (OCI registry front door)');
@@ -23,6 +24,8 @@ program
     process.once('SIGINT', () => void stop('SIGINT'));
     process.once('SIGTERM', () => void stop('SIGTERM'));
   });
+
+registerAdminCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError) {

@@ -1,5 +1,8 @@
 /** Wires configuration into a running gateway: database, storage, registry, HTTP server. */
 import http from 'node:http';
+import https from 'node:https';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -13,6 +16,67 @@ import { Registry } from './registry/registry.js';
 import type { Admit } from './registry/admission.js';
 import { FsBlobStore } from './storage/fs.js';
 import { instrumentBlobStore } from './storage/instrumented.js';
+import { AccessControl } from './auth/access.js';
+import { Authenticator } from './auth/authenticator.js';
+import { HtpasswdFile, upsertHtpasswdUser } from './auth/htpasswd.js';
+import { Lockout } from './auth/lockout.js';
+import { RobotStore } from './auth/robots.js';
+import { loadOrCreateSigningKey, TokenService } from './auth/tokens.js';
+import { HttpAuth } from './http/auth.js';
+
+/** TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are always on). */
+const MODERN_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+async function createAuth(config: GatewayConfig, robots: RobotStore, logger: Logger): Promise<HttpAuth> {
+  const htpasswd = new HtpasswdFile(config.auth.htpasswd, logger);
+  if (htpasswd.size() === 0 && (await robots.list()).length === 0) await bootstrapAdmin(config, logger);
+  const tokens = new TokenService(loadOrCreateSigningKey(config.auth.tokenKeyFile), {
+    issuer: config.auth.issuer,
+    service: config.auth.service,
+    ttlSeconds: config.auth.tokenTtlSeconds,
+  });
+  const authenticator = new Authenticator({
+    htpasswd,
+    robots,
+    tokens,
+    access: new AccessControl(config.auth),
+    lockout: new Lockout({
+      slowdownAfter: config.auth.lockoutSlowdownAfter,
+      maxFailures: config.auth.lockoutMaxFailures,
+      windowSeconds: config.auth.lockoutWindowSeconds,
+      lockSeconds: config.auth.lockoutSeconds,
+    }),
+    logger,
+  });
+  return new HttpAuth(authenticator, {
+    realm: config.auth.realm,
+    service: config.auth.service,
+    anonymousAllowed: config.auth.anonymousPull.length > 0,
+  });
+}
+
+/**
+ * A fresh gateway has no users: create `admin` with a random password so that it is
+ * usable and never open. The password goes to a 0600 file beside the htpasswd file,
+ * not into the log.
+ */
+async function bootstrapAdmin(config: GatewayConfig, logger: Logger): Promise<void> {
+  const password = randomBytes(18).toString('base64url');
+  await upsertHtpasswdUser(config.auth.htpasswd, 'admin', password);
+  const file = path.join(path.dirname(config.auth.htpasswd), 'initial-admin-password');
+  writeFileSync(file, password + '\n', { mode: 0o600 });
+  logger.warn(
+    { user: 'admin', passwordFile: file, htpasswd: config.auth.htpasswd },
+    `created the first user "admin"; its password is in ${file}. Add users with "gateway users add NAME"`,
+  );
+}
 
 export interface RunningGateway {
   url: string;
@@ -53,13 +117,34 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     },
   });
 
+  const robots = new RobotStore(db);
+  const auth = config.auth.enabled ? await createAuth(config, robots, logger) : undefined;
+  if (!auth) logger.warn('authentication is DISABLED (auth.enabled=false): anyone who reaches this port can push, pull and delete');
+
   const app = createApp({
     registry,
     logger,
     metrics,
     ready: async () => (await db.query('SELECT 1 AS ok')).length === 1,
+    auth,
+    robots,
+    trustedProxies: config.http.trustedProxies,
   });
-  const server = http.createServer({ requestTimeout: 0, headersTimeout: config.http.headersTimeoutSeconds * 1000 }, app);
+  const serverOptions = { requestTimeout: 0, headersTimeout: config.http.headersTimeoutSeconds * 1000 };
+  const tls = Boolean(config.http.tlsCert);
+  const server = tls
+    ? https.createServer(
+        {
+          ...serverOptions,
+          cert: readFileSync(config.http.tlsCert),
+          key: readFileSync(config.http.tlsKey),
+          minVersion: 'TLSv1.2',
+          ciphers: MODERN_CIPHERS,
+          honorCipherOrder: true,
+        },
+        app,
+      )
+    : http.createServer(serverOptions, app);
   server.keepAliveTimeout = 65_000;
   server.setTimeout(config.http.idleTimeoutSeconds * 1000);
 
@@ -70,7 +155,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
   });
   const address = server.address() as AddressInfo;
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `http://${shownHost === '0.0.0.0' ? '127.0.0.1' : shownHost}:${address.port}`;
+  const url = `${tls ? 'https' : 'http'}://${shownHost === '0.0.0.0' ? '127.0.0.1' : shownHost}:${address.port}`;
 
   const purgeAfterMs = config.uploads.purgeAfterSeconds * 1000;
   const purgeTimer = setInterval(() => {

@@ -14,7 +14,13 @@ export interface GatewayConfig {
     /** Idle socket timeout: a request that sends or receives nothing for this long is cut. */
     idleTimeoutSeconds: number;
     headersTimeoutSeconds: number;
+    /** PEM certificate and key: when both are set the gateway serves HTTPS only (TLS 1.2+). */
+    tlsCert: string;
+    tlsKey: string;
+    /** Addresses or CIDRs of reverse proxies whose X-Forwarded-Proto/-For are believed. */
+    trustedProxies: string[];
   };
+  auth: AuthConfig;
   storage: { root: string; deleteEnabled: boolean };
   database: { url: string; poolSize: number };
   policy: { dir: string };
@@ -23,8 +29,65 @@ export interface GatewayConfig {
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 
+export type Action = 'pull' | 'push' | 'delete' | 'admin';
+
+export interface AccessRule {
+  /** `user:NAME`, `group:NAME`, `robot:NAME`, `authenticated` or `anonymous`. */
+  subjects: string[];
+  /** Repository globs: `team/*` one level, `team/**` any depth. */
+  repositories: string[];
+  actions: Action[];
+}
+
+export interface AuthConfig {
+  /** false = no authentication at all (local experiments only; logged as a warning). */
+  enabled: boolean;
+  htpasswd: string;
+  /** Token endpoint URL clients are sent to; empty = derived from the request's own URL. */
+  realm: string;
+  service: string;
+  issuer: string;
+  tokenTtlSeconds: number;
+  /** PEM (PKCS#8) EC P-256 private key that signs tokens; empty = generated under the storage root. */
+  tokenKeyFile: string;
+  /** Repository globs anonymous clients may pull; empty = no anonymous access. */
+  anonymousPull: string[];
+  /** Subjects allowed to administer the gateway (robots, users' view of everything). */
+  admins: string[];
+  groups: Record<string, string[]>;
+  rules: AccessRule[];
+  lockoutSlowdownAfter: number;
+  lockoutMaxFailures: number;
+  lockoutWindowSeconds: number;
+  lockoutSeconds: number;
+}
+
 export const DEFAULT_CONFIG: GatewayConfig = {
-  http: { addr: '0.0.0.0:5000', idleTimeoutSeconds: 120, headersTimeoutSeconds: 60 },
+  http: {
+    addr: '0.0.0.0:5000',
+    idleTimeoutSeconds: 120,
+    headersTimeoutSeconds: 60,
+    tlsCert: '',
+    tlsKey: '',
+    trustedProxies: [],
+  },
+  auth: {
+    enabled: true,
+    htpasswd: '',
+    realm: '',
+    service: 'oci-gateway',
+    issuer: 'oci-gateway',
+    tokenTtlSeconds: 300,
+    tokenKeyFile: '',
+    anonymousPull: [],
+    admins: ['user:admin'],
+    groups: {},
+    rules: [],
+    lockoutSlowdownAfter: 3,
+    lockoutMaxFailures: 10,
+    lockoutWindowSeconds: 300,
+    lockoutSeconds: 900,
+  },
   storage: { root: './data', deleteEnabled: true },
   database: { url: '', poolSize: 20 },
   policy: { dir: './policies' },
@@ -34,6 +97,7 @@ export const DEFAULT_CONFIG: GatewayConfig = {
 };
 
 const positiveInt = { type: 'integer', minimum: 1 } as const;
+const SUBJECT_PATTERN = '^((user|group|robot):[^\\s]+|authenticated|anonymous)$';
 const schema = {
   type: 'object',
   additionalProperties: false,
@@ -45,6 +109,45 @@ const schema = {
         addr: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):[0-9]{1,5}$' },
         idleTimeoutSeconds: positiveInt,
         headersTimeoutSeconds: positiveInt,
+        tlsCert: { type: 'string' },
+        tlsKey: { type: 'string' },
+        trustedProxies: { type: 'array', items: { type: 'string', minLength: 1 } },
+      },
+    },
+    auth: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean' },
+        htpasswd: { type: 'string' },
+        realm: { type: 'string', pattern: '^$|^https?://' },
+        service: { type: 'string', minLength: 1 },
+        issuer: { type: 'string', minLength: 1 },
+        tokenTtlSeconds: { type: 'integer', minimum: 60, maximum: 86400 },
+        tokenKeyFile: { type: 'string' },
+        anonymousPull: { type: 'array', items: { type: 'string', minLength: 1 } },
+        admins: { type: 'array', items: { type: 'string', pattern: SUBJECT_PATTERN } },
+        groups: {
+          type: 'object',
+          additionalProperties: { type: 'array', items: { type: 'string', minLength: 1 } },
+        },
+        rules: {
+          type: 'array',
+          items: {
+            type: 'object',
+            additionalProperties: false,
+            required: ['subjects', 'repositories', 'actions'],
+            properties: {
+              subjects: { type: 'array', minItems: 1, items: { type: 'string', pattern: SUBJECT_PATTERN } },
+              repositories: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+              actions: { type: 'array', minItems: 1, items: { enum: ['pull', 'push', 'delete', 'admin'] } },
+            },
+          },
+        },
+        lockoutSlowdownAfter: positiveInt,
+        lockoutMaxFailures: positiveInt,
+        lockoutWindowSeconds: positiveInt,
+        lockoutSeconds: positiveInt,
       },
     },
     storage: {
@@ -117,6 +220,18 @@ function coerce(raw: string, example: unknown, name: string): unknown {
     if (/^(false|0|no|off)$/i.test(raw)) return false;
     throw new ConfigError(`${name} must be true or false, got ${JSON.stringify(raw)}`);
   }
+  if (Array.isArray(example) || (typeof example === 'object' && example !== null)) {
+    // Lists may be comma-separated; anything structured may be given as JSON.
+    if (raw.trim().startsWith('[') || raw.trim().startsWith('{')) {
+      try {
+        return JSON.parse(raw);
+      } catch (err) {
+        throw new ConfigError(`${name} is not valid JSON: ${(err as Error).message}`);
+      }
+    }
+    if (Array.isArray(example)) return raw.split(',').map((v) => v.trim()).filter((v) => v.length > 0);
+    throw new ConfigError(`${name} must be JSON`);
+  }
   return raw;
 }
 
@@ -157,6 +272,11 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   const config = merged as unknown as GatewayConfig;
   config.storage.root = path.resolve(config.storage.root);
   config.policy.dir = path.resolve(config.policy.dir);
+  config.auth.htpasswd = path.resolve(config.auth.htpasswd || path.join(config.storage.root, 'auth', 'htpasswd'));
+  config.auth.tokenKeyFile = path.resolve(config.auth.tokenKeyFile || path.join(config.storage.root, 'auth', 'token-key.pem'));
+  if (Boolean(config.http.tlsCert) !== Boolean(config.http.tlsKey)) {
+    throw new ConfigError('invalid configuration: http.tlsCert (GATEWAY_HTTP_TLS_CERT) and http.tlsKey (GATEWAY_HTTP_TLS_KEY) must be set together');
+  }
   return config;
 }
 

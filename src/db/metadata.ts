@@ -9,7 +9,13 @@ export type ContentState = 'staged' | 'committed';
 export interface BlobRecord {
   digest: string;
   size: number;
+  /** Where the bytes are: staging or committed area (global per digest). */
   state: ContentState;
+}
+
+export interface RepositoryBlob extends BlobRecord {
+  /** Referenced by an admitted manifest of this repository: readers may see it. */
+  committedInRepository: boolean;
 }
 
 export interface ManifestRecord {
@@ -82,16 +88,21 @@ export class MetadataStore {
     return rows.length > 0 ? rows[0].id : null;
   }
 
-  /** Repository names in byte order, strictly after `last`, at most `limit`. */
-  async listRepositories(last: string | undefined, limit: number): Promise<string[]> {
-    const rows = await this.db.query<{ name: string }>(
-      `SELECT r.name FROM repositories r
+  /**
+   * Repository names in byte order strictly after `last`, at most `limit`, each with
+   * whether it holds an admitted manifest (readers see only those).
+   */
+  async listRepositories(last: string | undefined, limit: number): Promise<Array<{ name: string; committed: boolean }>> {
+    const rows = await this.db.query<{ name: string; committed: boolean }>(
+      `SELECT r.name,
+              EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id AND m.state = 'committed') AS committed
+         FROM repositories r
         WHERE ($1::text IS NULL OR r.name > $1::text)
           AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id)
         ORDER BY r.name LIMIT $2`,
       [last ?? null, limit],
     );
-    return rows.map((r) => r.name);
+    return rows;
   }
 
   // ---- uploads ------------------------------------------------------------------------
@@ -140,15 +151,17 @@ export class MetadataStore {
   // ---- blobs --------------------------------------------------------------------------
 
   /** The content a repository may serve under `digest`, with its state. */
-  async findBlob(repository: string, digest: string): Promise<BlobRecord | null> {
-    const rows = await this.db.query<BlobRecord>(
-      `SELECT b.digest, b.size, b.state FROM blobs b
+  async findBlob(repository: string, digest: string): Promise<RepositoryBlob | null> {
+    const rows = await this.db.query<{ digest: string; size: number; state: ContentState; committed: boolean }>(
+      `SELECT b.digest, b.size, b.state, rb.committed FROM blobs b
          JOIN repository_blobs rb ON rb.digest = b.digest
          JOIN repositories r ON r.id = rb.repository_id
         WHERE r.name = $1 AND b.digest = $2`,
       [repository, digest],
     );
-    return rows[0] ?? null;
+    if (rows.length === 0) return null;
+    const { committed, ...blob } = rows[0];
+    return { ...blob, committedInRepository: committed };
   }
 
   /** Global content record (any repository). */
@@ -263,6 +276,11 @@ export class MetadataStore {
     await this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
       await this.markBlobsCommitted([digest, ...contentDigests], tx);
+      await tx.query(
+        `UPDATE repository_blobs SET committed = true
+          WHERE repository_id = $1 AND digest = ANY($2::text[]) AND NOT committed`,
+        [repoId, [digest, ...contentDigests]],
+      );
       await tx.query(`UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = $2`, [
         repoId,
         digest,
@@ -306,13 +324,15 @@ export class MetadataStore {
     return rows.length > 0;
   }
 
-  /** Tag names in byte order, strictly after `last`, at most `limit`. */
-  async listTags(repository: string, last: string | undefined, limit: number): Promise<string[]> {
+  /** Tag names in byte order, strictly after `last`, at most `limit`; readers see tags of admitted manifests only. */
+  async listTags(repository: string, last: string | undefined, limit: number, includeStaged = true): Promise<string[]> {
     const rows = await this.db.query<{ name: string }>(
-      `SELECT t.name FROM tags t JOIN repositories r ON r.id = t.repository_id
-        WHERE r.name = $1 AND ($2::text IS NULL OR t.name > $2::text)
+      `SELECT t.name FROM tags t
+         JOIN repositories r ON r.id = t.repository_id
+         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+        WHERE r.name = $1 AND ($2::text IS NULL OR t.name > $2::text) AND ($4 OR m.state = 'committed')
         ORDER BY t.name LIMIT $3`,
-      [repository, last ?? null, limit],
+      [repository, last ?? null, limit, includeStaged],
     );
     return rows.map((r) => r.name);
   }

@@ -6,6 +6,9 @@ import type { Registry } from '../registry/registry.js';
 import { distributionRouter } from './distribution.js';
 import { errorHandler } from './errors.js';
 import { observeRequests } from './observe.js';
+import { adminRouter } from './admin.js';
+import { OPEN_GUARD, type HttpAuth } from './auth.js';
+import type { RobotStore } from '../auth/robots.js';
 
 export interface AppDeps {
   registry: Registry;
@@ -13,6 +16,11 @@ export interface AppDeps {
   metrics: Metrics;
   /** Resolves when the gateway can serve (database reachable, storage ready). */
   ready: () => Promise<boolean>;
+  /** Absent when authentication is disabled. */
+  auth?: HttpAuth;
+  robots: RobotStore;
+  /** Proxies whose X-Forwarded-* headers are believed (express "trust proxy"). */
+  trustedProxies: string[];
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -20,6 +28,7 @@ export function createApp(deps: AppDeps): Express {
   app.disable('x-powered-by');
   app.disable('etag');
   app.set('query parser', 'simple');
+  app.set('trust proxy', deps.trustedProxies.length > 0 ? deps.trustedProxies : false);
   app.locals.logger = deps.logger;
   app.use(observeRequests(deps.logger, deps.metrics));
 
@@ -38,7 +47,10 @@ export function createApp(deps: AppDeps): Express {
     res.end(await deps.metrics.registry.metrics());
   });
 
-  app.use('/v2', distributionRouter(deps.registry));
+  const guard = deps.auth ?? OPEN_GUARD;
+  if (deps.auth) app.use('/auth/token', deps.auth.tokenRouter());
+  app.use('/gateway/v1', adminRouter(guard, deps.robots));
+  app.use('/v2', distributionRouter(deps.registry, guard));
   app.use(errorHandler);
   return app;
 }

@@ -6,7 +6,9 @@
 import type { NextFunction, Request, Response } from 'express';
 import { pipeline } from 'node:stream/promises';
 import { RegistryError } from '../registry/errors.js';
-import { rangeHeader, type ContentRange, type Registry } from '../registry/registry.js';
+import { rangeHeader, type ContentRange, type Registry, type RepositoryView } from '../registry/registry.js';
+import type { Action } from '../auth/access.js';
+import type { Guard } from './auth.js';
 import { assertName, isValidName, parseAlgorithm, parseDigest } from '../registry/names.js';
 import { bareMediaType, MEDIA_TYPES } from '../registry/mediatypes.js';
 import type { ByteRange } from '../storage/blobstore.js';
@@ -17,16 +19,23 @@ interface Route {
   route: string;
   pattern: RegExp;
   methods: Record<string, Handler>;
+  /** What the caller needs on the repository, per method (HEAD follows GET). */
+  needs: Record<string, Action[]>;
 }
 
-export function distributionRouter(registry: Registry) {
-  const h = new DistributionHandlers(registry);
+const PULL: Action[] = ['pull'];
+const PUSH: Action[] = ['push'];
+const DELETE: Action[] = ['delete'];
+
+export function distributionRouter(registry: Registry, guard: Guard) {
+  const h = new DistributionHandlers(registry, guard);
   const routes: Route[] = [
-    { route: 'catalog', pattern: /^\/_catalog$/, methods: { GET: (q, s) => h.catalog(q, s) } },
+    { route: 'catalog', pattern: /^\/_catalog$/, methods: { GET: (q, s) => h.catalog(q, s) }, needs: {} },
     {
       route: 'blob_upload',
       pattern: /^\/(.+)\/blobs\/uploads\/?$/,
       methods: { POST: (q, s, n) => h.startUpload(q, s, n) },
+      needs: { POST: PUSH },
     },
     {
       route: 'blob_upload',
@@ -37,6 +46,7 @@ export function distributionRouter(registry: Registry) {
         PUT: (q, s, n, p) => h.finishUpload(q, s, n, p),
         DELETE: (q, s, n, p) => h.cancelUpload(q, s, n, p),
       },
+      needs: { GET: PUSH, PATCH: PUSH, PUT: PUSH, DELETE: PUSH },
     },
     {
       route: 'blob',
@@ -46,6 +56,7 @@ export function distributionRouter(registry: Registry) {
         HEAD: (q, s, n, p) => h.getBlob(q, s, n, p),
         DELETE: (q, s, n, p) => h.deleteBlob(q, s, n, p),
       },
+      needs: { GET: PULL, DELETE: DELETE },
     },
     {
       route: 'manifest',
@@ -56,12 +67,14 @@ export function distributionRouter(registry: Registry) {
         PUT: (q, s, n, p) => h.putManifest(q, s, n, p),
         DELETE: (q, s, n, p) => h.deleteManifest(q, s, n, p),
       },
+      needs: { GET: PULL, PUT: PUSH, DELETE: DELETE },
     },
-    { route: 'tags', pattern: /^\/(.+)\/tags\/list$/, methods: { GET: (q, s, n) => h.listTags(q, s, n) } },
+    { route: 'tags', pattern: /^\/(.+)\/tags\/list$/, methods: { GET: (q, s, n) => h.listTags(q, s, n) }, needs: { GET: PULL } },
     {
       route: 'referrers',
       pattern: /^\/(.+)\/referrers\/([^/]+)$/,
       methods: { GET: (q, s, n, p) => h.referrers(q, s, n, p) },
+      needs: { GET: PULL },
     },
   ];
 
@@ -74,6 +87,7 @@ export function distributionRouter(registry: Registry) {
         res.setHeader('Allow', 'GET, HEAD');
         return next(unsupported(req.method));
       }
+      await guard.requireLogin(req, res);
       return sendJson(res, 200, {});
     }
     for (const route of routes) {
@@ -81,15 +95,17 @@ export function distributionRouter(registry: Registry) {
       if (!match) continue;
       res.locals.route = route.route;
       // HEAD is GET without a body wherever GET exists (sendJson omits the body).
-      const handler = route.methods[req.method] ?? (req.method === 'HEAD' ? route.methods.GET : undefined);
-      if (!handler) {
+      const method = route.methods[req.method] ? req.method : req.method === 'HEAD' ? 'GET' : undefined;
+      if (!method) {
         const allowed = Object.keys(route.methods);
         if (route.methods.GET && !route.methods.HEAD) allowed.splice(1, 0, 'HEAD');
         res.setHeader('Allow', allowed.join(', '));
         return next(unsupported(req.method));
       }
       const name = route.route === 'catalog' ? '' : assertName(match[1]);
-      await handler(req, res, name, match[2] ?? '');
+      const needs = route.needs[method === 'HEAD' ? 'GET' : method];
+      if (needs) res.locals.view = await guard.require(req, res, name, needs);
+      await route.methods[method](req, res, name, match[2] ?? '');
       return;
     }
     res.locals.route = 'unknown';
@@ -97,8 +113,16 @@ export function distributionRouter(registry: Registry) {
   };
 }
 
+/** What the authorised caller may see of the repository the route names. */
+function viewOf(res: Response): RepositoryView {
+  return res.locals.view as RepositoryView;
+}
+
 class DistributionHandlers {
-  constructor(private readonly registry: Registry) {}
+  constructor(
+    private readonly registry: Registry,
+    private readonly guard: Guard,
+  ) {}
 
   // ---- uploads ------------------------------------------------------------------------
 
@@ -107,7 +131,13 @@ class DistributionHandlers {
     const from = queryString(req, 'from');
     if (mount !== undefined) {
       const digest = parseDigest(mount);
-      if (from !== undefined && isValidName(from) && (await this.registry.mountBlob(name, digest, from))) {
+      // Mounting needs pull on the source (and push there to take quarantined content).
+      const sourceRights = from !== undefined && isValidName(from) ? await this.guard.rightsOn(req, res, from) : new Set<Action>();
+      if (
+        from !== undefined &&
+        sourceRights.has('pull') &&
+        (await this.registry.mountBlob(name, digest, from, { seesStaged: sourceRights.has('push') }))
+      ) {
         drain(req);
         return blobCreated(res, name, digest.value);
       }
@@ -167,7 +197,7 @@ class DistributionHandlers {
 
   async getBlob(req: Request, res: Response, name: string, param: string): Promise<void> {
     const digest = parseDigest(param);
-    const { size } = await this.registry.statBlob(name, digest);
+    const { size } = await this.registry.statBlob(name, digest, viewOf(res));
     res.setHeader('Docker-Content-Digest', digest.value);
     res.setHeader('ETag', `"${digest.value}"`);
     res.setHeader('Accept-Ranges', 'bytes');
@@ -188,7 +218,7 @@ class DistributionHandlers {
       res.end();
       return;
     }
-    const opened = await this.registry.openBlob(name, digest, range ?? undefined);
+    const opened = await this.registry.openBlob(name, digest, range ?? undefined, viewOf(res));
     await pipeline(opened.stream, res).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ERR_STREAM_PREMATURE_CLOSE') res.locals.log?.warn({ err }, 'blob stream failed');
     });
@@ -204,12 +234,12 @@ class DistributionHandlers {
 
   async getManifest(req: Request, res: Response, name: string, reference: string): Promise<void> {
     if (req.method === 'HEAD') {
-      const record = await this.registry.findManifest(name, reference);
+      const record = await this.registry.findManifest(name, reference, viewOf(res));
       setManifestHeaders(res, record.digest, record.mediaType, record.size);
       res.status(200).end();
       return;
     }
-    const { record, body } = await this.registry.getManifest(name, reference);
+    const { record, body } = await this.registry.getManifest(name, reference, viewOf(res));
     setManifestHeaders(res, record.digest, record.mediaType, body.length);
     const ifNoneMatch = req.headers['if-none-match'];
     if (ifNoneMatch && ifNoneMatch.split(',').some((t) => t.trim() === `"${record.digest}"`)) {
@@ -256,7 +286,7 @@ class DistributionHandlers {
   async listTags(req: Request, res: Response, name: string): Promise<void> {
     const n = pageSize(req);
     const last = queryString(req, 'last');
-    const { items, more } = await this.registry.listTags(name, last, n);
+    const { items, more } = await this.registry.listTags(name, last, n, viewOf(res));
     if (more && items.length > 0) {
       res.setHeader('Link', `</v2/${name}/tags/list?n=${items.length}&last=${encodeURIComponent(items[items.length - 1])}>; rel="next"`);
     }
@@ -266,7 +296,7 @@ class DistributionHandlers {
   async catalog(req: Request, res: Response): Promise<void> {
     const n = pageSize(req);
     const last = queryString(req, 'last');
-    const { items, more } = await this.registry.catalog(last, n);
+    const { items, more } = await this.registry.catalog(last, n, await this.guard.catalogFilter(req, res));
     if (more && items.length > 0) {
       res.setHeader('Link', `</v2/_catalog?n=${items.length}&last=${encodeURIComponent(items[items.length - 1])}>; rel="next"`);
     }
@@ -276,7 +306,7 @@ class DistributionHandlers {
   async referrers(req: Request, res: Response, name: string, param: string): Promise<void> {
     const digest = parseDigest(param);
     const artifactType = queryString(req, 'artifactType');
-    const { index, filtered } = await this.registry.listReferrers(name, digest, artifactType);
+    const { index, filtered } = await this.registry.listReferrers(name, digest, artifactType, viewOf(res));
     if (filtered) res.setHeader('OCI-Filters-Applied', 'artifactType');
     sendJson(res, 200, index, MEDIA_TYPES.ociIndex);
   }

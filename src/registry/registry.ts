@@ -49,6 +49,13 @@ interface UploadHash {
   offset: number;
 }
 
+/** What a caller may see of one repository: pushers also see staged (quarantined) content. */
+export interface RepositoryView {
+  seesStaged: boolean;
+}
+
+export const FULL_VIEW: RepositoryView = { seesStaged: true };
+
 export interface ContentRange {
   start: number;
   end: number;
@@ -171,9 +178,9 @@ export class Registry {
   }
 
   /** Links a blob from another repository; false when it cannot be mounted (caller falls back to an upload). */
-  async mountBlob(repository: string, digest: Digest, from: string): Promise<boolean> {
+  async mountBlob(repository: string, digest: Digest, from: string, sourceView: RepositoryView = FULL_VIEW): Promise<boolean> {
     const source = await this.metadata.findBlob(from, digest.value);
-    if (!source) return false;
+    if (!source || (!source.committedInRepository && !sourceView.seesStaged)) return false;
     await this.metadata.linkBlob(repository, digest.value, source.size);
     return true;
   }
@@ -296,18 +303,22 @@ export class Registry {
 
   // ---- blobs --------------------------------------------------------------------------
 
-  async statBlob(repository: string, digest: Digest): Promise<{ size: number }> {
-    const blob = await this.metadata.findBlob(repository, digest.value);
-    if (!blob) throw blobUnknown(digest);
+  async statBlob(repository: string, digest: Digest, view: RepositoryView = FULL_VIEW): Promise<{ size: number }> {
+    const blob = await this.findVisibleBlob(repository, digest, view);
     return { size: blob.size };
   }
 
-  async openBlob(repository: string, digest: Digest, range?: ByteRange): Promise<OpenedBlob> {
-    const blob = await this.metadata.findBlob(repository, digest.value);
-    if (!blob) throw blobUnknown(digest);
+  async openBlob(repository: string, digest: Digest, range?: ByteRange, view: RepositoryView = FULL_VIEW): Promise<OpenedBlob> {
+    const blob = await this.findVisibleBlob(repository, digest, view);
     const opened = await this.openContent(blob.state, digest, range);
     if (!opened) throw blobUnknown(digest);
     return opened;
+  }
+
+  private async findVisibleBlob(repository: string, digest: Digest, view: RepositoryView) {
+    const blob = await this.metadata.findBlob(repository, digest.value);
+    if (!blob || (!blob.committedInRepository && !view.seesStaged)) throw blobUnknown(digest);
+    return blob;
   }
 
   async deleteBlob(repository: string, digest: Digest): Promise<void> {
@@ -379,8 +390,8 @@ export class Registry {
     await this.store.commit(parseDigest(digestValue));
   }
 
-  async getManifest(repository: string, reference: string): Promise<StoredManifest> {
-    const record = await this.findManifest(repository, reference);
+  async getManifest(repository: string, reference: string, view: RepositoryView = FULL_VIEW): Promise<StoredManifest> {
+    const record = await this.findManifest(repository, reference, view);
     const cached = this.manifestCache.get(record.digest);
     if (cached) return { record, body: cached };
     const digest = parseDigest(record.digest);
@@ -393,7 +404,7 @@ export class Registry {
     return { record, body };
   }
 
-  async findManifest(repository: string, reference: string): Promise<ManifestRecord> {
+  async findManifest(repository: string, reference: string, view: RepositoryView = FULL_VIEW): Promise<ManifestRecord> {
     // A malformed tag cannot name anything stored: it is unknown (404), as readers expect.
     if (!looksLikeDigest(reference) && !isValidTag(reference)) throw manifestUnknown(reference);
     const ref = parseReference(reference);
@@ -401,7 +412,7 @@ export class Registry {
       ref.kind === 'tag'
         ? await this.metadata.getManifestByTag(repository, ref.tag)
         : await this.metadata.getManifest(repository, ref.digest.value);
-    if (!record) throw manifestUnknown(reference);
+    if (!record || (record.state === 'staged' && !view.seesStaged)) throw manifestUnknown(reference);
     return record;
   }
 
@@ -473,15 +484,28 @@ export class Registry {
 
   // ---- listing ------------------------------------------------------------------------
 
-  async listTags(repository: string, last: string | undefined, n: number | undefined) {
+  async listTags(repository: string, last: string | undefined, n: number | undefined, view: RepositoryView = FULL_VIEW) {
     if ((await this.metadata.repositoryId(repository)) === null) {
       throw new RegistryError('NAME_UNKNOWN', `repository ${repository} is not known`, { detail: { name: repository } });
     }
-    return this.page(n, (limit) => this.metadata.listTags(repository, last, limit));
+    return this.page(n, (limit) => this.metadata.listTags(repository, last, limit, view.seesStaged));
   }
 
-  async catalog(last: string | undefined, n: number | undefined) {
-    return this.page(n, (limit) => this.metadata.listRepositories(last, limit));
+  /**
+   * Repository names the caller may see: `visible(name, hasAdmittedContent)` decides per
+   * repository, so pages are filled by reading on until enough names pass.
+   */
+  async catalog(last: string | undefined, n: number | undefined, visible: (name: string, committed: boolean) => boolean = () => true) {
+    return this.page(n, async (limit) => {
+      const names: string[] = [];
+      let cursor = last;
+      for (;;) {
+        const batch = await this.metadata.listRepositories(cursor, Math.max(limit, 100));
+        for (const repo of batch) if (visible(repo.name, repo.committed) && names.length < limit) names.push(repo.name);
+        if (names.length >= limit || batch.length === 0) return names;
+        cursor = batch[batch.length - 1].name;
+      }
+    });
   }
 
   /** Fetches one more than the page size to know whether a next page exists. */
@@ -492,7 +516,12 @@ export class Registry {
     return { items: rows.slice(0, size), more: rows.length > size };
   }
 
-  async listReferrers(repository: string, subject: Digest, artifactType?: string): Promise<ReferrersResult> {
+  async listReferrers(
+    repository: string,
+    subject: Digest,
+    artifactType?: string,
+    view: RepositoryView = FULL_VIEW,
+  ): Promise<ReferrersResult> {
     const records = await this.metadata.listReferrers(repository, subject.value);
     const seen = new Set(records.map((r) => r.digest));
     for (const extra of await this.fallbackReferrers(repository, subject)) {
@@ -502,6 +531,7 @@ export class Registry {
       }
     }
     const manifests = records
+      .filter((r) => view.seesStaged || r.state === 'committed')
       .filter((r) => !artifactType || r.artifactType === artifactType)
       .map((r) => {
         const entry: ReferrerDescriptor = { mediaType: r.mediaType, digest: r.digest, size: r.size };

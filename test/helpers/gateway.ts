@@ -27,6 +27,8 @@ export async function startTestGateway(
   config.storage.root = root;
   config.policy.dir = path.join(root, 'policies');
   config.database.url = database === 'postgres' ? await createTestDatabase() : '';
+  // Registry-semantics tests run without authentication; auth tests turn it on.
+  config.auth.enabled = false;
   overrides.config?.(config);
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const gateway = await startGateway(config, { logger, defaultMetrics: false, ...overrides.options });

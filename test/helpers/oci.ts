@@ -14,11 +14,19 @@ export function sha512(data: Buffer | string): string {
 }
 
 export class OciClient {
-  constructor(readonly base: string) {}
+  constructor(
+    readonly base: string,
+    readonly defaultHeaders: Record<string, string> = {},
+  ) {}
+
+  /** The same client acting with other credentials. */
+  as(authorization: string | null): OciClient {
+    return new OciClient(this.base, authorization ? { Authorization: authorization } : {});
+  }
 
   async request(method: string, path: string, init: { body?: Buffer | string; headers?: Record<string, string> } = {}) {
-    const body = typeof init.body === "string" || init.body === undefined ? init.body : new Uint8Array(init.body);
-    return fetch(this.base + path, { method, body, headers: init.headers, redirect: "manual" });
+    const body = typeof init.body === 'string' || init.body === undefined ? init.body : new Uint8Array(init.body);
+    return fetch(this.base + path, { method, body, headers: { ...this.defaultHeaders, ...init.headers }, redirect: 'manual' });
   }
 
   absolute(location: string): string {

@@ -47,7 +47,7 @@ for (const kind of DATABASE_KINDS) {
 
     it('scopes blobs to the repositories that link them', async () => {
       await meta.linkBlob('a/one', d('1'), 5);
-      expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged' });
+      expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged', committedInRepository: false });
       expect(await meta.findBlob('a/two', d('1'))).to.equal(null);
       expect(await meta.unlinkBlob('a/one', d('1'))).to.equal(true);
       expect(await meta.findBlob('a/one', d('1'))).to.equal(null);
@@ -75,6 +75,7 @@ for (const kind of DATABASE_KINDS) {
       expect(byTag).to.include({ digest: d('m'), state: 'committed', size: 100 });
       expect(byTag!.annotations).to.deep.equal({ a: 'b' });
       expect((await meta.getBlob(d('l')))!.state).to.equal('committed');
+      expect((await meta.findBlob('b/app', d('l')))!.committedInRepository).to.equal(true);
       expect(await meta.listTags('b/app', undefined, 10)).to.deep.equal(['latest', 'v1']);
     });
 

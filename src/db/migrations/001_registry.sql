@@ -16,9 +16,12 @@ CREATE TABLE blobs (
 );
 
 -- Which repository may serve which content (uploaded, mounted or pushed as a manifest there).
+-- `committed` turns true when an admitted manifest of that repository references the content:
+-- until then only principals with push rights on the repository may read it.
 CREATE TABLE repository_blobs (
   repository_id bigint NOT NULL REFERENCES repositories(id) ON DELETE CASCADE,
   digest        text NOT NULL REFERENCES blobs(digest),
+  committed     boolean NOT NULL DEFAULT false,
   created_at    timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (repository_id, digest)
 );

@@ -1,0 +1,125 @@
+/**
+ * Robot accounts: CI identities with a long random secret (shown once, stored as SHA-256;
+ * a 256-bit random secret needs no slow hash), scoped to repository globs and actions,
+ * optionally expiring. Clients log in as `robot$<name>` with the secret as password.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Database } from '../db/database.js';
+import type { Action } from '../config/config.js';
+
+export const ROBOT_PREFIX = 'robot$';
+const NAME_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+
+export interface Robot {
+  name: string;
+  username: string;
+  repositories: string[];
+  actions: Action[];
+  description: string;
+  createdAt: Date;
+  rotatedAt: Date;
+  expiresAt: Date | null;
+}
+
+export interface NewRobot {
+  name: string;
+  repositories: string[];
+  actions: Action[];
+  description?: string;
+  expiresAt?: Date | null;
+}
+
+interface RobotRow {
+  name: string;
+  secret_sha256: string;
+  repositories: string[];
+  actions: Action[];
+  description: string;
+  created_at: Date;
+  rotated_at: Date;
+  expires_at: Date | null;
+}
+
+export class RobotError extends Error {
+  constructor(
+    readonly code: 'invalid' | 'exists' | 'unknown',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function toRobot(row: RobotRow): Robot {
+  return {
+    name: row.name,
+    username: ROBOT_PREFIX + row.name,
+    repositories: row.repositories,
+    actions: row.actions,
+    description: row.description,
+    createdAt: row.created_at,
+    rotatedAt: row.rotated_at,
+    expiresAt: row.expires_at,
+  };
+}
+
+function newSecret(): { secret: string; sha256: string } {
+  const secret = randomBytes(32).toString('base64url');
+  return { secret, sha256: createHash('sha256').update(secret).digest('hex') };
+}
+
+export type RobotCheck = { ok: true; robot: Robot } | { ok: false; reason: 'unknown' | 'expired' | 'wrong secret' };
+
+export class RobotStore {
+  constructor(private readonly db: Database) {}
+
+  async create(input: NewRobot): Promise<{ robot: Robot; secret: string }> {
+    if (!NAME_RE.test(input.name)) throw new RobotError('invalid', `invalid robot name ${JSON.stringify(input.name)}: lowercase letters, digits and . _ - only`);
+    if (input.repositories.length === 0) throw new RobotError('invalid', 'a robot needs at least one repository pattern');
+    if (input.actions.length === 0) throw new RobotError('invalid', 'a robot needs at least one action');
+    const { secret, sha256 } = newSecret();
+    const rows = await this.db.query<RobotRow>(
+      `INSERT INTO robots (name, secret_sha256, repositories, actions, description, expires_at)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING RETURNING *`,
+      [input.name, sha256, JSON.stringify(input.repositories), JSON.stringify(input.actions), input.description ?? '', input.expiresAt ?? null],
+    );
+    if (rows.length === 0) throw new RobotError('exists', `robot ${input.name} already exists; rotate its secret instead`);
+    return { robot: toRobot(rows[0]), secret };
+  }
+
+  async list(): Promise<Robot[]> {
+    return (await this.db.query<RobotRow>('SELECT * FROM robots ORDER BY name')).map(toRobot);
+  }
+
+  async get(name: string): Promise<Robot | null> {
+    const rows = await this.db.query<RobotRow>('SELECT * FROM robots WHERE name = $1', [name]);
+    return rows.length > 0 ? toRobot(rows[0]) : null;
+  }
+
+  /** Replaces the secret (the old one stops working at once); optionally sets a new expiry. */
+  async rotate(name: string, expiresAt?: Date | null): Promise<{ robot: Robot; secret: string }> {
+    const { secret, sha256 } = newSecret();
+    const rows = await this.db.query<RobotRow>(
+      `UPDATE robots SET secret_sha256 = $2, rotated_at = now(),
+              expires_at = CASE WHEN $3::boolean THEN $4::timestamptz ELSE expires_at END
+        WHERE name = $1 RETURNING *`,
+      [name, sha256, expiresAt !== undefined, expiresAt ?? null],
+    );
+    if (rows.length === 0) throw new RobotError('unknown', `robot ${name} does not exist`);
+    return { robot: toRobot(rows[0]), secret };
+  }
+
+  async remove(name: string): Promise<void> {
+    const rows = await this.db.query('DELETE FROM robots WHERE name = $1 RETURNING name', [name]);
+    if (rows.length === 0) throw new RobotError('unknown', `robot ${name} does not exist`);
+  }
+
+  async verify(name: string, secret: string, now = new Date()): Promise<RobotCheck> {
+    const rows = await this.db.query<RobotRow>('SELECT * FROM robots WHERE name = $1', [name]);
+    const offered = createHash('sha256').update(secret).digest();
+    if (rows.length === 0) return { ok: false, reason: 'unknown' };
+    const row = rows[0];
+    if (!timingSafeEqual(offered, Buffer.from(row.secret_sha256, 'hex'))) return { ok: false, reason: 'wrong secret' };
+    if (row.expires_at && row.expires_at <= now) return { ok: false, reason: 'expired' };
+    return { ok: true, robot: toRobot(row) };
+  }
+}
