@@ -48,7 +48,8 @@ describe('README configuration reference', () => {
     for (const { env, key } of environmentKeys()) {
       const [section, name] = key.split('.');
       const value = (DEFAULT_CONFIG as unknown as Record<string, Record<string, unknown>>)[section][name];
-      const shown = value === '' ? '*(unset)*' : `\`${String(value)}\``;
+      const text = typeof value === 'object' ? JSON.stringify(value) : String(value);
+      const shown = value === '' ? '*(unset)*' : `\`${text}\``;
       expect(readme, key).to.include(`| \`${key}\` | \`${env}\` | ${shown} |`);
     }
   });
