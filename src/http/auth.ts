@@ -94,17 +94,23 @@ export class HttpAuth implements Guard {
   }
 
   async rightsOn(req: Request, res: Response, repository: string): Promise<Set<Action>> {
-    return this.auth.rights(await this.caller(req, res), repository);
+    const caller = await this.caller(req, res);
+    const rights = this.auth.rights(caller, repository);
+    // As in require(): staged content of the source follows the principal's push right.
+    if (rights.has('pull') && this.auth.access.actions(caller.principal, repository).has('push')) rights.add('push');
+    return rights;
   }
 
   async require(req: Request, res: Response, repository: string, needed: Action[]): Promise<RepositoryView> {
     const caller = await this.caller(req, res);
     const rights = this.auth.rights(caller, repository);
     const scope = challengeScope(repository, needed);
-    if (needed.every((a) => rights.has(a))) return { seesStaged: rights.has('push') };
+    const principalRights = this.auth.access.actions(caller.principal, repository);
+    // Quarantine visibility follows the principal's push right, not the token's scope: a pusher
+    // reading back its own image asks for a pull token.
+    if (needed.every((a) => rights.has(a))) return { seesStaged: principalRights.has('push') };
     if (caller.via === 'anonymous') throw this.unauthorized(req, 'authentication required', scope);
     // A token that lacks the scope while the principal has it: the client should fetch a new token.
-    const principalRights = this.auth.access.actions(caller.principal, repository);
     if (caller.via === 'bearer' && needed.every((a) => principalRights.has(a))) {
       throw this.unauthorized(req, `token does not grant ${needed.join(',')} on ${repository}`, scope, 'insufficient_scope');
     }
