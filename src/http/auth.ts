@@ -55,7 +55,7 @@ export class HttpAuth implements Guard {
   ) {}
 
   realm(req: Request): string {
-    return this.options.realm || `${req.protocol}://${req.get('host') ?? 'localhost'}/auth/token`;
+    return this.options.realm || `${req.protocol}://${req.host ?? 'localhost'}/auth/token`;
   }
 
   challenge(req: Request, scope?: string, error?: 'invalid_token' | 'insufficient_scope'): string {

@@ -1,0 +1,130 @@
+/** TLS serving, development certificates, forwarded headers from trusted proxies, and the users CLI. */
+import { expect } from 'chai';
+import { execFile } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import https from 'node:https';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
+import { promisify } from 'node:util';
+import bcrypt from 'bcryptjs';
+import { makeCertificates, writeCertificates } from '../../src/auth/certs.js';
+import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { startAuthGateway } from '../helpers/auth.js';
+
+const run = promisify(execFile);
+
+function httpsGet(url: string, ca: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    https.get(url, { ca }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    }).on('error', reject);
+  });
+}
+
+describe('TLS', () => {
+  let gw: TestGateway;
+  let dir: string;
+  let ca: string;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'certs-'));
+    const [caFile, , certFile, keyFile] = writeCertificates(dir, makeCertificates(['localhost', '127.0.0.1'], 30));
+    ca = readFileSync(caFile, 'utf8');
+    gw = await startTestGateway('pglite', {
+      config: (c) => {
+        c.http.tlsCert = certFile;
+        c.http.tlsKey = keyFile;
+      },
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('makes a CA and a server certificate for the names asked for', () => {
+    const server = new X509Certificate(readFileSync(path.join(dir, 'server.crt')));
+    const authority = new X509Certificate(ca);
+    expect(server.subjectAltName).to.equal('DNS:localhost, IP Address:127.0.0.1');
+    expect(server.verify(authority.publicKey)).to.equal(true);
+    expect(authority.ca).to.equal(true);
+    expect(server.ca).to.equal(false);
+    expect((readFileSync(path.join(dir, 'server.key')).toString())).to.match(/BEGIN (RSA )?PRIVATE KEY/);
+  });
+
+  it('serves HTTPS that a client trusting the CA accepts', async () => {
+    expect(gw.url).to.match(/^https:\/\//);
+    const res = await httpsGet(`${gw.url}/v2/`, ca);
+    expect(res.status).to.equal(200);
+  });
+
+  it('refuses TLS older than 1.2', async () => {
+    const outcome = await new Promise<string>((resolve) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: gw.port, ca, minVersion: 'TLSv1', maxVersion: 'TLSv1.1', servername: 'localhost' });
+      socket.on('secureConnect', () => {
+        resolve(`connected with ${socket.getProtocol()}`);
+        socket.destroy();
+      });
+      socket.on('error', (err) => resolve(`refused: ${err.message}`));
+    });
+    expect(outcome).to.match(/^refused/);
+  });
+
+  it('negotiates TLS 1.2 with a forward-secret AEAD suite', async () => {
+    const cipher = await new Promise<tls.CipherNameAndProtocol>((resolve, reject) => {
+      const socket = tls.connect({ host: '127.0.0.1', port: gw.port, ca, maxVersion: 'TLSv1.2', servername: 'localhost' }, () => {
+        resolve(socket.getCipher());
+        socket.destroy();
+      });
+      socket.on('error', reject);
+    });
+    expect(cipher.version).to.equal('TLSv1.2');
+    expect(cipher.name).to.match(/^ECDHE-.*(GCM|CHACHA20)/);
+  });
+});
+
+describe('forwarded headers', () => {
+  it('believe X-Forwarded-Proto and -Host only from configured proxies', async () => {
+    const trusted = await startAuthGateway('pglite', (c) => void (c.http.trustedProxies = ['127.0.0.1']));
+    const untrusted = await startAuthGateway('pglite');
+    try {
+      const headers = { 'X-Forwarded-Proto': 'https', 'X-Forwarded-Host': 'registry.example.test' };
+      const a = await fetch(`${trusted.url}/v2/`, { headers });
+      expect(a.headers.get('www-authenticate')).to.include('realm="https://registry.example.test/auth/token"');
+      const b = await fetch(`${untrusted.url}/v2/`, { headers });
+      expect(b.headers.get('www-authenticate')).to.include(`realm="${untrusted.url}/auth/token"`);
+    } finally {
+      await trusted.stop();
+      await untrusted.stop();
+    }
+  });
+});
+
+describe('gateway users add', () => {
+  it('reads the password from stdin, stores bcrypt, and refuses short passwords', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'users-'));
+    const config = path.join(dir, 'gateway.yaml');
+    writeFileSync(config, `storage:\n  root: ${dir}\n`);
+    const cli = ['--import', 'tsx', path.resolve('src/main.ts'), 'users', 'add', 'carol', '-c', config];
+    const child = run(process.execPath, cli, { env: { ...process.env, GATEWAY_STORAGE_ROOT: dir } });
+    child.child.stdin!.end('carol-secret-1\n');
+    const { stdout } = await child;
+    expect(stdout).to.match(/created user carol/);
+    const line = readFileSync(path.join(dir, 'auth', 'htpasswd'), 'utf8').trim();
+    const [name, hash] = line.split(':');
+    expect(name).to.equal('carol');
+    expect(hash).to.match(/^\$2[aby]\$10\$/);
+    expect(await bcrypt.compare('carol-secret-1', hash)).to.equal(true);
+
+    const short = run(process.execPath, cli, { env: { ...process.env, GATEWAY_STORAGE_ROOT: dir } });
+    short.child.stdin!.end('short\n');
+    let failed = '';
+    await short.catch((err: { stderr: string }) => (failed = err.stderr));
+    expect(failed).to.match(/at least 8 characters/);
+    rmSync(dir, { recursive: true, force: true });
+  }).timeout(30_000);
+});
