@@ -1,0 +1,297 @@
+/**
+ * Minimal OCI distribution client over node:http (keep-alive agent, streamed bodies), the
+ * same for every target so that client overhead is equal. Every unexpected status raises an
+ * {@link HttpError} carrying the request and the response body, for the report.
+ */
+import http from 'node:http';
+import { createHash } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { PatternBlob } from './data.js';
+
+export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+export const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
+export const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
+
+export interface HttpResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  /** The body (capped at {@link BODY_CAP} bytes); empty when a sink consumed it. */
+  body: Buffer;
+  /** Body bytes received (including those given to a sink or beyond the cap). */
+  bytes: number;
+}
+
+export interface RequestOptions {
+  headers?: http.OutgoingHttpHeaders;
+  body?: Buffer | string | Readable;
+  /** For 2xx responses, body chunks go here instead of being kept. */
+  sink?: (chunk: Buffer) => void;
+}
+
+const BODY_CAP = 8 * 1024 * 1024;
+
+export class HttpError extends Error {
+  constructor(
+    readonly method: string,
+    readonly path: string,
+    readonly status: number,
+    readonly responseBody: string,
+    expected: string,
+    readonly headers: http.IncomingHttpHeaders = {},
+  ) {
+    super(`${method} ${path} -> ${status} (expected ${expected})${responseBody ? `: ${responseBody.slice(0, 600)}` : ''}`);
+    this.name = 'HttpError';
+  }
+}
+
+export interface ClientOptions {
+  /** Sockets kept per host; set to the concurrency of the load. */
+  maxSockets: number;
+  /** A request idle for this long is aborted. */
+  timeoutMs?: number;
+}
+
+export class OciClient {
+  readonly agent: http.Agent;
+  private readonly host: string;
+  private readonly port: number;
+  private readonly timeoutMs: number;
+
+  constructor(
+    readonly baseUrl: string,
+    options: ClientOptions,
+  ) {
+    const url = new URL(baseUrl);
+    this.host = url.hostname;
+    this.port = Number(url.port || 80);
+    this.timeoutMs = options.timeoutMs ?? 60_000;
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: options.maxSockets, maxFreeSockets: options.maxSockets });
+  }
+
+  close(): void {
+    this.agent.destroy();
+  }
+
+  /** One request; resolves with the response whatever its status. */
+  request(method: string, path: string, options: RequestOptions = {}): Promise<HttpResponse> {
+    return new Promise<HttpResponse>((resolve, reject) => {
+      let settled = false;
+      const { body, sink } = options;
+      const finish = (err: Error | undefined, res?: HttpResponse) => {
+        if (settled) return;
+        settled = true;
+        if (body instanceof Readable && !body.readableEnded) body.destroy();
+        if (err) reject(err);
+        else resolve(res as HttpResponse);
+      };
+      const req = http.request({
+        agent: this.agent,
+        host: this.host,
+        port: this.port,
+        method,
+        path,
+        headers: options.headers,
+      });
+      req.setTimeout(this.timeoutMs, () => req.destroy(new Error(`${method} ${path}: no progress for ${this.timeoutMs} ms`)));
+      req.on('error', (err) => finish(new Error(`${method} ${path}: ${err.message}`)));
+      req.on('response', (res) => {
+        const status = res.statusCode ?? 0;
+        const keep: Buffer[] = [];
+        let kept = 0;
+        let bytes = 0;
+        const toSink = sink !== undefined && status >= 200 && status < 300;
+        res.on('data', (chunk: Buffer) => {
+          bytes += chunk.length;
+          if (toSink) sink(chunk);
+          else if (kept < BODY_CAP) {
+            keep.push(chunk);
+            kept += chunk.length;
+          }
+        });
+        res.on('end', () => finish(undefined, { status, headers: res.headers, body: Buffer.concat(keep), bytes }));
+        res.on('error', (err) => finish(new Error(`${method} ${path}: response: ${err.message}`)));
+        res.on('aborted', () => finish(new Error(`${method} ${path}: response aborted after ${bytes} bytes`)));
+      });
+      if (body instanceof Readable) {
+        body.on('error', (err) => req.destroy(err));
+        body.pipe(req);
+      } else {
+        req.end(body);
+      }
+    });
+  }
+
+  /** A request that must answer one of `statuses`. */
+  async expect(method: string, path: string, statuses: number[], options: RequestOptions = {}): Promise<HttpResponse> {
+    const res = await this.request(method, path, options);
+    if (!statuses.includes(res.status)) {
+      throw new HttpError(method, path, res.status, res.body.toString('utf8'), statuses.join('/'), res.headers);
+    }
+    return res;
+  }
+
+  /** Turns a Location header (absolute or relative) into a request path on this server. */
+  resolveLocation(location: string | undefined, what: string): string {
+    if (!location) throw new Error(`${what}: response has no Location header`);
+    const url = new URL(location, this.baseUrl);
+    return `${url.pathname}${url.search}`;
+  }
+
+  // --- blobs -------------------------------------------------------------------------------
+
+  /** POST /v2/<name>/blobs/uploads/ → the upload's path. */
+  async startUpload(name: string): Promise<string> {
+    const path = `/v2/${name}/blobs/uploads/`;
+    const res = await this.expect('POST', path, [202], { headers: { 'Content-Length': '0' } });
+    return this.resolveLocation(header(res, 'location'), `POST ${path}`);
+  }
+
+  /** Monolithic upload: POST, then PUT ?digest= with the whole body. */
+  async pushBlob(name: string, blob: PatternBlob | Buffer): Promise<string> {
+    const digest = blob instanceof PatternBlob ? blob.digest : sha256(blob);
+    const size = blob instanceof PatternBlob ? blob.size : blob.length;
+    const location = await this.startUpload(name);
+    const res = await this.expect('PUT', withDigest(location, digest), [201], {
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) },
+      body: blob instanceof PatternBlob ? blob.stream() : blob,
+    });
+    checkDigestHeader(res, digest, `PUT blob ${digest}`);
+    return digest;
+  }
+
+  /** Chunked upload: POST, PATCH chunks with Content-Range following each Location, then PUT ?digest=. */
+  async pushBlobChunked(name: string, blob: PatternBlob, chunkBytes: number): Promise<string> {
+    const digest = blob.digest;
+    let location = await this.startUpload(name);
+    for (let start = 0; start < blob.size; start += chunkBytes) {
+      const end = Math.min(blob.size, start + chunkBytes);
+      const res = await this.expect('PATCH', location, [202], {
+        headers: {
+          'Content-Type': 'application/octet-stream',
+          'Content-Length': String(end - start),
+          'Content-Range': `${start}-${end - 1}`,
+        },
+        body: blob.stream(start, end),
+      });
+      location = this.resolveLocation(header(res, 'location'), `PATCH ${location}`);
+    }
+    const res = await this.expect('PUT', withDigest(location, digest), [201], { headers: { 'Content-Length': '0' } });
+    checkDigestHeader(res, digest, `PUT (close) blob ${digest}`);
+    return digest;
+  }
+
+  /** HEAD a blob: true on 200, false on 404. */
+  async blobExists(name: string, digest: string): Promise<boolean> {
+    const res = await this.expect('HEAD', `/v2/${name}/blobs/${digest}`, [200, 404]);
+    return res.status === 200;
+  }
+
+  /** GET a blob, hashing and discarding it; fails unless the bytes match `digest`. */
+  async pullBlob(name: string, digest: string, expectedSize?: number): Promise<number> {
+    const hash = createHash('sha256');
+    const path = `/v2/${name}/blobs/${digest}`;
+    const res = await this.expect('GET', path, [200], { sink: (chunk) => hash.update(chunk) });
+    const got = `sha256:${hash.digest('hex')}`;
+    if (got !== digest) throw new Error(`GET ${path}: body hashes to ${got} (${res.bytes} bytes)`);
+    if (expectedSize !== undefined && res.bytes !== expectedSize) throw new Error(`GET ${path}: ${res.bytes} bytes, expected ${expectedSize}`);
+    return res.bytes;
+  }
+
+  // --- manifests and tags --------------------------------------------------------------------
+
+  async putManifest(name: string, reference: string, body: Buffer, mediaType = OCI_MANIFEST): Promise<string> {
+    const path = `/v2/${name}/manifests/${reference}`;
+    const res = await this.expect('PUT', path, [201], {
+      headers: { 'Content-Type': mediaType, 'Content-Length': String(body.length) },
+      body,
+    });
+    const digest = sha256(body);
+    checkDigestHeader(res, digest, `PUT ${path}`);
+    return digest;
+  }
+
+  async getManifest(name: string, reference: string, accept = OCI_MANIFEST): Promise<HttpResponse> {
+    return this.expect('GET', `/v2/${name}/manifests/${reference}`, [200], { headers: { Accept: accept } });
+  }
+
+  async headManifest(name: string, reference: string, accept = OCI_MANIFEST): Promise<HttpResponse> {
+    return this.expect('HEAD', `/v2/${name}/manifests/${reference}`, [200], { headers: { Accept: accept } });
+  }
+
+  /** All tags of `name`, following `Link: <…>; rel="next"` when `pageSize` is given. */
+  async listTags(name: string, pageSize?: number): Promise<{ tags: string[]; pages: number; largestPage: number }> {
+    let path: string | undefined = `/v2/${name}/tags/list${pageSize ? `?n=${pageSize}` : ''}`;
+    const tags: string[] = [];
+    let pages = 0;
+    let largestPage = 0;
+    while (path) {
+      const res = await this.expect('GET', path, [200]);
+      const doc = JSON.parse(res.body.toString('utf8')) as { tags?: string[] | null };
+      const page = doc.tags ?? [];
+      tags.push(...page);
+      largestPage = Math.max(largestPage, page.length);
+      pages++;
+      if (pages > 100_000) throw new Error(`GET ${path}: pagination does not end`);
+      const next = nextLink(header(res, 'link'));
+      path = next ? this.resolveLocation(next, `GET ${path}`) : undefined;
+    }
+    return { tags, pages, largestPage };
+  }
+}
+
+export function header(res: HttpResponse, name: string): string | undefined {
+  const value = res.headers[name.toLowerCase()];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Appends `digest=` to an upload location that may already carry a query. */
+export function withDigest(location: string, digest: string): string {
+  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
+}
+
+/** The target of `rel="next"` in a Link header, if any. */
+export function nextLink(link: string | undefined): string | undefined {
+  if (!link) return undefined;
+  for (const part of link.split(',')) {
+    const m = /^\s*<([^>]*)>\s*;(.*)$/.exec(part);
+    if (m && /rel="?next"?/i.test(m[2])) return m[1];
+  }
+  return undefined;
+}
+
+export function sha256(data: Buffer | string): string {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`;
+}
+
+function checkDigestHeader(res: HttpResponse, digest: string, what: string): void {
+  const got = header(res, 'docker-content-digest');
+  if (got !== undefined && got !== digest) throw new Error(`${what}: Docker-Content-Digest is ${got}, expected ${digest}`);
+}
+
+/** A small OCI image manifest; `annotations` make otherwise equal manifests distinct. */
+export function imageManifest(
+  config: { digest: string; size: number },
+  layers: { digest: string; size: number }[],
+  annotations?: Record<string, string>,
+): Buffer {
+  const doc: Record<string, unknown> = {
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    config: { mediaType: OCI_CONFIG, digest: config.digest, size: config.size },
+    layers: layers.map((l) => ({ mediaType: OCI_LAYER, digest: l.digest, size: l.size })),
+  };
+  if (annotations) doc.annotations = annotations;
+  return Buffer.from(JSON.stringify(doc));
+}
+
+/** A small image config blob (JSON). */
+export function imageConfig(label: string, layerDigests: string[]): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      config: { Labels: { 'bench.label': label } },
+      rootfs: { type: 'layers', diff_ids: layerDigests },
+    }),
+  );
+}

@@ -1,0 +1,213 @@
+/**
+ * Starting and stopping the two registries under test, each on a free loopback port with a
+ * temporary data directory that is deleted when it stops:
+ *  - the gateway (`node dist/src/main.js serve`, embedded PGlite, authentication off);
+ *  - the reference registry, `docker-registry` (CNCF distribution 2.8.2, Debian package).
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export type TargetKind = 'reference' | 'gateway';
+
+export interface Target {
+  readonly kind: TargetKind;
+  readonly baseUrl: string;
+  readonly pid: number;
+  readonly dataDir: string;
+  alive(): boolean;
+  /** The last few KiB the process wrote to stdout/stderr. */
+  logTail(): string;
+  stop(): Promise<void>;
+}
+
+export class SetupError extends Error {
+  override name = 'SetupError';
+}
+
+const LOG_TAIL_BYTES = 16 * 1024;
+
+/** Finds `docker-registry` on PATH (or BENCH_REFERENCE_BIN), or says how to install it. */
+export function findReferenceBinary(): { bin: string; version: string } {
+  const candidates = process.env.BENCH_REFERENCE_BIN
+    ? [process.env.BENCH_REFERENCE_BIN]
+    : [...(process.env.PATH ?? '').split(path.delimiter).filter(Boolean).map((d) => path.join(d, 'docker-registry')), '/usr/bin/docker-registry'];
+  for (const bin of candidates) {
+    try {
+      accessSync(bin, constants.X_OK);
+    } catch {
+      continue;
+    }
+    const out = spawnSync(bin, ['--version'], { encoding: 'utf8' });
+    return { bin, version: `${out.stdout ?? ''}${out.stderr ?? ''}`.trim() || 'unknown version' };
+  }
+  throw new SetupError(
+    'the reference registry `docker-registry` was not found on PATH.\n' +
+      'Install it (Debian/Ubuntu package, CNCF distribution 2.8.2) with:\n\n    sudo apt-get install docker-registry\n\n' +
+      '(or point BENCH_REFERENCE_BIN at a distribution `registry` binary).',
+  );
+}
+
+/** `npm run build` in the repository root; the output is shown only if it fails. */
+export function buildGateway(repoRoot: string): void {
+  const res = spawnSync('npm', ['run', 'build'], { cwd: repoRoot, encoding: 'utf8', env: process.env });
+  if (res.status !== 0) {
+    throw new SetupError(
+      `\`npm run build\` failed (exit ${res.status ?? res.signal}):\n${res.stdout ?? ''}${res.stderr ?? ''}\n` +
+        '(set BENCH_SKIP_BUILD=1 to benchmark the existing dist/ instead)',
+    );
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+class ProcessTarget implements Target {
+  private tail = '';
+  private exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  private readonly exitPromise: Promise<void>;
+
+  constructor(
+    readonly kind: TargetKind,
+    readonly baseUrl: string,
+    readonly dataDir: string,
+    private readonly child: ChildProcess,
+  ) {
+    const collect = (chunk: Buffer) => {
+      this.tail = (this.tail + chunk.toString('utf8')).slice(-LOG_TAIL_BYTES);
+    };
+    child.stdout?.on('data', collect);
+    child.stderr?.on('data', collect);
+    this.exitPromise = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.exited = { code, signal };
+        resolve();
+      });
+    });
+  }
+
+  get pid(): number {
+    return this.child.pid ?? -1;
+  }
+
+  alive(): boolean {
+    return this.exited === undefined;
+  }
+
+  exitDescription(): string {
+    if (!this.exited) return 'running';
+    return this.exited.signal ? `killed by ${this.exited.signal}` : `exited with code ${this.exited.code}`;
+  }
+
+  logTail(): string {
+    return this.tail;
+  }
+
+  async waitReady(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let last = '';
+    while (Date.now() < deadline) {
+      if (!this.alive()) {
+        throw new SetupError(`${this.kind} ${this.exitDescription()} before it was ready; its output:\n${this.tail}`);
+      }
+      try {
+        const status = await getStatus(`${this.baseUrl}/v2/`);
+        if (status === 200) return;
+        last = `GET /v2/ -> ${status}`;
+      } catch (err) {
+        last = err instanceof Error ? err.message : String(err);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await this.stop();
+    throw new SetupError(`${this.kind} not ready after ${timeoutMs} ms (last: ${last}); its output:\n${this.tail}`);
+  }
+
+  async stop(): Promise<void> {
+    if (this.alive()) {
+      this.child.kill('SIGTERM');
+      const killed = await Promise.race([this.exitPromise.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
+      if (!killed) {
+        this.child.kill('SIGKILL');
+        await this.exitPromise;
+      }
+    }
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+function getStatus(url: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { agent: false, timeout: 2000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+  });
+}
+
+/** Starts the built gateway (`dist/src/main.js`) from `repoRoot`. */
+export async function startGateway(repoRoot: string): Promise<Target> {
+  const port = await freePort();
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-gateway-'));
+  const child = spawn(process.execPath, [path.join(repoRoot, 'dist', 'src', 'main.js'), 'serve'], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      GATEWAY_HTTP_ADDR: `127.0.0.1:${port}`,
+      GATEWAY_STORAGE_ROOT: dataDir,
+      GATEWAY_LOG_LEVEL: 'warn',
+      // The bench speaks plain anonymous HTTP to both registries, as to the reference.
+      GATEWAY_AUTH_ENABLED: 'false',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const target = new ProcessTarget('gateway', `http://127.0.0.1:${port}`, dataDir, child);
+  await target.waitReady(60_000);
+  return target;
+}
+
+/** Starts `docker-registry serve <config>` with filesystem storage under a temp dir. */
+export async function startReference(bin: string): Promise<Target> {
+  const port = await freePort();
+  const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-reference-'));
+  const configFile = path.join(dataDir, 'config.yml');
+  const storage = path.join(dataDir, 'storage');
+  writeFileSync(
+    configFile,
+    [
+      'version: 0.1',
+      'log:',
+      '  level: error',
+      // Like the gateway at level warn, no per-request access log.
+      '  accesslog:',
+      '    disabled: true',
+      'storage:',
+      '  filesystem:',
+      `    rootdirectory: ${JSON.stringify(storage)}`,
+      '  delete:',
+      '    enabled: true',
+      'http:',
+      `  addr: 127.0.0.1:${port}`,
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(bin, ['serve', configFile], { cwd: dataDir, stdio: ['ignore', 'pipe', 'pipe'] });
+  const target = new ProcessTarget('reference', `http://127.0.0.1:${port}`, dataDir, child);
+  await target.waitReady(30_000);
+  return target;
+}

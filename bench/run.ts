@@ -1,0 +1,444 @@
+/**
+ * `npm run bench`: the gateway and the reference registry (docker-registry, CNCF
+ * distribution 2.8.2) side by side on loopback, in one run. BENCH_QUICK=1 shrinks sizes and
+ * durations for a smoke run; BENCH_SKIP_BUILD=1 uses the existing dist/ without building.
+ *
+ * To add a benchmark, write a BenchCase (see bench/lib/suite.ts) and list it in CASES.
+ */
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { imageConfig, imageManifest, sha256, type OciClient } from './lib/client.js';
+import { blobSeed, MiB, PatternBlob, RUN_ID } from './lib/data.js';
+import { readMemory, RssSampler, type RssReport } from './lib/rss.js';
+import { buildGateway, findReferenceBinary, SetupError, startGateway, startReference, type Target } from './lib/servers.js';
+import { closedLoop, inParallel, median, now, timed } from './lib/stats.js';
+import { Suite, type BenchCase, type CaseContext } from './lib/suite.js';
+
+const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const QUICK = /^(1|true|yes)$/i.test(process.env.BENCH_QUICK ?? '');
+
+const SIZES = QUICK
+  ? {
+      bigBlob: 32 * MiB,
+      smallBlob: 8 * MiB,
+      bigReps: 1,
+      chunk: 8 * MiB,
+      loadMs: 700,
+      concurrency: [1, 16, 64],
+      tags: 1000,
+      tagListMs: 700,
+      parallelPushes: 8,
+      parallelBlob: 4 * MiB,
+      parallelReps: 1,
+      imageLayers: 5,
+      layerSize: 4 * MiB,
+      images: 2,
+    }
+  : {
+      bigBlob: 256 * MiB,
+      smallBlob: 32 * MiB,
+      bigReps: 5,
+      chunk: 8 * MiB,
+      loadMs: 3000,
+      concurrency: [1, 16, 64],
+      tags: 1000,
+      tagListMs: 3000,
+      parallelPushes: 8,
+      parallelBlob: 32 * MiB,
+      parallelReps: 3,
+      imageLayers: 5,
+      layerSize: 4 * MiB,
+      images: 8,
+    };
+
+const GROUP = {
+  blobs: 'Blob transfer',
+  manifests: 'Manifests',
+  tags: 'Tag listing',
+  images: 'Concurrent pushes and images',
+  memory: 'Memory (RSS of the server process)',
+} as const;
+
+const mib = (bytes: number) => `${bytes / MiB} MiB`;
+const mibPerSecond = (bytes: number, ms: number) => bytes / MiB / (ms / 1000);
+
+/** Blobs are the same bytes for both targets (digest computed once), different per run. */
+const blobCache = new Map<string, PatternBlob>();
+function blob(size: number, ...seedParts: (string | number)[]): PatternBlob {
+  const seed = blobSeed(...seedParts, size);
+  let b = blobCache.get(seed);
+  if (!b) {
+    b = new PatternBlob(seed, size);
+    blobCache.set(seed, b);
+  }
+  b.computeDigest();
+  return b;
+}
+
+/** Pushes one config and one small layer; returns their descriptors for manifests. */
+async function pushBaseImage(client: OciClient, repo: string): Promise<{ config: Descriptor; layer: Descriptor }> {
+  const layerBlob = blob(64 * 1024, 'base-layer');
+  await client.pushBlob(repo, layerBlob);
+  const config = imageConfig('bench', [layerBlob.digest]);
+  await client.pushBlob(repo, config);
+  return { config: { digest: sha256(config), size: config.length }, layer: { digest: layerBlob.digest, size: layerBlob.size } };
+}
+
+interface Descriptor {
+  digest: string;
+  size: number;
+}
+
+/** Peak RSS while `what` ran, and its growth over the RSS when it started. */
+function recordRss(ctx: CaseContext, what: string, report: RssReport): void {
+  ctx.record({ group: GROUP.memory, label: `peak RSS, ${what}`, unit: 'MiB', better: 'lower', value: report.peakMiB });
+  ctx.record({ group: GROUP.memory, label: `RSS growth (peak - start), ${what}`, unit: 'MiB', better: 'lower', value: report.peakMiB - report.beforeMiB });
+}
+
+// --- cases -------------------------------------------------------------------------------------
+
+const memoryBaseline: BenchCase = {
+  id: 'rss-small',
+  title: `RSS before pushes and during a ${mib(SIZES.smallBlob)} monolithic push`,
+  group: GROUP.memory,
+  async run(ctx) {
+    const client = ctx.client(1);
+    const repo = ctx.repo('rss');
+    const b = blob(SIZES.smallBlob, 'rss-small');
+    const sampler = new RssSampler(ctx.target.pid).start();
+    let report: RssReport;
+    try {
+      await client.pushBlob(repo, b);
+    } finally {
+      report = sampler.stop();
+    }
+    ctx.record({ label: 'RSS before pushes (idle after start)', unit: 'MiB', better: 'lower', value: report.beforeMiB });
+    recordRss(ctx, `${mib(SIZES.smallBlob)} monolithic push`, report);
+  },
+};
+
+const monolithicPush: BenchCase = {
+  id: 'push-monolithic',
+  title: `1. ${mib(SIZES.bigBlob)} monolithic push (POST + PUT ?digest=), median of ${SIZES.bigReps}`,
+  group: GROUP.blobs,
+  async run(ctx) {
+    const client = ctx.client(1);
+    const repo = ctx.repo('mono');
+    const rates: number[] = [];
+    const sampler = new RssSampler(ctx.target.pid).start();
+    try {
+      for (let r = 0; r < SIZES.bigReps; r++) {
+        const b = blob(SIZES.bigBlob, 'mono', r);
+        const { ms } = await timed(() => client.pushBlob(repo, b));
+        rates.push(mibPerSecond(b.size, ms));
+      }
+    } finally {
+      recordRss(ctx, `${mib(SIZES.bigBlob)} monolithic push`, sampler.stop());
+    }
+    ctx.record({ label: `${mib(SIZES.bigBlob)} monolithic push`, unit: 'MiB/s', better: 'higher', value: median(rates) });
+  },
+};
+
+const chunkedPush: BenchCase = {
+  id: 'push-chunked',
+  title: `2. ${mib(SIZES.bigBlob)} chunked push (PATCH ${mib(SIZES.chunk)} chunks + PUT), median of ${SIZES.bigReps}`,
+  group: GROUP.blobs,
+  async run(ctx) {
+    const client = ctx.client(1);
+    const repo = ctx.repo('chunked');
+    const rates: number[] = [];
+    const sampler = new RssSampler(ctx.target.pid).start();
+    try {
+      for (let r = 0; r < SIZES.bigReps; r++) {
+        const b = blob(SIZES.bigBlob, 'chunked', r);
+        const { ms } = await timed(() => client.pushBlobChunked(repo, b, SIZES.chunk));
+        rates.push(mibPerSecond(b.size, ms));
+      }
+    } finally {
+      recordRss(ctx, `${mib(SIZES.bigBlob)} chunked push`, sampler.stop());
+    }
+    ctx.record({ label: `${mib(SIZES.bigBlob)} chunked push (${mib(SIZES.chunk)} PATCHes)`, unit: 'MiB/s', better: 'higher', value: median(rates) });
+  },
+};
+
+const pull: BenchCase = {
+  id: 'pull',
+  title: `3. ${mib(SIZES.bigBlob)} pull (GET, sha256 verified), median of ${SIZES.bigReps}`,
+  group: GROUP.blobs,
+  async run(ctx) {
+    const client = ctx.client(1);
+    const repo = ctx.repo('pull');
+    const b = blob(SIZES.bigBlob, 'pull');
+    await client.pushBlob(repo, b);
+    const rates: number[] = [];
+    const sampler = new RssSampler(ctx.target.pid).start();
+    try {
+      for (let r = 0; r < SIZES.bigReps; r++) {
+        const { ms } = await timed(() => client.pullBlob(repo, b.digest, b.size));
+        rates.push(mibPerSecond(b.size, ms));
+      }
+    } finally {
+      recordRss(ctx, `${mib(SIZES.bigBlob)} pull`, sampler.stop());
+    }
+    ctx.record({ label: `${mib(SIZES.bigBlob)} pull`, unit: 'MiB/s', better: 'higher', value: median(rates) });
+  },
+};
+
+const manifestPut: BenchCase = {
+  id: 'manifest-put',
+  title: `4. manifest PUT by tag (distinct manifests), ${SIZES.loadMs} ms per concurrency`,
+  group: GROUP.manifests,
+  async run(ctx) {
+    const setup = ctx.client(1);
+    const repo = ctx.repo('mput');
+    const { config, layer } = await pushBaseImage(setup, repo);
+    for (const c of SIZES.concurrency) {
+      const client = ctx.client(c);
+      const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2 }, async (seq) => {
+        const body = imageManifest(config, [layer], { 'bench.seq': `${c}-${seq}` });
+        await client.putManifest(repo, `c${c}-${seq}`, body);
+      });
+      ctx.record({ label: `manifest PUT c=${c}`, unit: 'req/s', better: 'higher', value: res.perSecond });
+      ctx.record({ label: `manifest PUT c=${c} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
+      ctx.record({ label: `manifest PUT c=${c} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
+    }
+  },
+};
+
+const manifestRead: BenchCase = {
+  id: 'manifest-read',
+  title: `5. manifest GET and HEAD (half by tag, half by digest), ${SIZES.loadMs} ms per concurrency and method`,
+  group: GROUP.manifests,
+  async run(ctx) {
+    const setup = ctx.client(8);
+    const repo = ctx.repo('mget');
+    const { config, layer } = await pushBaseImage(setup, repo);
+    const count = 32;
+    const manifests: { tag: string; digest: string; size: number }[] = [];
+    for (let i = 0; i < count; i++) {
+      const body = imageManifest(config, [layer], { 'bench.seq': String(i) });
+      const tag = `m${i}`;
+      manifests.push({ tag, digest: await setup.putManifest(repo, tag, body), size: body.length });
+    }
+    for (const method of ['GET', 'HEAD'] as const) {
+      for (const c of SIZES.concurrency) {
+        const client = ctx.client(c);
+        const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2 }, async (seq) => {
+          const m = manifests[seq % count];
+          const byDigest = Math.floor(seq / count) % 2 === 1;
+          const reference = byDigest ? m.digest : m.tag;
+          if (method === 'GET') {
+            const r = await client.getManifest(repo, reference);
+            if (r.bytes !== m.size) throw new Error(`GET /v2/${repo}/manifests/${reference}: ${r.bytes} bytes, expected ${m.size}`);
+          } else {
+            const r = await client.headManifest(repo, reference);
+            const digest = r.headers['docker-content-digest'];
+            if (digest !== m.digest) throw new Error(`HEAD /v2/${repo}/manifests/${reference}: Docker-Content-Digest ${String(digest)}, expected ${m.digest}`);
+          }
+        });
+        ctx.record({ label: `manifest ${method} c=${c}`, unit: 'req/s', better: 'higher', value: res.perSecond });
+        ctx.record({ label: `manifest ${method} c=${c} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
+        ctx.record({ label: `manifest ${method} c=${c} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
+      }
+    }
+  },
+};
+
+const tagListing: BenchCase = {
+  id: 'tags',
+  title: `6. tag listing of ${SIZES.tags} tags (whole list; n=100 pages via Link), ${SIZES.tagListMs} ms each`,
+  group: GROUP.tags,
+  async run(ctx) {
+    const setup = ctx.client(16);
+    const repo = ctx.repo('tags');
+    const { config, layer } = await pushBaseImage(setup, repo);
+    const body = imageManifest(config, [layer]);
+    const tagName = (i: number) => `t${String(i).padStart(5, '0')}`;
+    await setup.putManifest(repo, tagName(0), body);
+    const setupStart = now();
+    await inParallel(SIZES.tags - 1, 16, async (i) => {
+      await setup.putManifest(repo, tagName(i + 1), body);
+    });
+    ctx.note(`set-up: ${SIZES.tags - 1} tag PUTs at concurrency 16 took ${((now() - setupStart) / 1000).toFixed(2)} s`);
+
+    const client = ctx.client(1);
+    const expectTags = (tags: string[], what: string) => {
+      if (tags.length !== SIZES.tags) throw new Error(`${what}: ${tags.length} tags, expected ${SIZES.tags}`);
+    };
+    const whole = await closedLoop({ concurrency: 1, durationMs: SIZES.tagListMs, warmup: 3 }, async () => {
+      expectTags((await client.listTags(repo)).tags, `GET /v2/${repo}/tags/list`);
+    });
+    ctx.record({ label: `tags/list, ${SIZES.tags} tags, one request`, unit: 'ms', better: 'lower', value: whole.p50Ms });
+    ctx.record({ label: `tags/list, ${SIZES.tags} tags, one request`, unit: 'req/s', better: 'higher', value: whole.perSecond });
+
+    let pagesSeen = 0;
+    let largestPage = 0;
+    const paged = await closedLoop({ concurrency: 1, durationMs: SIZES.tagListMs, warmup: 1 }, async () => {
+      const res = await client.listTags(repo, 100);
+      expectTags(res.tags, `GET /v2/${repo}/tags/list?n=100 (all pages)`);
+      pagesSeen = res.pages;
+      largestPage = res.largestPage;
+    });
+    ctx.record({
+      label: `tags/list?n=100, all pages`,
+      unit: 'ms per full listing',
+      better: 'lower',
+      value: paged.p50Ms,
+      footnote:
+        largestPage > 100 ? `ignores n=100: ${pagesSeen} page(s), up to ${largestPage} tags in one, so this is not a paginated figure` : undefined,
+    });
+    ctx.note(`n=100 listing took ${pagesSeen} request(s), largest page ${largestPage} tags`);
+  },
+};
+
+const concurrentPushes: BenchCase = {
+  id: 'concurrent-pushes',
+  title: `7. ${SIZES.parallelPushes} concurrent ${mib(SIZES.parallelBlob)} monolithic pushes, median of ${SIZES.parallelReps}`,
+  group: GROUP.images,
+  async run(ctx) {
+    const client = ctx.client(SIZES.parallelPushes);
+    const repo = ctx.repo('parallel');
+    const rates: number[] = [];
+    const reps = Array.from({ length: SIZES.parallelReps }, (_, r) =>
+      Array.from({ length: SIZES.parallelPushes }, (_, i) => blob(SIZES.parallelBlob, 'parallel', r, i)),
+    );
+    const sampler = new RssSampler(ctx.target.pid).start();
+    try {
+      for (const blobs of reps) {
+        const { ms } = await timed(() => Promise.all(blobs.map((b) => client.pushBlob(repo, b))));
+        rates.push(mibPerSecond(SIZES.parallelPushes * SIZES.parallelBlob, ms));
+      }
+    } finally {
+      recordRss(ctx, `${SIZES.parallelPushes} concurrent ${mib(SIZES.parallelBlob)} pushes`, sampler.stop());
+    }
+    ctx.record({
+      label: `${SIZES.parallelPushes} x ${mib(SIZES.parallelBlob)} concurrent pushes, aggregate`,
+      unit: 'MiB/s',
+      better: 'higher',
+      value: median(rates),
+    });
+  },
+};
+
+const imagePush: BenchCase = {
+  id: 'image-push',
+  title: `8. ${SIZES.imageLayers}-layer image push (${mib(SIZES.layerSize)} layers; HEAD, upload, then manifest), ${SIZES.images} images`,
+  group: GROUP.images,
+  async run(ctx) {
+    const client = ctx.client(1);
+    const repo = ctx.repo('image');
+    const images = Array.from({ length: SIZES.images }, (_, i) => {
+      const layers = Array.from({ length: SIZES.imageLayers }, (_, j) => blob(SIZES.layerSize, 'image', i, j));
+      const config = imageConfig(`image-${i}`, layers.map((l) => l.digest));
+      const manifest = imageManifest(
+        { digest: sha256(config), size: config.length },
+        layers.map((l) => ({ digest: l.digest, size: l.size })),
+      );
+      return { layers, config, manifest };
+    });
+    const perImage: number[] = [];
+    const start = now();
+    for (const [i, image] of images.entries()) {
+      const { ms } = await timed(async () => {
+        for (const b of [...image.layers, image.config]) {
+          const digest = b instanceof PatternBlob ? b.digest : sha256(b);
+          if (!(await client.blobExists(repo, digest))) await client.pushBlob(repo, b);
+        }
+        await client.putManifest(repo, `v${i}`, image.manifest);
+      });
+      perImage.push(ms);
+    }
+    const total = now() - start;
+    ctx.record({ label: `${SIZES.imageLayers}-layer image push`, unit: 'ms per image', better: 'lower', value: median(perImage) });
+    ctx.record({ label: `${SIZES.imageLayers}-layer image push`, unit: 'images/s', better: 'higher', value: (SIZES.images / total) * 1000 });
+  },
+};
+
+const memoryEnd: BenchCase = {
+  id: 'rss-end',
+  title: 'RSS at the end of the run',
+  group: GROUP.memory,
+  async run(ctx) {
+    const m = readMemory(ctx.target.pid);
+    if (!m) throw new Error(`cannot read /proc/${ctx.target.pid}/status`);
+    ctx.record({ label: 'RSS at end of run', unit: 'MiB', better: 'lower', value: m.rssKiB / 1024 });
+  },
+};
+
+const CASES: BenchCase[] = [
+  memoryBaseline,
+  monolithicPush,
+  chunkedPush,
+  pull,
+  manifestPut,
+  manifestRead,
+  tagListing,
+  concurrentPushes,
+  imagePush,
+  memoryEnd,
+];
+
+// --- main ----------------------------------------------------------------------------------------
+
+function describeEnvironment(referenceVersion: string): string {
+  let commit = 'unknown';
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    // not a git checkout
+  }
+  const cpus = os.cpus();
+  return [
+    `bench run ${RUN_ID}${QUICK ? ' (BENCH_QUICK: reduced sizes)' : ''}`,
+    `node ${process.version}, ${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 1024 ** 3)} GiB RAM, ${os.platform()} ${os.release()}`,
+    `gateway: ${REPO_ROOT} at ${commit} (working tree as built), PGlite, auth off, log level warn`,
+    `reference: ${referenceVersion}, filesystem storage, log level error, access log off`,
+    `client: node:http keep-alive agents, same code for both; each row runs against the reference, then the gateway`,
+  ].join('\n');
+}
+
+async function main(): Promise<number> {
+  const reference = findReferenceBinary();
+  if (!/^(1|true|yes)$/i.test(process.env.BENCH_SKIP_BUILD ?? '')) {
+    process.stdout.write('building the gateway (npm run build)...\n');
+    buildGateway(REPO_ROOT);
+  }
+  process.stdout.write(`${describeEnvironment(reference.version)}\n`);
+
+  const suite = new Suite({
+    quick: QUICK,
+    start: (kind): Promise<Target> => (kind === 'gateway' ? startGateway(REPO_ROOT) : startReference(reference.bin)),
+  });
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    process.stdout.write('\ninterrupted: stopping the registries and deleting their data...\n');
+    void suite.stopAll().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const started = now();
+  try {
+    await suite.run(CASES);
+  } finally {
+    await suite.stopAll();
+  }
+  const groupOrder = Object.values(GROUP);
+  const groupOf = (id: string) => CASES.find((c) => c.id === id)?.group ?? '';
+  process.stdout.write(`\n${'='.repeat(100)}\nResults (${((now() - started) / 1000).toFixed(0)} s)\n\n`);
+  process.stdout.write(`${suite.renderResults(groupOrder, groupOf)}\n`);
+  return suite.failed ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof SetupError) process.stderr.write(`bench: ${err.message}\n`);
+    else process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(2);
+  },
+);
