@@ -4,6 +4,10 @@ import { Command } from 'commander';
 import { ConfigError, environmentKeys, loadConfig } from './config/config.js';
 import { startGateway } from './server.js';
 import { registerAdminCommands } from './cli/admin.js';
+import { registerAdmitCommand } from './cli/admit.js';
+import { registerAuditCommands } from './cli/audit.js';
+import { registerPolicyCommands } from './cli/policy.js';
+import { PolicyLoadError } from './policy/loader.js';
 
 const program = new Command();
 program.name('gateway').description('Supply-chain security gateway for container images (OCI registry front door)');
@@ -26,9 +30,12 @@ program
   });
 
 registerAdminCommands(program);
+registerAdmitCommand(program);
+registerPolicyCommands(program);
+registerAuditCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
-  if (err instanceof ConfigError) {
+  if (err instanceof ConfigError || err instanceof PolicyLoadError) {
     process.stderr.write(`gateway: ${err.message}\n`);
     process.exit(78);
   }

@@ -23,6 +23,11 @@ import { Lockout } from './auth/lockout.js';
 import { RobotStore } from './auth/robots.js';
 import { loadOrCreateSigningKey, TokenService } from './auth/tokens.js';
 import { HttpAuth } from './http/auth.js';
+import { AuditLog } from './audit/log.js';
+import { AdmissionStore } from './db/admissions.js';
+import { Gate } from './admission/gate.js';
+import { PolicySet } from './policy/loader.js';
+import { evaluate } from './policy/evaluate.js';
 
 /** TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are always on). */
 const MODERN_CIPHERS = [
@@ -34,7 +39,7 @@ const MODERN_CIPHERS = [
   'ECDHE-RSA-CHACHA20-POLY1305',
 ].join(':');
 
-async function createAuth(config: GatewayConfig, robots: RobotStore, logger: Logger): Promise<HttpAuth> {
+async function createAuth(config: GatewayConfig, robots: RobotStore, logger: Logger, audit: AuditLog): Promise<HttpAuth> {
   const htpasswd = new HtpasswdFile(config.auth.htpasswd, logger);
   if (htpasswd.size() === 0 && (await robots.list()).length === 0) await bootstrapAdmin(config, logger);
   const tokens = new TokenService(loadOrCreateSigningKey(config.auth.tokenKeyFile), {
@@ -54,6 +59,14 @@ async function createAuth(config: GatewayConfig, robots: RobotStore, logger: Log
       lockSeconds: config.auth.lockoutSeconds,
     }),
     logger,
+    onSecurityEvent: async (event) => {
+      await audit.appendNow({
+        action: event.action,
+        principal: event.principal,
+        requestId: event.requestId,
+        detail: { source: event.source, reason: event.reason },
+      });
+    },
   });
   return new HttpAuth(authenticator, {
     realm: config.auth.realm,
@@ -84,6 +97,10 @@ export interface RunningGateway {
   registry: Registry;
   db: Database;
   logger: Logger;
+  audit: AuditLog;
+  /** Absent when the gate is off (gate.enabled=false or an injected admit hook). */
+  gate?: Gate;
+  policies?: PolicySet;
   close(): Promise<void>;
 }
 
@@ -104,11 +121,22 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     poolSize: config.database.poolSize,
     onIdleError: (err) => logger.warn({ err }, 'idle database connection failed; the pool replaces it'),
   });
+  const audit = new AuditLog(db, {
+    checkpointKey: loadOrCreateSigningKey(
+      config.audit.checkpointKeyFile || path.join(config.storage.root, 'audit', 'checkpoint-key.pem'),
+      'audit checkpoint key',
+    ),
+    checkpointEvery: config.audit.checkpointEvery,
+    logger,
+  });
   const registry = new Registry({
     metadata: new MetadataStore(db),
     store,
     logger,
     admit: options.admit,
+    record: async (tx, event) => {
+      await audit.append(tx, event);
+    },
     limits: {
       maxManifestBytes: config.limits.maxManifestBytes,
       maxBlobBytes: config.limits.maxBlobBytes,
@@ -118,7 +146,9 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
   });
 
   const robots = new RobotStore(db);
-  const auth = config.auth.enabled ? await createAuth(config, robots, logger) : undefined;
+  const gated = config.gate.enabled && !options.admit ? await startGate(config, registry, audit, db, logger) : undefined;
+  if (!config.gate.enabled) logger.warn('the gate is DISABLED (gate.enabled=false): every push is admitted at once, without policies');
+  const auth = config.auth.enabled ? await createAuth(config, robots, logger, audit) : undefined;
   if (!auth) logger.warn('authentication is DISABLED (auth.enabled=false): anyone who reaches this port can push, pull and delete');
 
   const app = createApp({
@@ -128,6 +158,8 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     ready: async () => (await db.query('SELECT 1 AS ok')).length === 1,
     auth,
     robots,
+    audit,
+    gate: gated ? { gate: gated.gate, admissions: gated.admissions } : undefined,
     trustedProxies: config.http.trustedProxies,
   });
   const serverOptions = { requestTimeout: 0, headersTimeout: config.http.headersTimeoutSeconds * 1000 };
@@ -162,6 +194,10 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     registry.purgeStaleUploads(new Date(Date.now() - purgeAfterMs)).catch((err) => logger.error({ err }, 'upload purge failed'));
   }, config.uploads.purgeIntervalSeconds * 1000);
   purgeTimer.unref();
+  const checkpointTimer = setInterval(() => {
+    audit.checkpoint().catch((err) => logger.error({ err }, 'audit checkpoint failed'));
+  }, config.audit.checkpointIntervalSeconds * 1000);
+  checkpointTimer.unref();
 
   logger.info(
     { url, storage: config.storage.root, database: db.kind, addr: `${address.address}:${address.port}` },
@@ -174,13 +210,63 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     registry,
     db,
     logger,
+    audit,
+    gate: gated?.gate,
+    policies: gated?.policies,
     async close() {
       clearInterval(purgeTimer);
+      clearInterval(checkpointTimer);
+      gated?.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
       });
       await db.close();
+    },
+  };
+}
+
+/**
+ * Policies (loaded now; an invalid directory stops start-up), the gate as the registry's
+ * admission hook, SIGHUP and file-change reloads, and the expiry sweep.
+ */
+async function startGate(config: GatewayConfig, registry: Registry, audit: AuditLog, db: Database, logger: Logger) {
+  const policies = new PolicySet(config.policy.dir, config.policy.defaultPolicy, logger, async (loaded) => {
+    await audit.appendNow({
+      action: 'policy.load',
+      detail: { dir: config.policy.dir, defaultPolicy: config.policy.defaultPolicy, policies: loaded.map((p) => ({ name: p.policy.name, hash: p.hash, file: p.file })) },
+    });
+  });
+  await policies.load();
+  policies.watch();
+  const admissions = new AdmissionStore(db);
+  const gate = new Gate({
+    registry,
+    admissions,
+    audit,
+    policyFor: (repository) => policies.resolve(repository),
+    evaluate,
+    putWaitMs: config.gate.putWaitSeconds * 1000,
+    logger,
+  });
+  registry.setAdmit(gate.admit);
+  const onHup = () => void policies.reload();
+  process.on('SIGHUP', onHup);
+  const expiryTimer = setInterval(() => {
+    const now = Date.now();
+    gate
+      .expire(new Date(now - config.gate.pendingExpirySeconds * 1000), new Date(now - config.gate.deniedExpirySeconds * 1000))
+      .catch((err) => logger.error({ err }, 'admission expiry failed'));
+  }, config.gate.expiryIntervalSeconds * 1000);
+  expiryTimer.unref();
+  return {
+    gate,
+    admissions,
+    policies,
+    stop() {
+      clearInterval(expiryTimer);
+      process.off('SIGHUP', onHup);
+      policies.close();
     },
   };
 }

@@ -29,7 +29,8 @@ interface CompiledRule {
   actions: Action[];
 }
 
-function compileGlobs(globs: string[]): (repository: string) => boolean {
+/** Repository glob matching shared by access rules and policies: `*` one segment, `**` any depth. */
+export function compileGlobs(globs: string[]): (repository: string) => boolean {
   const matchers = globs.map((g) => picomatch(g, { dot: true }));
   return (repository) => matchers.some((m) => m(repository));
 }

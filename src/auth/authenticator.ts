@@ -29,6 +29,14 @@ export class AuthFailure extends Error {
 
 const ROBOT_CACHE_MS = 10_000;
 
+export interface SecurityEvent {
+  action: 'auth.failure' | 'auth.lockout';
+  principal: string | null;
+  source: string | null;
+  reason: string;
+  requestId: string | null;
+}
+
 export class Authenticator {
   private readonly robotCache = new Map<string, { robot: Robot | null; until: number }>();
 
@@ -40,8 +48,16 @@ export class Authenticator {
       access: AccessControl;
       lockout: Lockout;
       logger: Logger;
+      /** Records failures and lockouts (the audit trail); awaited before the client is answered. */
+      onSecurityEvent?: (event: SecurityEvent) => Promise<void>;
     },
   ) {}
+
+  private async report(log: Logger, event: Omit<SecurityEvent, 'requestId'>): Promise<void> {
+    if (!this.deps.onSecurityEvent) return;
+    const requestId = (log.bindings().reqId as string | undefined) ?? null;
+    await this.deps.onSecurityEvent({ ...event, requestId });
+  }
 
   get access(): AccessControl {
     return this.deps.access;
@@ -81,7 +97,11 @@ export class Authenticator {
     }
     const locked = this.deps.lockout.fail(keys);
     log.warn({ event: 'auth.failure', principal: username, ip, reason: result.reason }, 'authentication failed');
-    if (locked.length > 0) log.warn({ event: 'auth.lockout', keys: locked, principal: username, ip }, 'locked out after repeated failures');
+    await this.report(log, { action: 'auth.failure', principal: username, source: ip, reason: result.reason });
+    if (locked.length > 0) {
+      log.warn({ event: 'auth.lockout', keys: locked, principal: username, ip }, 'locked out after repeated failures');
+      await this.report(log, { action: 'auth.lockout', principal: username, source: ip, reason: `locked: ${locked.join(', ')}` });
+    }
     if (state.delayMs > 0) await new Promise((r) => setTimeout(r, state.delayMs));
     throw new AuthFailure('invalid username or password', 'credentials');
   }
@@ -103,6 +123,7 @@ export class Authenticator {
       claims = await this.deps.tokens.verify(token);
     } catch (err) {
       log.warn({ event: 'auth.failure', reason: (err as TokenError).message }, 'bearer token refused');
+      await this.report(log, { action: 'auth.failure', principal: null, source: null, reason: `bearer token refused: ${(err as Error).message}` });
       throw new AuthFailure((err as Error).message, 'token');
     }
     const principal = await this.principalOf(claims.subject);

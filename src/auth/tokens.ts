@@ -24,12 +24,12 @@ export interface TokenClaims {
 
 export class TokenError extends Error {}
 
-export function loadOrCreateSigningKey(file: string): KeyObject {
+export function loadOrCreateSigningKey(file: string, what = 'token signing key'): KeyObject {
   try {
     return createPrivateKey(readFileSync(file, 'utf8'));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-      throw new Error(`cannot read token signing key ${file}: ${(err as Error).message}`);
+      throw new Error(`cannot read ${what} ${file}: ${(err as Error).message}`);
     }
   }
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });

@@ -23,10 +23,34 @@ export interface GatewayConfig {
   auth: AuthConfig;
   storage: { root: string; deleteEnabled: boolean };
   database: { url: string; poolSize: number };
-  policy: { dir: string };
+  policy: {
+    dir: string;
+    /** What applies where no policy's `repositories` match: `deny`, or the name of a loaded policy. */
+    defaultPolicy: string;
+  };
+  gate: GateConfig;
+  audit: {
+    /** PEM PKCS#8 private key (EC P-256) that signs audit checkpoints; empty = generated under the storage root. */
+    checkpointKeyFile: string;
+    /** A signed checkpoint is written after this many records (and at least every checkpointIntervalSeconds). */
+    checkpointEvery: number;
+    checkpointIntervalSeconds: number;
+  };
   limits: { maxManifestBytes: number; maxBlobBytes: number; maxPageSize: number };
   uploads: { purgeAfterSeconds: number; purgeIntervalSeconds: number };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+}
+
+export interface GateConfig {
+  /** false = every push is admitted at once (no policies, no quarantine); for measurements and migrations only. */
+  enabled: boolean;
+  /** How long a manifest PUT waits for a final verdict before answering 201 + Warning. */
+  putWaitSeconds: number;
+  /** Content pending longer than this expires (its admission is closed and its staged bytes are garbage). */
+  pendingExpirySeconds: number;
+  /** Denied content is kept this long for inspection, then expires. */
+  deniedExpirySeconds: number;
+  expiryIntervalSeconds: number;
 }
 
 export type Action = 'pull' | 'push' | 'delete' | 'admin';
@@ -90,7 +114,15 @@ export const DEFAULT_CONFIG: GatewayConfig = {
   },
   storage: { root: './data', deleteEnabled: true },
   database: { url: '', poolSize: 20 },
-  policy: { dir: './policies' },
+  policy: { dir: './policies', defaultPolicy: 'default' },
+  gate: {
+    enabled: true,
+    putWaitSeconds: 5,
+    pendingExpirySeconds: 7 * 24 * 3600,
+    deniedExpirySeconds: 7 * 24 * 3600,
+    expiryIntervalSeconds: 600,
+  },
+  audit: { checkpointKeyFile: '', checkpointEvery: 1000, checkpointIntervalSeconds: 3600 },
   limits: { maxManifestBytes: 4 * 1024 * 1024, maxBlobBytes: 0, maxPageSize: 10000 },
   uploads: { purgeAfterSeconds: 24 * 3600, purgeIntervalSeconds: 600 },
   log: { level: 'info' },
@@ -163,7 +195,27 @@ const schema = {
         poolSize: positiveInt,
       },
     },
-    policy: { type: 'object', additionalProperties: false, properties: { dir: { type: 'string', minLength: 1 } } },
+    policy: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { dir: { type: 'string', minLength: 1 }, defaultPolicy: { type: 'string', minLength: 1 } },
+    },
+    gate: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        enabled: { type: 'boolean' },
+        putWaitSeconds: { type: 'integer', minimum: 0, maximum: 300 },
+        pendingExpirySeconds: positiveInt,
+        deniedExpirySeconds: positiveInt,
+        expiryIntervalSeconds: positiveInt,
+      },
+    },
+    audit: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { checkpointKeyFile: { type: 'string' }, checkpointEvery: positiveInt, checkpointIntervalSeconds: positiveInt },
+    },
     limits: {
       type: 'object',
       additionalProperties: false,
@@ -273,6 +325,9 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   config.storage.root = path.resolve(config.storage.root);
   config.policy.dir = path.resolve(config.policy.dir);
   config.auth.htpasswd = path.resolve(config.auth.htpasswd || path.join(config.storage.root, 'auth', 'htpasswd'));
+  config.audit.checkpointKeyFile = path.resolve(
+    config.audit.checkpointKeyFile || path.join(config.storage.root, 'audit', 'checkpoint-key.pem'),
+  );
   config.auth.tokenKeyFile = path.resolve(config.auth.tokenKeyFile || path.join(config.storage.root, 'auth', 'token-key.pem'));
   if (Boolean(config.http.tlsCert) !== Boolean(config.http.tlsKey)) {
     throw new ConfigError('invalid configuration: http.tlsCert (GATEWAY_HTTP_TLS_CERT) and http.tlsKey (GATEWAY_HTTP_TLS_KEY) must be set together');

@@ -187,13 +187,16 @@ export class MetadataStore {
     return q ? run(q) : this.db.transaction(run);
   }
 
-  async unlinkBlob(repository: string, digest: string): Promise<boolean> {
-    const rows = await this.db.query<{ digest: string }>(
-      `DELETE FROM repository_blobs rb USING repositories r
-        WHERE rb.repository_id = r.id AND r.name = $1 AND rb.digest = $2 RETURNING rb.digest`,
-      [repository, digest],
-    );
-    return rows.length > 0;
+  async unlinkBlob(repository: string, digest: string, inTransaction?: (tx: Queryable) => Promise<void>): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const rows = await tx.query<{ digest: string }>(
+        `DELETE FROM repository_blobs rb USING repositories r
+          WHERE rb.repository_id = r.id AND r.name = $1 AND rb.digest = $2 RETURNING rb.digest`,
+        [repository, digest],
+      );
+      if (rows.length > 0 && inTransaction) await inTransaction(tx);
+      return rows.length > 0;
+    });
   }
 
   async markBlobsCommitted(digests: string[], q: Queryable = this.db): Promise<void> {
@@ -205,8 +208,17 @@ export class MetadataStore {
 
   // ---- manifests ----------------------------------------------------------------------
 
-  /** Stores a manifest (staged) with its references, and links its bytes as content. */
-  async putManifest(repository: string, manifest: NewManifest): Promise<ManifestRecord> {
+  /**
+   * Stores a manifest (staged) with its references, links its bytes as content, and records
+   * the tags the push asked for as pending (only pushers resolve them until the commit).
+   * `inTransaction` runs in the same transaction (the audit record of the push).
+   */
+  async putManifest(
+    repository: string,
+    manifest: NewManifest,
+    tags: string[] = [],
+    inTransaction?: (tx: Queryable) => Promise<void>,
+  ): Promise<ManifestRecord> {
     return this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
       await this.linkBlob(repository, manifest.digest, manifest.size, tx);
@@ -224,19 +236,30 @@ export class MetadataStore {
           manifest.annotations ? JSON.stringify(manifest.annotations) : null,
         ],
       );
-      for (const ref of manifest.references) {
+      if (manifest.references.length > 0) {
         await tx.query(
           `INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind)
-           VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
-          [repoId, manifest.digest, ref.digest, ref.kind],
+           SELECT $1, $2, r.child, r.kind FROM unnest($3::text[], $4::text[]) AS r(child, kind)
+           ON CONFLICT DO NOTHING`,
+          [repoId, manifest.digest, manifest.references.map((r) => r.digest), manifest.references.map((r) => r.kind)],
         );
       }
+      if (tags.length > 0) await this.setPendingTags(tx, repoId, manifest.digest, tags);
+      if (inTransaction) await inTransaction(tx);
       const rows = await tx.query<ManifestRow>(
         `SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repository_id = $1 AND m.digest = $2`,
         [repoId, manifest.digest],
       );
       return toManifest(rows[0]);
     });
+  }
+
+  private async setPendingTags(tx: Queryable, repoId: number, digest: string, tags: string[]): Promise<void> {
+    await tx.query(
+      `INSERT INTO pending_tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($3::text[]) AS t
+       ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now()`,
+      [repoId, digest, tags],
+    );
   }
 
   async getManifest(repository: string, digest: string): Promise<ManifestRecord | null> {
@@ -248,7 +271,18 @@ export class MetadataStore {
     return rows.length > 0 ? toManifest(rows[0]) : null;
   }
 
-  async getManifestByTag(repository: string, tag: string): Promise<ManifestRecord | null> {
+  /** The manifest a tag names; with `includePending`, a pending tag (the newest push) wins. */
+  async getManifestByTag(repository: string, tag: string, includePending = false): Promise<ManifestRecord | null> {
+    if (includePending) {
+      const pending = await this.db.query<ManifestRow>(
+        `SELECT ${MANIFEST_COLUMNS} FROM pending_tags t
+           JOIN repositories r ON r.id = t.repository_id
+           JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+          WHERE r.name = $1 AND t.name = $2`,
+        [repository, tag],
+      );
+      if (pending.length > 0) return toManifest(pending[0]);
+    }
     const rows = await this.db.query<ManifestRow>(
       `SELECT ${MANIFEST_COLUMNS} FROM tags t
          JOIN repositories r ON r.id = t.repository_id
@@ -257,6 +291,21 @@ export class MetadataStore {
       [repository, tag],
     );
     return rows.length > 0 ? toManifest(rows[0]) : null;
+  }
+
+  /** Manifests that tags (visible or pending) of this repository name, for a list of tag names. */
+  async manifestsByTags(repository: string, tags: string[]): Promise<Array<{ tag: string; record: ManifestRecord }>> {
+    if (tags.length === 0) return [];
+    const rows = await this.db.query<ManifestRow & { tag: string }>(
+      `SELECT t.name AS tag, ${MANIFEST_COLUMNS} FROM (
+           SELECT repository_id, name, manifest_digest FROM tags
+           UNION SELECT repository_id, name, manifest_digest FROM pending_tags) t
+         JOIN repositories r ON r.id = t.repository_id
+         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
+        WHERE r.name = $1 AND t.name = ANY($2::text[])`,
+      [repository, tags],
+    );
+    return rows.map((row) => ({ tag: row.tag, record: toManifest(row) }));
   }
 
   async manifestReferences(repository: string, digest: string): Promise<ManifestReference[]> {
@@ -273,30 +322,61 @@ export class MetadataStore {
    * the manifest is marked committed, and the tags point at it.
    */
   async commitManifest(repository: string, digest: string, contentDigests: string[], tags: string[]): Promise<void> {
-    await this.db.transaction(async (tx) => {
-      const repoId = await this.ensureRepository(repository, tx);
-      await this.markBlobsCommitted([digest, ...contentDigests], tx);
-      await tx.query(
-        `UPDATE repository_blobs SET committed = true
-          WHERE repository_id = $1 AND digest = ANY($2::text[]) AND NOT committed`,
-        [repoId, [digest, ...contentDigests]],
-      );
-      await tx.query(`UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = $2`, [
-        repoId,
-        digest,
-      ]);
-      for (const tag of tags) {
-        await tx.query(
-          `INSERT INTO tags (repository_id, name, manifest_digest) VALUES ($1, $2, $3)
-           ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now()`,
-          [repoId, tag, digest],
-        );
+    await this.db.transaction((tx) => this.commitManifests(tx, repository, [{ digest, contentDigests }], tags, digest));
+  }
+
+  /**
+   * The visible switch for several manifests (an index with its children and evidence) inside
+   * the caller's transaction: content and manifests become committed in this repository, the
+   * pending tags that still name them become visible, and `tags` point at `tagTarget`.
+   * Returns the tags made visible.
+   */
+  async commitManifests(
+    tx: Queryable,
+    repository: string,
+    manifests: Array<{ digest: string; contentDigests: string[] }>,
+    tags: string[] = [],
+    tagTarget?: string,
+  ): Promise<Array<{ tag: string; digest: string }>> {
+    const repoId = await this.ensureRepository(repository, tx);
+    const digests = manifests.map((m) => m.digest);
+    const content = [...new Set([...digests, ...manifests.flatMap((m) => m.contentDigests)])];
+    await this.markBlobsCommitted(content, tx);
+    await tx.query(
+      `UPDATE repository_blobs SET committed = true
+        WHERE repository_id = $1 AND digest = ANY($2::text[]) AND NOT committed`,
+      [repoId, content],
+    );
+    await tx.query(
+      `UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = ANY($2::text[]) AND state <> 'committed'`,
+      [repoId, digests],
+    );
+    const moved = await tx.query<{ tag: string; digest: string }>(
+      `DELETE FROM pending_tags WHERE repository_id = $1 AND manifest_digest = ANY($2::text[])
+       RETURNING name AS tag, manifest_digest AS digest`,
+      [repoId, digests],
+    );
+    const visible = [...moved];
+    if (tagTarget) {
+      for (const tag of tags) if (!visible.some((v) => v.tag === tag)) visible.push({ tag, digest: tagTarget });
+      // A tag set directly on committed content is the newest push of that tag.
+      if (tags.length > 0) {
+        await tx.query('DELETE FROM pending_tags WHERE repository_id = $1 AND name = ANY($2::text[])', [repoId, tags]);
       }
-    });
+    }
+    if (visible.length > 0) {
+      await tx.query(
+        `INSERT INTO tags (repository_id, name, manifest_digest)
+         SELECT $1, t.name, t.digest FROM unnest($2::text[], $3::text[]) AS t(name, digest)
+         ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now()`,
+        [repoId, visible.map((v) => v.tag), visible.map((v) => v.digest)],
+      );
+    }
+    return visible;
   }
 
   /** Deletes a manifest and every tag pointing at it. */
-  async deleteManifest(repository: string, digest: string): Promise<boolean> {
+  async deleteManifest(repository: string, digest: string, inTransaction?: (tx: Queryable) => Promise<void>): Promise<boolean> {
     return this.db.transaction(async (tx) => {
       const rows = await tx.query<{ digest: string }>(
         `DELETE FROM manifests m USING repositories r
@@ -309,30 +389,43 @@ export class MetadataStore {
           WHERE rb.repository_id = r.id AND r.name = $1 AND rb.digest = $2`,
         [repository, digest],
       );
+      if (inTransaction) await inTransaction(tx);
       return true;
     });
   }
 
   // ---- tags ---------------------------------------------------------------------------
 
-  async deleteTag(repository: string, tag: string): Promise<boolean> {
-    const rows = await this.db.query<{ name: string }>(
-      `DELETE FROM tags t USING repositories r WHERE t.repository_id = r.id AND r.name = $1 AND t.name = $2
-       RETURNING t.name`,
-      [repository, tag],
-    );
-    return rows.length > 0;
+  async deleteTag(repository: string, tag: string, inTransaction?: (tx: Queryable) => Promise<void>): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      let deleted = 0;
+      for (const table of ['tags', 'pending_tags']) {
+        const rows = await tx.query<{ name: string }>(
+          `DELETE FROM ${table} t USING repositories r WHERE t.repository_id = r.id AND r.name = $1 AND t.name = $2
+           RETURNING t.name`,
+          [repository, tag],
+        );
+        deleted += rows.length;
+      }
+      if (deleted > 0 && inTransaction) await inTransaction(tx);
+      return deleted > 0;
+    });
   }
 
-  /** Tag names in byte order, strictly after `last`, at most `limit`; readers see tags of admitted manifests only. */
+  /**
+   * Tag names in byte order, strictly after `last`, at most `limit`. Readers see tags of
+   * admitted manifests only; pushers (`includeStaged`) also see tags pending admission.
+   */
   async listTags(repository: string, last: string | undefined, limit: number, includeStaged = true): Promise<string[]> {
+    const source = includeStaged
+      ? '(SELECT repository_id, name FROM tags UNION SELECT repository_id, name FROM pending_tags)'
+      : 'tags';
     const rows = await this.db.query<{ name: string }>(
-      `SELECT t.name FROM tags t
-         JOIN repositories r ON r.id = t.repository_id
-         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
-        WHERE r.name = $1 AND ($2::text IS NULL OR t.name > $2::text) AND ($4 OR m.state = 'committed')
+      `SELECT t.name FROM ${source} t
+        WHERE t.repository_id = (SELECT id FROM repositories WHERE name = $1)
+          AND ($2::text IS NULL OR t.name > $2::text)
         ORDER BY t.name LIMIT $3`,
-      [repository, last ?? null, limit, includeStaged],
+      [repository, last ?? null, limit],
     );
     return rows.map((r) => r.name);
   }

@@ -6,6 +6,7 @@ import { RobotError, type Robot, type RobotStore } from '../auth/robots.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Guard } from './auth.js';
 import { usernameOf } from '../auth/authenticator.js';
+import type { AuditLog } from '../audit/log.js';
 
 const ajv = new Ajv({ allErrors: true });
 const validateNewRobot = ajv.compile<{
@@ -62,16 +63,18 @@ function robotFailure(err: unknown): never {
   throw err;
 }
 
-export function adminRouter(guard: Guard, robots: RobotStore): Router {
+export function adminRouter(guard: Guard, robots: RobotStore, auditLog: AuditLog): Router {
   const router = express.Router();
-  router.use(express.json({ limit: '64kb' }));
-  router.use(async (req: Request, res: Response, next) => {
+  router.use('/robots', express.json({ limit: '64kb' }));
+  router.use('/robots', async (req: Request, res: Response, next) => {
     res.locals.route = 'admin';
     res.locals.admin = await guard.requireAdmin(req, res);
     next();
   });
-  const audit = (res: Response, event: string, robot: string) => {
-    (res.locals.log as Logger).info({ event, robot, by: usernameOf(res.locals.admin.principal) || 'anonymous' }, event);
+  const audit = async (res: Response, event: 'robot.create' | 'robot.rotate' | 'robot.delete', robot: string) => {
+    const by = usernameOf(res.locals.admin.principal) || 'anonymous';
+    (res.locals.log as Logger).info({ event, robot, by }, event);
+    await auditLog.appendNow({ action: event, principal: by, requestId: res.locals.requestId as string, detail: { robot } });
   };
 
   router.get('/robots', async (_req, res) => {
@@ -83,7 +86,7 @@ export function adminRouter(guard: Guard, robots: RobotStore): Router {
     const created = await robots
       .create({ ...body, expiresAt: expiryFromDays(body.expiresInDays) })
       .catch(robotFailure);
-    audit(res, 'robot.created', created.robot.name);
+    await audit(res, 'robot.create', created.robot.name);
     res.status(201).json({ ...robotJson(created.robot), secret: created.secret });
   });
   router.post('/robots/:name/rotate', async (req, res) => {
@@ -92,12 +95,12 @@ export function adminRouter(guard: Guard, robots: RobotStore): Router {
     const rotated = await robots
       .rotate(String(req.params.name), body.expiresInDays ? expiryFromDays(body.expiresInDays) : undefined)
       .catch(robotFailure);
-    audit(res, 'robot.rotated', rotated.robot.name);
+    await audit(res, 'robot.rotate', rotated.robot.name);
     res.json({ ...robotJson(rotated.robot), secret: rotated.secret });
   });
   router.delete('/robots/:name', async (req, res) => {
     await robots.remove(String(req.params.name)).catch(robotFailure);
-    audit(res, 'robot.removed', String(req.params.name));
+    await audit(res, 'robot.delete', String(req.params.name));
     res.status(204).end();
   });
   return router;

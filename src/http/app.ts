@@ -9,6 +9,11 @@ import { observeRequests } from './observe.js';
 import { adminRouter } from './admin.js';
 import { OPEN_GUARD, type HttpAuth } from './auth.js';
 import type { RobotStore } from '../auth/robots.js';
+import type { Gate } from '../admission/gate.js';
+import type { AdmissionStore } from '../db/admissions.js';
+import { admissionsRouter } from './admissions.js';
+import { auditRouter } from './audit.js';
+import type { AuditLog } from '../audit/log.js';
 
 export interface AppDeps {
   registry: Registry;
@@ -19,6 +24,9 @@ export interface AppDeps {
   /** Absent when authentication is disabled. */
   auth?: HttpAuth;
   robots: RobotStore;
+  audit: AuditLog;
+  /** Absent when the gate is disabled. */
+  gate?: { gate: Gate; admissions: AdmissionStore };
   /** Proxies whose X-Forwarded-* headers are believed (express "trust proxy"). */
   trustedProxies: string[];
 }
@@ -49,7 +57,9 @@ export function createApp(deps: AppDeps): Express {
 
   const guard = deps.auth ?? OPEN_GUARD;
   if (deps.auth) app.use('/auth/token', deps.auth.tokenRouter());
-  app.use('/gateway/v1', adminRouter(guard, deps.robots));
+  if (deps.gate) app.use('/gateway/v1', admissionsRouter(guard, deps.gate.admissions, deps.gate.gate));
+  app.use('/gateway/v1', auditRouter(guard, deps.audit));
+  app.use('/gateway/v1', adminRouter(guard, deps.robots, deps.audit));
   app.use('/v2', distributionRouter(deps.registry, guard));
   app.use(errorHandler);
   return app;

@@ -6,7 +6,8 @@
 import type { NextFunction, Request, Response } from 'express';
 import { pipeline } from 'node:stream/promises';
 import { RegistryError } from '../registry/errors.js';
-import { rangeHeader, type ContentRange, type Registry, type RepositoryView } from '../registry/registry.js';
+import { rangeHeader, type Actor, type ContentRange, type Registry, type RepositoryView } from '../registry/registry.js';
+import { usernameOf, type Caller } from '../auth/authenticator.js';
 import type { Action } from '../auth/access.js';
 import type { Guard } from './auth.js';
 import { assertName, isValidName, parseAlgorithm, parseDigest } from '../registry/names.js';
@@ -225,7 +226,7 @@ class DistributionHandlers {
   }
 
   async deleteBlob(_req: Request, res: Response, name: string, param: string): Promise<void> {
-    await this.registry.deleteBlob(name, parseDigest(param));
+    await this.registry.deleteBlob(name, parseDigest(param), actorOf(res));
     res.status(202).setHeader('Content-Length', 0);
     res.end();
   }
@@ -256,15 +257,25 @@ class DistributionHandlers {
       extraTags: queryList(req, 'tag'),
       ifMatch: req.headers['if-match'],
       ifNoneMatch: req.headers['if-none-match'],
+      ...actorOf(res),
     });
     const { decision } = result;
-    if (decision.outcome === 'denied') {
+    if (decision.outcome === 'denied' && !decision.quarantined) {
       throw new RegistryError('DENIED', `denied by policy: ${decision.reasons.join('; ')}`, {
         detail: { digest: result.digest, reasons: decision.reasons },
       });
     }
+    if (decision.outcome === 'denied') {
+      res.setHeader(
+        'Warning',
+        warning(`${result.digest} is denied on its own (${decision.reasons.join('; ')}); it stays in quarantine unless an admitted index includes it`),
+      );
+    }
     if (decision.outcome === 'pending') {
       res.setHeader('Warning', warning(`image ${result.digest} is in quarantine, waiting for: ${decision.waitingFor.join(', ')}`));
+    }
+    if (decision.outcome === 'admitted' && decision.warnings && decision.warnings.length > 0) {
+      res.setHeader('Warning', warning(`admitted with warnings: ${decision.warnings.join('; ')}`));
     }
     res.setHeader('Location', `/v2/${name}/manifests/${result.digest}`);
     res.setHeader('Docker-Content-Digest', result.digest);
@@ -276,7 +287,7 @@ class DistributionHandlers {
   }
 
   async deleteManifest(_req: Request, res: Response, name: string, reference: string): Promise<void> {
-    await this.registry.deleteManifest(name, reference);
+    await this.registry.deleteManifest(name, reference, actorOf(res));
     res.status(202).setHeader('Content-Length', 0);
     res.end();
   }
@@ -350,6 +361,12 @@ function setManifestHeaders(res: Response, digest: string, mediaType: string, si
   res.setHeader('Docker-Content-Digest', digest);
   res.setHeader('ETag', `"${digest}"`);
   res.setHeader('Content-Length', size);
+}
+
+/** Who is asking, for the audit trail (anonymous when authentication is off). */
+function actorOf(res: Response): Actor {
+  const caller = res.locals.caller as Caller | undefined;
+  return { principal: caller ? usernameOf(caller.principal) || 'anonymous' : null, requestId: (res.locals.requestId as string) ?? null };
 }
 
 function warning(text: string): string {

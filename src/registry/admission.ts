@@ -10,11 +10,17 @@ export interface AdmissionRequest {
   digest: string;
   manifest: ParsedManifest;
   tags: string[];
+  /** Pushed by digest (no tag in the URL): possibly a child an index will bring along. */
+  byDigest?: boolean;
+  principal?: string | null;
+  requestId?: string | null;
 }
 
 export type AdmissionDecision =
-  | { outcome: 'admitted' }
-  | { outcome: 'denied'; reasons: string[] }
+  /** `committed`: the gate already made it visible (else the registry commits it). `warnings`: warn-mode findings. */
+  | { outcome: 'admitted'; committed?: boolean; warnings?: string[] }
+  /** `quarantined`: answer 201 with a Warning instead of 403 (content pushed by digest that an index may still admit). */
+  | { outcome: 'denied'; reasons: string[]; quarantined?: boolean }
   | { outcome: 'pending'; waitingFor: string[] };
 
 export type Admit = (request: AdmissionRequest) => Promise<AdmissionDecision>;

@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Area, BlobStore, ByteRange, OpenedBlob } from '../storage/blobstore.js';
 import type { ContentState, ManifestRecord, MetadataStore } from '../db/metadata.js';
+import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
 import { ByteMeter, digestStream, newHash } from './streams.js';
 import { parseManifest, type ParsedManifest } from './manifest.js';
@@ -34,12 +35,32 @@ export interface RegistryLimits {
   deleteEnabled: boolean;
 }
 
+/** A state change worth an audit record, written in the transaction that makes the change. */
+export interface RegistryEvent {
+  action: 'push' | 'delete.manifest' | 'delete.tag' | 'delete.blob';
+  repository: string;
+  digest?: string | null;
+  principal?: string | null;
+  requestId?: string | null;
+  detail?: Record<string, unknown>;
+}
+
+export type RecordEvent = (tx: Queryable, event: RegistryEvent) => Promise<void>;
+
+/** Who asked, for the audit trail. */
+export interface Actor {
+  principal?: string | null;
+  requestId?: string | null;
+}
+
 export interface RegistryOptions {
   metadata: MetadataStore;
   store: BlobStore;
   limits: RegistryLimits;
   logger: Logger;
   admit?: Admit;
+  /** Records pushes and deletions in their own transactions (the audit trail); a failure fails the operation. */
+  record?: RecordEvent;
 }
 
 /** In-memory progress of a streaming hash over an upload, valid while `offset` matches. */
@@ -95,7 +116,8 @@ export class Registry {
   readonly store: BlobStore;
   readonly limits: RegistryLimits;
   private readonly logger: Logger;
-  private readonly admit: Admit;
+  private admit: Admit;
+  private readonly record: RecordEvent;
   private readonly uploadHashes = new Map<string, UploadHash>();
   private readonly busyUploads = new Set<string>();
   private readonly manifestCache = new ByteLru(MANIFEST_CACHE_BYTES);
@@ -106,6 +128,12 @@ export class Registry {
     this.limits = options.limits;
     this.logger = options.logger;
     this.admit = options.admit ?? admitEverything;
+    this.record = options.record ?? (async () => undefined);
+  }
+
+  /** Installs the gate's admission hook (the gate needs the registry to exist first). */
+  setAdmit(admit: Admit): void {
+    this.admit = admit;
   }
 
   // ---- uploads ------------------------------------------------------------------------
@@ -321,9 +349,32 @@ export class Registry {
     return blob;
   }
 
-  async deleteBlob(repository: string, digest: Digest): Promise<void> {
+  async deleteBlob(repository: string, digest: Digest, actor: Actor = {}): Promise<void> {
     this.requireDelete();
-    if (!(await this.metadata.unlinkBlob(repository, digest.value))) throw blobUnknown(digest);
+    const event: RegistryEvent = { action: 'delete.blob', repository, digest: digest.value, ...actor };
+    if (!(await this.metadata.unlinkBlob(repository, digest.value, (tx) => this.record(tx, event)))) throw blobUnknown(digest);
+  }
+
+  /** Reads whole content a repository holds (staged or committed), refusing anything above `maxBytes`. */
+  async readContent(repository: string, digest: string, maxBytes: number): Promise<Buffer> {
+    const parsed = parseDigest(digest);
+    const blob = await this.metadata.findBlob(repository, digest);
+    if (!blob) throw blobUnknown(parsed);
+    if (blob.size > maxBytes) {
+      throw new RegistryError('SIZE_INVALID', `${digest} is ${blob.size} bytes, more than the ${maxBytes} this reader accepts`);
+    }
+    const cached = this.manifestCache.get(digest);
+    if (cached) return cached;
+    const opened = await this.openContent(blob.state, parsed);
+    if (!opened) throw blobUnknown(parsed);
+    const chunks: Buffer[] = [];
+    for await (const chunk of opened.stream) chunks.push(chunk as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  /** Moves content to the committed area in the order given (blobs before the manifests that need them). */
+  async commitContentInOrder(digests: string[]): Promise<void> {
+    for (const digest of digests) await this.commitContent(digest);
   }
 
   /** Opens content in its recorded area, or the other one if a commit moved it meanwhile. */
@@ -340,7 +391,7 @@ export class Registry {
     reference: string,
     body: Buffer,
     contentType: string | undefined,
-    options: { extraTags?: string[]; ifMatch?: string; ifNoneMatch?: string } = {},
+    options: { extraTags?: string[]; ifMatch?: string; ifNoneMatch?: string } & Actor = {},
   ): Promise<ManifestPutResult> {
     const ref = parseReference(reference);
     const tags = [...(ref.kind === 'tag' ? [ref.tag] : []), ...(options.extraTags ?? []).map(assertTag)];
@@ -357,18 +408,31 @@ export class Registry {
 
     if (!(await this.metadata.getBlob(digest.value))) await this.store.putStaged(digest, body);
     this.manifestCache.set(digest.value, body);
-    await this.metadata.putManifest(repository, {
+    const actor: Actor = { principal: options.principal ?? null, requestId: options.requestId ?? null };
+    const pushed: RegistryEvent = {
+      action: 'push',
+      repository,
       digest: digest.value,
-      mediaType: manifest.mediaType,
-      size: body.length,
-      artifactType: manifest.artifactType,
-      subjectDigest: manifest.subject?.digest ?? null,
-      annotations: manifest.annotations,
-      references: manifest.references,
-    });
+      ...actor,
+      detail: { mediaType: manifest.mediaType, size: body.length, tags, subject: manifest.subject?.digest ?? null, artifactType: manifest.artifactType },
+    };
+    await this.metadata.putManifest(
+      repository,
+      {
+        digest: digest.value,
+        mediaType: manifest.mediaType,
+        size: body.length,
+        artifactType: manifest.artifactType,
+        subjectDigest: manifest.subject?.digest ?? null,
+        annotations: manifest.annotations,
+        references: manifest.references,
+      },
+      tags,
+      (tx) => this.record(tx, pushed),
+    );
 
-    const decision = await this.admit({ repository, digest: digest.value, manifest, tags });
-    if (decision.outcome === 'admitted') await this.commitManifest(repository, digest.value, manifest, tags);
+    const decision = await this.admit({ repository, digest: digest.value, manifest, tags, byDigest: ref.kind === 'digest', ...actor });
+    if (decision.outcome === 'admitted' && !decision.committed) await this.commitManifest(repository, digest.value, manifest, tags);
     return { digest: digest.value, subject: manifest.subject?.digest ?? null, tags, decision };
   }
 
@@ -410,19 +474,23 @@ export class Registry {
     const ref = parseReference(reference);
     const record =
       ref.kind === 'tag'
-        ? await this.metadata.getManifestByTag(repository, ref.tag)
+        ? await this.metadata.getManifestByTag(repository, ref.tag, view.seesStaged)
         : await this.metadata.getManifest(repository, ref.digest.value);
     if (!record || (record.state === 'staged' && !view.seesStaged)) throw manifestUnknown(reference);
     return record;
   }
 
-  async deleteManifest(repository: string, reference: string): Promise<void> {
+  async deleteManifest(repository: string, reference: string, actor: Actor = {}): Promise<void> {
     this.requireDelete();
     const ref = parseReference(reference);
     const deleted =
       ref.kind === 'tag'
-        ? await this.metadata.deleteTag(repository, ref.tag)
-        : await this.metadata.deleteManifest(repository, ref.digest.value);
+        ? await this.metadata.deleteTag(repository, ref.tag, (tx) =>
+            this.record(tx, { action: 'delete.tag', repository, ...actor, detail: { tag: ref.tag } }),
+          )
+        : await this.metadata.deleteManifest(repository, ref.digest.value, (tx) =>
+            this.record(tx, { action: 'delete.manifest', repository, digest: ref.digest.value, ...actor }),
+          );
     if (!deleted) throw manifestUnknown(reference);
   }
 

@@ -2,10 +2,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { DEFAULT_CONFIG, type GatewayConfig } from '../../src/config/config.js';
 import { startGateway, type RunningGateway, type StartOptions } from '../../src/server.js';
 import { createTestDatabase } from './postgres.js';
+
+export const SHIPPED_POLICIES = fileURLToPath(new URL('../../policies', import.meta.url));
 
 export type DatabaseKind = 'pglite' | 'postgres';
 export const DATABASE_KINDS: DatabaseKind[] = ['pglite', 'postgres'];
@@ -25,7 +28,8 @@ export async function startTestGateway(
   const config: GatewayConfig = structuredClone(DEFAULT_CONFIG);
   config.http.addr = '127.0.0.1:0';
   config.storage.root = root;
-  config.policy.dir = path.join(root, 'policies');
+  // The policies the project ships (the warn-mode default): every test push goes through the gate.
+  config.policy.dir = SHIPPED_POLICIES;
   config.database.url = database === 'postgres' ? await createTestDatabase() : '';
   // Registry-semantics tests run without authentication; auth tests turn it on.
   config.auth.enabled = false;

@@ -54,7 +54,10 @@ describe('admission seam (staged → committed)', () => {
     expect(existsSync(contentPath(gw.root, 'staging', layer))).to.equal(true);
     expect(existsSync(contentPath(gw.root, 'committed', layer))).to.equal(false);
     expect((await gw.registry.metadata.getManifest('seam/app', digest))!.state).to.equal('staged');
-    expect((await c.request('GET', '/v2/seam/app/manifests/pending')).status).to.equal(404);
+    // The tag waits for admission: readers do not resolve it; pushers (here everyone, auth is off) do.
+    expect(await gw.registry.metadata.getManifestByTag('seam/app', 'pending')).to.equal(null);
+    expect((await gw.registry.metadata.getManifestByTag('seam/app', 'pending', true))!.digest).to.equal(digest);
+    expect(await gw.registry.metadata.listTags('seam/app', undefined, 10, false)).to.not.include('pending');
     expect((await gw.registry.metadata.getBlob(layer))!.state).to.equal('staged');
   });
 
@@ -72,9 +75,10 @@ describe('admission seam (staged → committed)', () => {
     expect(json.errors[0].message).to.include('image runs as root');
     expect(json.errors[0].detail.reasons).to.deep.equal(['rule no-root: image runs as root']);
     expect(existsSync(contentPath(gw.root, 'committed', config))).to.equal(false);
-    const tag = await c.request('GET', '/v2/seam/denied/manifests/v1');
-    expect(tag.status).to.equal(404);
-    expect(await errorCode(tag)).to.equal('MANIFEST_UNKNOWN');
+    expect(await gw.registry.metadata.getManifestByTag('seam/denied', 'v1')).to.equal(null);
+    const other = await c.request('GET', '/v2/seam/denied/manifests/v2');
+    expect(other.status).to.equal(404);
+    expect(await errorCode(other)).to.equal('MANIFEST_UNKNOWN');
   });
 
   it('commits a pending image later through commitManifest, as the gate will', async () => {

@@ -297,12 +297,13 @@ describe('reader and pusher views of quarantined content', () => {
       tags: ((await (await client.request('GET', '/v2/team/q/tags/list')).json()) as { tags: string[] }).tags,
       catalog: ((await (await client.request('GET', '/v2/_catalog')).json()) as { repositories: string[] }).repositories.includes('team/only-staged'),
       admitted: (await client.request('GET', '/v2/team/q/manifests/stable')).status,
+      pendingTag: (await client.request('GET', '/v2/team/q/manifests/candidate')).status,
     });
     expect(await views(pusher)).to.deep.equal({
-      manifestByDigest: 200, manifestHead: 200, blob: 200, blobHead: 200, referrers: 1, tags: ['stable'], catalog: true, admitted: 200,
+      manifestByDigest: 200, manifestHead: 200, blob: 200, blobHead: 200, referrers: 1, tags: ['candidate', 'stable'], catalog: true, admitted: 200, pendingTag: 200,
     });
     expect(await views(reader)).to.deep.equal({
-      manifestByDigest: 404, manifestHead: 404, blob: 404, blobHead: 404, referrers: 0, tags: ['stable'], catalog: false, admitted: 200,
+      manifestByDigest: 404, manifestHead: 404, blob: 404, blobHead: 404, referrers: 0, tags: ['stable'], catalog: false, admitted: 200, pendingTag: 404,
     });
     // Nor can a reader take quarantined bytes by mounting them elsewhere.
     const bob = c.as(userAuth('bob'));

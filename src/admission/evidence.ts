@@ -1,0 +1,192 @@
+/**
+ * What the gate knows about a subject: its facts (media type, sizes, annotations, labels,
+ * platforms, children) read from the registry, and the evidence manifests that refer to
+ * it (OCI `subject`, cosign `sha256-<hex>.sig|.att|.sbom` tags, `sha256-<hex>` fallback
+ * indexes). Reads go through the registry with a full view: the gate sees quarantine.
+ */
+import { parseManifest, type ParsedManifest } from '../registry/manifest.js';
+import { MEDIA_TYPES } from '../registry/mediatypes.js';
+import { isValidDigest } from '../registry/names.js';
+import type { Registry } from '../registry/registry.js';
+import type { EvidenceItem, EvidenceKind, ManifestFacts, Platform } from '../policy/types.js';
+
+/** Image configs above this are not parsed for labels and platform (they are metadata, not layers). */
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+/** Index nesting the gate follows; deeper trees are refused rather than walked without end. */
+const MAX_DEPTH = 4;
+
+const COSIGN_TAG = /^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})\.(sig|att|sbom)$/;
+const FALLBACK_TAG = /^(sha256|sha512)-([0-9a-f]{64}|[0-9a-f]{128})$/;
+const COSIGN_KINDS: Record<string, EvidenceKind> = { sig: 'cosign-signature', att: 'cosign-attestation', sbom: 'cosign-sbom' };
+
+export type Role = { kind: 'subject' } | { kind: 'evidence'; subject: string; evidenceKind: EvidenceKind };
+
+/** Whether a pushed manifest is evidence about another one, and about which. */
+export function classify(manifest: ParsedManifest, tags: string[]): Role {
+  if (manifest.subject && isValidDigest(manifest.subject.digest)) {
+    return { kind: 'evidence', subject: manifest.subject.digest, evidenceKind: 'referrer' };
+  }
+  for (const tag of tags) {
+    const cosign = COSIGN_TAG.exec(tag);
+    if (cosign) return { kind: 'evidence', subject: `${cosign[1]}:${cosign[2]}`, evidenceKind: COSIGN_KINDS[cosign[3]] };
+    const fallback = FALLBACK_TAG.exec(tag);
+    if (fallback && manifest.kind === 'index') {
+      return { kind: 'evidence', subject: `${fallback[1]}:${fallback[2]}`, evidenceKind: 'fallback-index' };
+    }
+  }
+  return { kind: 'subject' };
+}
+
+export function cosignTags(subject: string): string[] {
+  const [alg, hex] = subject.split(':');
+  return ['sig', 'att', 'sbom'].map((suffix) => `${alg}-${hex}.${suffix}`);
+}
+
+/** One manifest of a commit: its digest and the blobs (config, layers) it needs. */
+export interface ManifestNode {
+  digest: string;
+  contentDigests: string[];
+}
+
+export interface SubjectTree {
+  facts: ManifestFacts;
+  /** The subject and its children, children first (the order they are committed in). */
+  nodes: ManifestNode[];
+}
+
+export class EvidenceReader {
+  constructor(private readonly registry: Registry) {}
+
+  async parsed(repository: string, digest: string): Promise<{ manifest: ParsedManifest; size: number }> {
+    const { record, body } = await this.registry.getManifest(repository, digest);
+    return { manifest: parseManifest(body, record.mediaType), size: body.length };
+  }
+
+  /** Facts of a subject and the manifests a commit of it must include. */
+  async subjectTree(repository: string, digest: string, depth = 0): Promise<SubjectTree> {
+    if (depth > MAX_DEPTH) throw new Error(`index nesting deeper than ${MAX_DEPTH} levels at ${digest}`);
+    const { manifest, size } = await this.parsed(repository, digest);
+    const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
+    const base = {
+      digest,
+      mediaType: manifest.mediaType,
+      artifactType: manifest.artifactType,
+      annotations: manifest.annotations ?? {},
+    };
+    if (manifest.kind === 'index') {
+      const children: SubjectTree[] = [];
+      for (const child of manifest.manifests) children.push(await this.subjectTree(repository, child.digest, depth + 1));
+      const listed = manifest.manifests.map((d) => platformOf(d.platform)).filter((p): p is Platform => p !== null);
+      const facts: ManifestFacts = {
+        ...base,
+        totalSize: size + children.reduce((sum, c) => sum + c.facts.totalSize, 0),
+        labels: {},
+        platforms: listed.length > 0 ? listed : children.flatMap((c) => c.facts.platforms),
+        children: children.map((c) => c.facts),
+      };
+      return { facts, nodes: [...children.flatMap((c) => c.nodes), { digest, contentDigests }] };
+    }
+    const config = await this.imageConfig(repository, manifest);
+    const facts: ManifestFacts = {
+      ...base,
+      totalSize: size + (manifest.config?.size ?? 0) + manifest.layers.reduce((sum, l) => sum + l.size, 0),
+      labels: config.labels,
+      platforms: config.platform ? [config.platform] : [],
+      children: [],
+    };
+    return { facts, nodes: [{ digest, contentDigests }] };
+  }
+
+  /** Labels and platform from an image config; artifacts and unreadable configs have neither. */
+  private async imageConfig(repository: string, manifest: ParsedManifest): Promise<{ labels: Record<string, string>; platform: Platform | null }> {
+    const none = { labels: {}, platform: null };
+    const config = manifest.config;
+    if (!config || !isImageConfig(config.mediaType) || config.size > MAX_CONFIG_BYTES) return none;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse((await this.registry.readContent(repository, config.digest, MAX_CONFIG_BYTES)).toString('utf8'));
+    } catch {
+      return none;
+    }
+    if (typeof parsed !== 'object' || parsed === null) return none;
+    const doc = parsed as { config?: { Labels?: unknown }; os?: unknown; architecture?: unknown; variant?: unknown };
+    return { labels: stringRecord(doc.config?.Labels), platform: platformOf(doc) };
+  }
+
+  /** Evidence manifests for a subject in one repository, each read from our own records. */
+  async evidenceFor(repository: string, subject: string): Promise<EvidenceItem[]> {
+    const items = new Map<string, EvidenceItem>();
+    for (const record of await this.registry.metadata.listReferrers(repository, subject)) {
+      items.set(record.digest, {
+        kind: 'referrer',
+        digest: record.digest,
+        mediaType: record.mediaType,
+        artifactType: record.artifactType,
+        annotations: record.annotations ?? {},
+      });
+    }
+    const [alg, hex] = subject.split(':');
+    const fallback = `${alg}-${hex}`;
+    const tagged = await this.registry.metadata.manifestsByTags(repository, [...cosignTags(subject), fallback]);
+    for (const { tag, record } of tagged) {
+      if (tag === fallback) {
+        if (record.mediaType !== MEDIA_TYPES.ociIndex) continue;
+        for (const listed of await this.fallbackEntries(repository, record.digest, subject)) {
+          if (!items.has(listed.digest)) items.set(listed.digest, listed);
+        }
+        items.set(record.digest, evidenceItem('fallback-index', record));
+        continue;
+      }
+      const suffix = tag.slice(tag.lastIndexOf('.') + 1);
+      items.set(record.digest, evidenceItem(COSIGN_KINDS[suffix], record));
+    }
+    return [...items.values()];
+  }
+
+  private async fallbackEntries(repository: string, indexDigest: string, subject: string): Promise<EvidenceItem[]> {
+    let listed: string[];
+    try {
+      listed = (await this.parsed(repository, indexDigest)).manifest.manifests.map((m) => m.digest);
+    } catch {
+      return [];
+    }
+    const records = await this.registry.metadata.getManifests(repository, listed);
+    return records
+      .filter((r) => r.subjectDigest === null || r.subjectDigest === subject)
+      .map((r) => evidenceItem('referrer', r));
+  }
+
+  /** The nodes a commit of evidence needs: each evidence manifest with its blobs, and evidence about it in turn. */
+  async evidenceNodes(repository: string, subject: string, depth = 0): Promise<ManifestNode[]> {
+    if (depth > 2) return [];
+    const nodes: ManifestNode[] = [];
+    for (const item of await this.evidenceFor(repository, subject)) {
+      const { manifest } = await this.parsed(repository, item.digest);
+      nodes.push({ digest: item.digest, contentDigests: manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest) });
+      nodes.push(...(await this.evidenceNodes(repository, item.digest, depth + 1)));
+    }
+    return nodes;
+  }
+}
+
+function evidenceItem(kind: EvidenceKind, record: { digest: string; mediaType: string; artifactType: string | null; annotations: Record<string, string> | null }): EvidenceItem {
+  return { kind, digest: record.digest, mediaType: record.mediaType, artifactType: record.artifactType, annotations: record.annotations ?? {} };
+}
+
+function isImageConfig(mediaType: string): boolean {
+  return mediaType === 'application/vnd.oci.image.config.v1+json' || mediaType === 'application/vnd.docker.container.image.v1+json';
+}
+
+function platformOf(value: unknown): Platform | null {
+  if (typeof value !== 'object' || value === null) return null;
+  const p = value as Record<string, unknown>;
+  if (typeof p.os !== 'string' || typeof p.architecture !== 'string') return null;
+  return typeof p.variant === 'string' && p.variant.length > 0
+    ? { os: p.os, architecture: p.architecture, variant: p.variant }
+    : { os: p.os, architecture: p.architecture };
+}
+
+function stringRecord(value: unknown): Record<string, string> {
+  if (typeof value !== 'object' || value === null) return {};
+  return Object.fromEntries(Object.entries(value).filter((e): e is [string, string] => typeof e[1] === 'string'));
+}

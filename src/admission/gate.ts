@@ -1,0 +1,358 @@
+/**
+ * The gate: every pushed manifest is staged; subjects get an admission evaluated against
+ * the policy for their repository; evidence (signatures, attestations, referrers) is
+ * indexed by subject and its arrival re-evaluates the subject. An admitted subject is
+ * committed in the order blobs → manifests → visible switch, the switch, the decision and
+ * its audit record in one transaction under a per-subject lock.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { Queryable } from '../db/database.js';
+import type { AdmissionRecord, AdmissionStore } from '../db/admissions.js';
+import type { Registry } from '../registry/registry.js';
+import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/admission.js';
+import type { Decision, Evidence, LoadedPolicy } from '../policy/types.js';
+import { classify, EvidenceReader, type ManifestNode, type Role } from './evidence.js';
+
+export interface GateAuditEvent {
+  action: string;
+  repository?: string | null;
+  digest?: string | null;
+  principal?: string | null;
+  requestId?: string | null;
+  detail?: Record<string, unknown>;
+}
+
+/** Writes an audit record inside the caller's transaction; throwing fails the operation. */
+export interface AuditSink {
+  append(q: Queryable, event: GateAuditEvent): Promise<unknown>;
+}
+
+export interface GateOptions {
+  registry: Registry;
+  admissions: AdmissionStore;
+  audit: AuditSink;
+  /** The policy that applies to a repository (the configured default where none matches). */
+  policyFor: (repository: string) => LoadedPolicy;
+  evaluate: (policy: LoadedPolicy, evidence: Evidence, now: Date) => Decision;
+  putWaitMs: number;
+  logger: Logger;
+  now?: () => Date;
+}
+
+export interface Trigger {
+  reason: 'push' | 'evidence' | 're-evaluate';
+  tags?: string[];
+  principal?: string | null;
+  requestId?: string | null;
+  /** The evidence manifest whose arrival caused this evaluation. */
+  evidence?: string;
+}
+
+export interface Outcome {
+  record: AdmissionRecord;
+  /** The decision this call made; null when a frozen verdict answered. */
+  decision: Decision | null;
+}
+
+export class GateError extends Error {}
+
+export class Gate {
+  private readonly reader: EvidenceReader;
+  private readonly changes = new EventEmitter();
+  private readonly now: () => Date;
+
+  constructor(private readonly options: GateOptions) {
+    this.reader = new EvidenceReader(options.registry);
+    this.now = options.now ?? (() => new Date());
+    this.changes.setMaxListeners(0);
+  }
+
+  /** The hook the registry calls after storing a manifest as staged. */
+  readonly admit: Admit = (request) => this.onPush(request);
+
+  private async onPush(request: AdmissionRequest): Promise<AdmissionDecision> {
+    const role = classify(request.manifest, request.tags);
+    if (role.kind === 'evidence') return this.onEvidence(request, role);
+    const trigger: Trigger = { reason: 'push', tags: request.tags, principal: request.principal, requestId: request.requestId };
+    const outcome = await withDeadline(this.decide(request.repository, request.digest, trigger), this.options.putWaitMs, this.options.logger);
+    if (!outcome) return { outcome: 'pending', waitingFor: ['the evaluation, still running'] };
+    return answer(outcome, Boolean(request.byDigest) && request.tags.length === 0);
+  }
+
+  /**
+   * Evidence is recorded staged. It is committed at once when its subject is already
+   * admitted (it never un-admits anything); it re-evaluates a pending subject; otherwise it
+   * waits for its subject.
+   */
+  private async onEvidence(request: AdmissionRequest, role: Extract<Role, { kind: 'evidence' }>): Promise<AdmissionDecision> {
+    const subject = await this.options.admissions.get(request.repository, role.subject);
+    if (subject?.state === 'admitted') {
+      await this.commitEvidence(request.repository, role.subject, request.digest, request);
+      return { outcome: 'admitted', committed: true };
+    }
+    if (subject?.state === 'pending') {
+      const trigger: Trigger = { reason: 'evidence', evidence: request.digest, principal: request.principal, requestId: request.requestId };
+      const outcome = await withDeadline(this.decide(request.repository, role.subject, trigger), this.options.putWaitMs, this.options.logger);
+      if (outcome?.record.state === 'admitted') return { outcome: 'admitted', committed: true };
+      const state = outcome?.record.state ?? 'pending';
+      return { outcome: 'pending', waitingFor: [`its subject ${role.subject} to be admitted (now ${state})`] };
+    }
+    const where = subject ? `its subject ${role.subject} is ${subject.state}` : `its subject ${role.subject} has not been pushed yet`;
+    return { outcome: 'pending', waitingFor: [`${where}; this evidence stays in quarantine until the subject is admitted`] };
+  }
+
+  /**
+   * Evaluates a subject and records the decision; commits it when admitted. A denial
+   * under the same policy version is frozen; an admission is never taken back.
+   */
+  async decide(repository: string, digest: string, trigger: Trigger): Promise<Outcome> {
+    const { admissions } = this.options;
+    const loaded = this.options.policyFor(repository);
+    const existing = await admissions.get(repository, digest);
+    const frozen =
+      trigger.reason !== 're-evaluate' &&
+      existing !== null &&
+      (existing.state === 'admitted' || existing.state === 'denied') &&
+      existing.policy?.hash === loaded.hash;
+    if (frozen) return this.recordPushOnly(repository, digest, trigger);
+
+    const tree = await this.reader.subjectTree(repository, digest);
+    const evidence: Evidence = { repository, subject: tree.facts, items: await this.reader.evidenceFor(repository, digest), extra: {} };
+    const decision = this.options.evaluate(loaded, evidence, this.now());
+    let nodes: ManifestNode[] = [];
+    if (decision.outcome === 'admitted') {
+      nodes = [...tree.nodes, ...(await this.reader.evidenceNodes(repository, digest))];
+      await this.options.registry.commitContentInOrder(commitOrder(nodes));
+    }
+    const children = tree.nodes.filter((n) => n.digest !== digest).map((n) => n.digest);
+    const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
+      const repoId = await this.lock(tx, repository, digest);
+      await admissions.open(tx, repoId, { digest, mediaType: tree.facts.mediaType, tags: trigger.tags ?? [], pushedBy: trigger.principal ?? null });
+      const current = (await admissions.get(repository, digest, tx)) as AdmissionRecord;
+      if (current.state === 'admitted' && decision.outcome !== 'admitted') {
+        // Never un-admit: the new verdict is recorded, the content stays; new tags wait.
+        await this.auditDecision(tx, repository, digest, decision, trigger, { admissionKept: 'admitted' });
+        return { record: current, decision };
+      }
+      if (!sameDecision(current, decision)) {
+        await admissions.record(tx, repoId, digest, decision);
+        await this.auditDecision(tx, repository, digest, decision, trigger);
+      }
+      if (decision.outcome === 'admitted') await this.switchVisible(tx, repository, repoId, digest, nodes, children, trigger);
+      return { record: (await admissions.get(repository, digest, tx)) as AdmissionRecord, decision };
+    });
+    this.changed(repository, digest);
+    return outcome;
+  }
+
+  /** Admits again with the current policy (administrators); an admitted subject stays admitted. */
+  async reevaluate(repository: string, digest: string, actor: { principal?: string | null; requestId?: string | null }): Promise<Outcome> {
+    if (!(await this.options.admissions.get(repository, digest))) throw new GateError(`no admission for ${digest} in ${repository}`);
+    return this.decide(repository, digest, { reason: 're-evaluate', ...actor });
+  }
+
+  /** A push of content whose verdict is frozen: add the tags; if admitted, make them visible. */
+  private async recordPushOnly(repository: string, digest: string, trigger: Trigger): Promise<Outcome> {
+    const { admissions } = this.options;
+    const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
+      const repoId = await this.lock(tx, repository, digest);
+      const before = (await admissions.get(repository, digest, tx)) as AdmissionRecord;
+      await admissions.open(tx, repoId, { digest, mediaType: before.mediaType, tags: trigger.tags ?? [], pushedBy: null });
+      if (before.state === 'admitted') await this.switchVisible(tx, repository, repoId, digest, [{ digest, contentDigests: [] }], [], trigger);
+      return { record: (await admissions.get(repository, digest, tx)) as AdmissionRecord, decision: null };
+    });
+    this.changed(repository, digest);
+    return outcome;
+  }
+
+  private async commitEvidence(repository: string, subject: string, evidence: string, actor: { principal?: string | null; requestId?: string | null }): Promise<void> {
+    const { manifest } = await this.reader.parsed(repository, evidence);
+    const nodes: ManifestNode[] = [
+      { digest: evidence, contentDigests: manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest) },
+      ...(await this.reader.evidenceNodes(repository, evidence)),
+    ];
+    await this.options.registry.commitContentInOrder(commitOrder(nodes));
+    await this.options.registry.metadata.db.transaction(async (tx) => {
+      await this.lock(tx, repository, subject);
+      const visible = await this.options.registry.metadata.commitManifests(tx, repository, nodes);
+      await this.options.audit.append(tx, {
+        action: 'commit',
+        repository,
+        digest: evidence,
+        principal: actor.principal ?? null,
+        requestId: actor.requestId ?? null,
+        detail: { evidenceFor: subject, manifests: nodes.map((n) => n.digest), tags: visible },
+      });
+    });
+    this.changed(repository, subject);
+  }
+
+  /** The visible switch: content, manifests and tags, children's admissions, and the commit record. */
+  private async switchVisible(
+    tx: Queryable,
+    repository: string,
+    repoId: number,
+    digest: string,
+    nodes: ManifestNode[],
+    children: string[],
+    trigger: Trigger,
+  ): Promise<void> {
+    const visible = await this.options.registry.metadata.commitManifests(tx, repository, nodes);
+    const childrenAdmitted = await this.options.admissions.admitWith(tx, repoId, children, digest);
+    if (nodes.length === 1 && visible.length === 0 && nodes[0].contentDigests.length === 0) return; // nothing changed
+    await this.options.audit.append(tx, {
+      action: 'commit',
+      repository,
+      digest,
+      principal: trigger.principal ?? null,
+      requestId: trigger.requestId ?? null,
+      detail: { manifests: nodes.map((n) => n.digest), tags: visible, childrenAdmitted },
+    });
+  }
+
+  private async auditDecision(tx: Queryable, repository: string, digest: string, decision: Decision, trigger: Trigger, extra: Record<string, unknown> = {}) {
+    await this.options.audit.append(tx, {
+      action: 'admission.decision',
+      repository,
+      digest,
+      principal: trigger.principal ?? null,
+      requestId: trigger.requestId ?? null,
+      detail: {
+        outcome: decision.outcome,
+        policy: decision.policy,
+        results: decision.results,
+        reasons: decision.reasons,
+        waitingFor: decision.waitingFor,
+        warnings: decision.warnings,
+        trigger: trigger.reason,
+        ...(trigger.evidence ? { evidence: trigger.evidence } : {}),
+        ...extra,
+      },
+    });
+  }
+
+  private async lock(tx: Queryable, repository: string, digest: string): Promise<number> {
+    await this.options.admissions.lockSubject(tx, repository, digest);
+    return this.options.registry.metadata.ensureRepository(repository, tx);
+  }
+
+  /**
+   * Closes admissions pending or denied for longer than their expiry: the admission becomes
+   * `expired` and the staged manifest leaves the repository (its bytes become garbage).
+   */
+  async expire(pendingBefore: Date, deniedBefore: Date): Promise<number> {
+    let count = 0;
+    for (const [state, before] of [['pending', pendingBefore], ['denied', deniedBefore]] as const) {
+      for (const { repository, digest } of await this.options.admissions.stale(state, before)) {
+        const expired = await this.options.registry.metadata.db.transaction(async (tx) => {
+          const repoId = await this.lock(tx, repository, digest);
+          const current = await this.options.admissions.get(repository, digest, tx);
+          if (!current || current.state !== state || current.updatedAt >= before) return false;
+          await this.options.admissions.setState(tx, repoId, digest, 'expired');
+          await tx.query(`DELETE FROM manifests WHERE repository_id = $1 AND digest = $2 AND state = 'staged'`, [repoId, digest]);
+          await this.options.audit.append(tx, {
+            action: 'expiry',
+            repository,
+            digest,
+            detail: { was: state, since: current.updatedAt.toISOString(), tags: current.tags },
+          });
+          return true;
+        });
+        if (expired) {
+          count++;
+          this.changed(repository, digest);
+        }
+      }
+    }
+    if (count > 0) this.options.logger.info({ expired: count }, 'expired quarantined admissions');
+    return count;
+  }
+
+  /**
+   * Waits until the admission leaves `pending` or the time is up. Wakes on local changes
+   * and polls the database once a second (another replica may decide).
+   */
+  async waitFor(repository: string, digest: string, timeoutMs: number): Promise<AdmissionRecord | null> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const record = await this.options.admissions.get(repository, digest);
+      if (!record || record.state !== 'pending' || Date.now() >= deadline) return record;
+      await this.nextChange(repository, digest, Math.min(1000, deadline - Date.now()));
+    }
+  }
+
+  private nextChange(repository: string, digest: string, ms: number): Promise<void> {
+    const key = `${repository}@${digest}`;
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.changes.off(key, done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.changes.on(key, done);
+    });
+  }
+
+  private changed(repository: string, digest: string): void {
+    this.changes.emit(`${repository}@${digest}`);
+  }
+}
+
+/** Blobs before the manifests that need them, each digest once. */
+function commitOrder(nodes: ManifestNode[]): string[] {
+  const order: string[] = [];
+  const seen = new Set<string>();
+  const add = (d: string) => {
+    if (!seen.has(d)) {
+      seen.add(d);
+      order.push(d);
+    }
+  };
+  for (const node of nodes) node.contentDigests.forEach(add);
+  for (const node of nodes) add(node.digest);
+  return order;
+}
+
+function sameDecision(current: AdmissionRecord, decision: Decision): boolean {
+  return (
+    current.state === decision.outcome &&
+    current.policy?.hash === decision.policy.hash &&
+    JSON.stringify(current.results) === JSON.stringify(decision.results)
+  );
+}
+
+/** What the manifest PUT answers for a subject. */
+function answer(outcome: Outcome, untaggedPush: boolean): AdmissionDecision {
+  const { record } = outcome;
+  const decision = outcome.decision;
+  if (record.state === 'admitted' && (!decision || decision.outcome === 'admitted')) {
+    return { outcome: 'admitted', committed: true, warnings: decision?.warnings ?? record.warnings };
+  }
+  const state = decision?.outcome ?? record.state;
+  const reasons = decision?.reasons ?? record.reasons;
+  if (state === 'denied') return { outcome: 'denied', reasons, quarantined: untaggedPush };
+  if (state === 'expired') return { outcome: 'pending', waitingFor: ['re-evaluation: this content had expired'] };
+  return { outcome: 'pending', waitingFor: decision?.waitingFor ?? record.waitingFor };
+}
+
+/** The promise's value, or null when it takes longer than `ms` (the work goes on). */
+async function withDeadline<T>(work: Promise<T>, ms: number, logger: Logger): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  let late = false;
+  const deadline = new Promise<null>((resolve) => {
+    timer = setTimeout(() => {
+      late = true;
+      resolve(null);
+    }, ms);
+  });
+  work.catch((err: unknown) => {
+    if (late) logger.error({ err }, 'admission evaluation failed after the push was answered; the admission stays pending');
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

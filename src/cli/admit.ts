@@ -1,0 +1,242 @@
+/**
+ * `gateway admit <image> --wait 60s`: the CI client. Resolves the image to a digest on the
+ * gateway, waits for its admission and prints the verdict per rule. Exit codes: 0 admitted,
+ * 2 denied, 3 still pending (or expired), 1 error.
+ */
+import http from 'node:http';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { isValidDigest, isValidName, isValidTag } from '../registry/names.js';
+import { MAX_WAIT_SECONDS, parseWait } from '../http/admissions.js';
+
+export interface ImageRef {
+  registry: string;
+  repository: string;
+  tag?: string;
+  digest?: string;
+}
+
+export interface AdmitOptions {
+  wait: string;
+  output: 'table' | 'json';
+  username?: string;
+  password?: string;
+  plainHttp?: boolean;
+  caFile?: string;
+}
+
+export interface AdmitResult {
+  exitCode: number;
+  output: string;
+}
+
+interface RuleResultView {
+  id: string;
+  type: string;
+  mode: string;
+  status: string;
+  message: string;
+}
+
+interface AdmissionView {
+  repository: string;
+  digest: string;
+  state: string;
+  tags: string[];
+  policy: { name: string; hash: string; mode: string } | null;
+  results: RuleResultView[];
+  reasons: string[];
+  waitingFor: string[];
+  warnings: string[];
+}
+
+const MANIFEST_ACCEPT = [
+  'application/vnd.oci.image.index.v1+json',
+  'application/vnd.oci.image.manifest.v1+json',
+  'application/vnd.docker.distribution.manifest.list.v2+json',
+  'application/vnd.docker.distribution.manifest.v2+json',
+].join(', ');
+
+export const EXIT = { admitted: 0, error: 1, denied: 2, pending: 3 } as const;
+
+/** `host[:port]/repo/path[:tag][@digest]`; the first segment is the registry. */
+export function parseImage(image: string): ImageRef {
+  const slash = image.indexOf('/');
+  if (slash <= 0) throw new Error(`image ${JSON.stringify(image)} must name the gateway, like gateway.example.com/team/app:1.0`);
+  const registry = image.slice(0, slash);
+  let rest = image.slice(slash + 1);
+  let digest: string | undefined;
+  const at = rest.indexOf('@');
+  if (at >= 0) {
+    digest = rest.slice(at + 1);
+    rest = rest.slice(0, at);
+    if (!isValidDigest(digest)) throw new Error(`${JSON.stringify(digest)} is not a valid digest`);
+  }
+  let tag: string | undefined;
+  const colon = rest.lastIndexOf(':');
+  if (colon > rest.lastIndexOf('/')) {
+    tag = rest.slice(colon + 1);
+    rest = rest.slice(0, colon);
+    if (!isValidTag(tag)) throw new Error(`${JSON.stringify(tag)} is not a valid tag`);
+  }
+  if (!isValidName(rest)) throw new Error(`${JSON.stringify(rest)} is not a valid repository name`);
+  if (!tag && !digest) tag = 'latest';
+  return { registry, repository: rest, tag, digest };
+}
+
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+function request(url: URL, method: string, headers: Record<string, string>, ca?: Buffer): Promise<Reply> {
+  const lib = url.protocol === 'https:' ? https : http;
+  return new Promise((resolve, reject) => {
+    const req = lib.request(url, { method, headers, ...(ca ? { ca } : {}) }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.setTimeout((MAX_WAIT_SECONDS + 30) * 1000, () => req.destroy(new Error(`no answer from ${url.host}`)));
+    req.end();
+  });
+}
+
+function errorMessage(reply: Reply): string {
+  try {
+    const body = JSON.parse(reply.body) as { errors?: Array<{ message?: string }> };
+    if (body.errors?.[0]?.message) return body.errors[0].message;
+  } catch {
+    // not JSON
+  }
+  return `HTTP ${reply.status}`;
+}
+
+export class GatewayClient {
+  private readonly base: string;
+  private readonly headers: Record<string, string> = {};
+  private readonly ca?: Buffer;
+
+  constructor(registry: string, options: Pick<AdmitOptions, 'username' | 'password' | 'plainHttp' | 'caFile'>) {
+    this.base = `${options.plainHttp ? 'http' : 'https'}://${registry}`;
+    if (options.username) {
+      this.headers.Authorization = `Basic ${Buffer.from(`${options.username}:${options.password ?? ''}`).toString('base64')}`;
+    }
+    if (options.caFile) this.ca = readFileSync(options.caFile);
+  }
+
+  async resolve(ref: ImageRef): Promise<string> {
+    if (ref.digest) return ref.digest;
+    const reply = await request(new URL(`${this.base}/v2/${ref.repository}/manifests/${ref.tag}`), 'HEAD', { ...this.headers, Accept: MANIFEST_ACCEPT }, this.ca);
+    if (reply.status !== 200) {
+      const why = reply.status === 401 ? 'authentication required (give --username and --password-stdin)' : reply.status === 404 ? 'not found' : `HTTP ${reply.status}`;
+      throw new Error(`cannot resolve ${ref.repository}:${ref.tag}: ${why}`);
+    }
+    const digest = reply.headers['docker-content-digest'];
+    if (typeof digest !== 'string' || !isValidDigest(digest)) throw new Error(`the gateway sent no valid Docker-Content-Digest for ${ref.repository}:${ref.tag}`);
+    return digest;
+  }
+
+  async admission(repository: string, digest: string, waitSeconds: number): Promise<AdmissionView> {
+    const url = new URL(`${this.base}/gateway/v1/admissions/${digest}`);
+    url.searchParams.set('repository', repository);
+    if (waitSeconds > 0) url.searchParams.set('wait', `${waitSeconds}s`);
+    const reply = await request(url, 'GET', { ...this.headers, Accept: 'application/json' }, this.ca);
+    if (reply.status !== 200) throw new Error(`admission of ${repository}@${digest}: ${errorMessage(reply)}`);
+    return JSON.parse(reply.body) as AdmissionView;
+  }
+}
+
+/** Waits for a verdict until `waitSeconds` have passed, one long-poll at a time. */
+export async function waitForVerdict(client: GatewayClient, repository: string, digest: string, waitSeconds: number): Promise<AdmissionView> {
+  const deadline = Date.now() + waitSeconds * 1000;
+  for (;;) {
+    const remaining = Math.ceil((deadline - Date.now()) / 1000);
+    const view = await client.admission(repository, digest, Math.max(0, Math.min(remaining, MAX_WAIT_SECONDS)));
+    if (view.state !== 'pending' || Date.now() >= deadline) return view;
+  }
+}
+
+export function formatTable(view: AdmissionView): string {
+  const rows = [['RULE', 'TYPE', 'MODE', 'STATUS', 'MESSAGE'], ...view.results.map((r) => [r.id, r.type, r.mode, r.status, r.message])];
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i].length)));
+  const lines = rows.map((r) => r.map((cell, i) => (i < 4 ? cell.padEnd(widths[i]) : cell)).join('  ').trimEnd());
+  const policy = view.policy ? `${view.policy.name} (${view.policy.mode}, ${view.policy.hash.slice(0, 19)}…)` : 'none';
+  const head = [`image:   ${view.repository}@${view.digest}`, `policy:  ${policy}`, ''];
+  const tail = ['', `verdict: ${view.state.toUpperCase()}`];
+  for (const reason of view.reasons) tail.push(`  denied: ${reason}`);
+  if (view.state === 'pending') for (const waiting of view.waitingFor) tail.push(`  waiting for: ${waiting}`);
+  for (const warning of view.warnings) tail.push(`  warning: ${warning}`);
+  return [...head, ...lines, ...tail].join('\n') + '\n';
+}
+
+export function exitCodeFor(state: string): number {
+  if (state === 'admitted') return EXIT.admitted;
+  if (state === 'denied') return EXIT.denied;
+  return EXIT.pending;
+}
+
+export async function runAdmit(image: string, options: AdmitOptions): Promise<AdmitResult> {
+  try {
+    const ref = parseImage(image);
+    const waitSeconds = options.wait === '' ? 0 : parseWaitUnbounded(options.wait);
+    const client = new GatewayClient(ref.registry, options);
+    const digest = await client.resolve(ref);
+    const view = await waitForVerdict(client, ref.repository, digest, waitSeconds);
+    const output = options.output === 'json' ? JSON.stringify(view, null, 2) + '\n' : formatTable(view);
+    return { exitCode: exitCodeFor(view.state), output };
+  } catch (err) {
+    return { exitCode: EXIT.error, output: `gateway admit: ${(err as Error).message}\n` };
+  }
+}
+
+/** Like the API's wait parameter, without its per-request cap (the CLI polls repeatedly). */
+function parseWaitUnbounded(value: string): number {
+  const match = /^(\d{1,6})(s|m)?$/.exec(value.trim());
+  if (!match) {
+    parseWait(value); // throws the API's message
+    return 0;
+  }
+  return Number(match[1]) * (match[2] === 'm' ? 60 : 1);
+}
+
+async function readStdinLine(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0];
+}
+
+export function registerAdmitCommand(program: Command): void {
+  program
+    .command('admit')
+    .description('wait for the verdict on an image pushed to the gateway (exit 0 admitted, 2 denied, 3 pending, 1 error)')
+    .argument('<image>', 'gateway-host[:port]/repository[:tag|@digest]')
+    .option('--wait <duration>', 'how long to wait for a final verdict (e.g. 60s, 5m; 0 = ask once)', '60s')
+    .option('-o, --output <format>', 'table or json', 'table')
+    .option('-u, --username <name>', 'user or robot$name (also GATEWAY_USERNAME)')
+    .option('--password-stdin', 'read the password or robot secret from stdin (else GATEWAY_PASSWORD)')
+    .option('--plain-http', 'talk HTTP instead of HTTPS')
+    .option('--ca-file <file>', 'PEM CA bundle to trust for the gateway')
+    .action(async (image: string, opts: { wait: string; output: string; username?: string; passwordStdin?: boolean; plainHttp?: boolean; caFile?: string }) => {
+      if (opts.output !== 'table' && opts.output !== 'json') {
+        process.stderr.write('gateway admit: --output must be table or json\n');
+        process.exitCode = EXIT.error;
+        return;
+      }
+      const password = opts.passwordStdin ? await readStdinLine() : process.env.GATEWAY_PASSWORD;
+      const result = await runAdmit(image, {
+        wait: opts.wait,
+        output: opts.output,
+        username: opts.username ?? process.env.GATEWAY_USERNAME,
+        password,
+        plainHttp: opts.plainHttp,
+        caFile: opts.caFile,
+      });
+      (result.exitCode === EXIT.error ? process.stderr : process.stdout).write(result.output);
+      process.exitCode = result.exitCode;
+    });
+}

@@ -1,0 +1,185 @@
+/**
+ * Data access for admissions: one row per (repository, subject digest) with its state,
+ * the tags pushes asked for, the policy that applied (name and content hash) and a result
+ * per rule. Writers run inside the gate's transactions, under a per-subject lock.
+ */
+import type { Database, Queryable } from './database.js';
+import type { Decision, RuleResult } from '../policy/types.js';
+
+export type AdmissionState = 'pending' | 'admitted' | 'denied' | 'expired';
+
+export interface AdmissionRecord {
+  id: number;
+  repository: string;
+  digest: string;
+  mediaType: string;
+  state: AdmissionState;
+  tags: string[];
+  policy: { name: string; hash: string; mode: string } | null;
+  results: RuleResult[];
+  reasons: string[];
+  waitingFor: string[];
+  warnings: string[];
+  pushedBy: string | null;
+  admittedWith: string | null;
+  evaluations: number;
+  createdAt: Date;
+  updatedAt: Date;
+  decidedAt: Date | null;
+}
+
+export interface AdmissionFilter {
+  repository?: string;
+  digest?: string;
+  state?: AdmissionState;
+  /** Only ids below this (newest first paging). */
+  before?: number;
+  limit: number;
+}
+
+interface AdmissionRow {
+  id: number;
+  repository: string;
+  digest: string;
+  media_type: string;
+  state: AdmissionState;
+  tags: string[];
+  policy_name: string | null;
+  policy_hash: string | null;
+  policy_mode: string | null;
+  results: RuleResult[];
+  reasons: string[];
+  waiting_for: string[];
+  warnings: string[];
+  pushed_by: string | null;
+  admitted_with: string | null;
+  evaluations: number;
+  created_at: Date;
+  updated_at: Date;
+  decided_at: Date | null;
+}
+
+const COLUMNS = `a.id, r.name AS repository, a.digest, a.media_type, a.state, a.tags, a.policy_name, a.policy_hash,
+  a.policy_mode, a.results, a.reasons, a.waiting_for, a.warnings, a.pushed_by, a.admitted_with, a.evaluations,
+  a.created_at, a.updated_at, a.decided_at`;
+
+function toRecord(row: AdmissionRow): AdmissionRecord {
+  return {
+    id: row.id,
+    repository: row.repository,
+    digest: row.digest,
+    mediaType: row.media_type,
+    state: row.state,
+    tags: row.tags,
+    policy: row.policy_name ? { name: row.policy_name, hash: row.policy_hash ?? '', mode: row.policy_mode ?? '' } : null,
+    results: row.results,
+    reasons: row.reasons,
+    waitingFor: row.waiting_for,
+    warnings: row.warnings,
+    pushedBy: row.pushed_by,
+    admittedWith: row.admitted_with,
+    evaluations: row.evaluations,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+    decidedAt: row.decided_at,
+  };
+}
+
+/** Lock key space for per-subject advisory locks (the second key is a hash of repository and digest). */
+const LOCK_CLASS = 0x6761;
+
+export class AdmissionStore {
+  constructor(readonly db: Database) {}
+
+  /** Serialises every decision about one subject until the transaction ends. */
+  async lockSubject(tx: Queryable, repository: string, digest: string): Promise<void> {
+    await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_CLASS, `${repository}@${digest}`]);
+  }
+
+  async get(repository: string, digest: string, q: Queryable = this.db): Promise<AdmissionRecord | null> {
+    const rows = await q.query<AdmissionRow>(
+      `SELECT ${COLUMNS} FROM admissions a JOIN repositories r ON r.id = a.repository_id WHERE r.name = $1 AND a.digest = $2`,
+      [repository, digest],
+    );
+    return rows.length > 0 ? toRecord(rows[0]) : null;
+  }
+
+  async list(filter: AdmissionFilter): Promise<AdmissionRecord[]> {
+    const rows = await this.db.query<AdmissionRow>(
+      `SELECT ${COLUMNS} FROM admissions a JOIN repositories r ON r.id = a.repository_id
+        WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR a.digest = $2)
+          AND ($3::text IS NULL OR a.state = $3) AND ($4::bigint IS NULL OR a.id < $4)
+        ORDER BY a.id DESC LIMIT $5`,
+      [filter.repository ?? null, filter.digest ?? null, filter.state ?? null, filter.before ?? null, filter.limit],
+    );
+    return rows.map(toRecord);
+  }
+
+  /** Opens the admission (pending) or adds the tags to the existing one; returns it. */
+  async open(
+    tx: Queryable,
+    repositoryId: number,
+    subject: { digest: string; mediaType: string; tags: string[]; pushedBy: string | null },
+  ): Promise<void> {
+    await tx.query(
+      `INSERT INTO admissions (repository_id, digest, media_type, state, tags, pushed_by)
+       VALUES ($1, $2, $3, 'pending', $4, $5)
+       ON CONFLICT (repository_id, digest) DO UPDATE
+         SET tags = ARRAY(SELECT DISTINCT unnest(admissions.tags || EXCLUDED.tags)),
+             updated_at = now()`,
+      [repositoryId, subject.digest, subject.mediaType, subject.tags, subject.pushedBy],
+    );
+  }
+
+  /** Writes a decision onto the admission. */
+  async record(tx: Queryable, repositoryId: number, digest: string, decision: Decision, admittedWith: string | null = null): Promise<void> {
+    const state: AdmissionState = decision.outcome;
+    await tx.query(
+      `UPDATE admissions SET state = $3, policy_name = $4, policy_hash = $5, policy_mode = $6, results = $7,
+              reasons = $8, waiting_for = $9, warnings = $10, admitted_with = $11, evaluations = evaluations + 1,
+              updated_at = now(), decided_at = CASE WHEN $3 = 'pending' THEN decided_at ELSE now() END
+        WHERE repository_id = $1 AND digest = $2`,
+      [
+        repositoryId,
+        digest,
+        state,
+        decision.policy.name,
+        decision.policy.hash,
+        decision.policy.mode,
+        JSON.stringify(decision.results),
+        JSON.stringify(decision.reasons),
+        JSON.stringify(decision.waitingFor),
+        JSON.stringify(decision.warnings),
+        admittedWith,
+      ],
+    );
+  }
+
+  /** Admissions still pending (or denied) whose last change is older than `before`. */
+  async stale(state: 'pending' | 'denied', before: Date, limit = 500): Promise<Array<{ repository: string; digest: string }>> {
+    return this.db.query<{ repository: string; digest: string }>(
+      `SELECT r.name AS repository, a.digest FROM admissions a JOIN repositories r ON r.id = a.repository_id
+        WHERE a.state = $1 AND a.updated_at < $2 ORDER BY a.updated_at LIMIT $3`,
+      [state, before, limit],
+    );
+  }
+
+  async setState(tx: Queryable, repositoryId: number, digest: string, state: AdmissionState): Promise<void> {
+    await tx.query('UPDATE admissions SET state = $3, updated_at = now() WHERE repository_id = $1 AND digest = $2', [
+      repositoryId,
+      digest,
+      state,
+    ]);
+  }
+
+  /** Children admitted as part of an index: their own admissions say so. */
+  async admitWith(tx: Queryable, repositoryId: number, digests: string[], parent: string): Promise<string[]> {
+    if (digests.length === 0) return [];
+    const rows = await tx.query<{ digest: string }>(
+      `UPDATE admissions SET state = 'admitted', admitted_with = $3, updated_at = now(), decided_at = now()
+        WHERE repository_id = $1 AND digest = ANY($2::text[]) AND state <> 'admitted' RETURNING digest`,
+      [repositoryId, digests, parent],
+    );
+    return rows.map((r) => r.digest);
+  }
+}

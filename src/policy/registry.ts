@@ -1,0 +1,26 @@
+/**
+ * Rule types the evaluator knows. Each issue that adds evidence (signatures, attestations,
+ * scans) registers its rule type here; the evaluator's core does not change.
+ */
+import type { RuleType } from './types.js';
+import { manifestRule } from './rules/manifest.js';
+
+const types = new Map<string, RuleType>();
+
+export function registerRuleType(ruleType: RuleType<never>): void {
+  types.set(ruleType.type, ruleType as unknown as RuleType);
+}
+
+export function unregisterRuleType(type: string): void {
+  types.delete(type);
+}
+
+export function ruleType(type: string): RuleType | undefined {
+  return types.get(type);
+}
+
+export function ruleTypeNames(): string[] {
+  return [...types.keys()].sort();
+}
+
+registerRuleType(manifestRule);
