@@ -12,6 +12,7 @@ import type { AdmissionRecord, AdmissionStore } from '../db/admissions.js';
 import type { Registry } from '../registry/registry.js';
 import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/admission.js';
 import type { Decision, Evidence, LoadedPolicy } from '../policy/types.js';
+import { canonicalJson } from '../audit/canonical.js';
 import { classify, EvidenceReader, type ManifestNode, type Role } from './evidence.js';
 
 export interface GateAuditEvent {
@@ -135,7 +136,7 @@ export class Gate {
         await this.auditDecision(tx, repository, digest, decision, trigger, { admissionKept: 'admitted' });
         return { record: current, decision };
       }
-      if (!sameDecision(current, decision)) {
+      if (current.state !== 'admitted' && !sameDecision(current, decision)) {
         await admissions.record(tx, repoId, digest, decision);
         await this.auditDecision(tx, repository, digest, decision, trigger);
       }
@@ -319,7 +320,7 @@ function sameDecision(current: AdmissionRecord, decision: Decision): boolean {
   return (
     current.state === decision.outcome &&
     current.policy?.hash === decision.policy.hash &&
-    JSON.stringify(current.results) === JSON.stringify(decision.results)
+    canonicalJson(current.results) === canonicalJson(decision.results)
   );
 }
 

@@ -107,8 +107,8 @@ function toRecord(row: Row): AuditRecord {
 }
 
 /** What the hash covers: everything but the sequence number and the hash itself. */
-export function recordHash(record: Omit<AuditRecord, 'seq' | 'hash'>): string {
-  const { prevHash, ...content } = record;
+export function recordHash(record: Omit<AuditRecord, 'seq' | 'hash'> & { seq?: number; hash?: string }): string {
+  const { prevHash, seq: _seq, hash: _hash, ...content } = record;
   return `sha256:${createHash('sha256').update(`${prevHash}\n${canonicalJson(content)}`).digest('hex')}`;
 }
 
