@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { imageConfig, imageManifest, sha256, type OciClient } from './lib/client.js';
+import { imageConfig, imageManifest, OciClient, sha256 } from './lib/client.js';
 import { blobSeed, MiB, PatternBlob, RUN_ID } from './lib/data.js';
 import { readMemory, RssSampler, type RssReport } from './lib/rss.js';
 import { buildGateway, findReferenceBinary, SetupError, startGateway, startReference, type Target } from './lib/servers.js';
@@ -207,6 +207,45 @@ const manifestPut: BenchCase = {
   },
 };
 
+/**
+ * The gate's cost on the push path: manifest PUTs against the gateway with the gate on (the
+ * shipped warn-mode default policy of manifest rules) and against a second gateway with the
+ * gate off. Only the gateway has a gate, so the reference column stays empty here.
+ */
+const gateOverhead: BenchCase = {
+  id: 'gate-overhead',
+  title: `4b. admission overhead: manifest PUT with the gate on vs off, ${SIZES.loadMs} ms per concurrency`,
+  group: GROUP.manifests,
+  async run(ctx) {
+    if (ctx.target.kind !== 'gateway') return;
+    const off = await startGateway(REPO_ROOT, { GATEWAY_GATE_ENABLED: 'false' });
+    try {
+      for (const c of [1, 16]) {
+        const rates: Record<string, number> = {};
+        for (const [name, base] of [['on', ctx.target.baseUrl], ['off', off.baseUrl]] as const) {
+          const client = new OciClient(base, { maxSockets: c });
+          try {
+            const repo = ctx.repo(`gate-${name}`);
+            const { config, layer } = await pushBaseImage(client, repo);
+            const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2 }, async (seq) => {
+              await client.putManifest(repo, `g${c}-${seq}`, imageManifest(config, [layer], { 'bench.seq': `${name}-${c}-${seq}` }));
+            });
+            rates[name] = res.perSecond;
+            ctx.record({ label: `manifest PUT c=${c}, gate ${name}`, unit: 'req/s', better: 'higher', value: res.perSecond });
+            ctx.record({ label: `manifest PUT c=${c}, gate ${name} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
+            ctx.record({ label: `manifest PUT c=${c}, gate ${name} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
+          } finally {
+            client.close();
+          }
+        }
+        ctx.note(`c=${c}: gate on runs at ${((rates.on / rates.off) * 100).toFixed(0)}% of the gate-off rate`);
+      }
+    } finally {
+      await off.stop();
+    }
+  },
+};
+
 const manifestRead: BenchCase = {
   id: 'manifest-read',
   title: `5. manifest GET and HEAD (half by tag, half by digest), ${SIZES.loadMs} ms per concurrency and method`,
@@ -373,6 +412,7 @@ const CASES: BenchCase[] = [
   chunkedPush,
   pull,
   manifestPut,
+  gateOverhead,
   manifestRead,
   tagListing,
   concurrentPushes,

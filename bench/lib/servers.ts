@@ -161,7 +161,7 @@ function getStatus(url: string): Promise<number> {
 }
 
 /** Starts the built gateway (`dist/src/main.js`) from `repoRoot`. */
-export async function startGateway(repoRoot: string): Promise<Target> {
+export async function startGateway(repoRoot: string, extraEnv: Record<string, string> = {}): Promise<Target> {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-gateway-'));
   const child = spawn(process.execPath, [path.join(repoRoot, 'dist', 'src', 'main.js'), 'serve'], {
@@ -173,6 +173,7 @@ export async function startGateway(repoRoot: string): Promise<Target> {
       GATEWAY_LOG_LEVEL: 'warn',
       // The bench speaks plain anonymous HTTP to both registries, as to the reference.
       GATEWAY_AUTH_ENABLED: 'false',
+      ...extraEnv,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

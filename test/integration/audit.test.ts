@@ -32,7 +32,7 @@ for (const kind of DATABASE_KINDS) {
 
     beforeEach(async () => {
       dir = mkdtempSync(path.join(tmpdir(), 'audit-'));
-      db = await openDatabase(kind === 'postgres' ? { url: await createTestDatabase() } : { pgliteDir: dir });
+      db = await openDatabase({ url: kind === 'postgres' ? await createTestDatabase() : undefined, pgliteDir: dir });
       audit = new AuditLog(db, { checkpointKey: key, checkpointEvery: 5 });
     });
     afterEach(async () => {
