@@ -19,8 +19,9 @@ export function ruleType(type: string): RuleType | undefined {
   return types.get(type);
 }
 
+/** Rule types policy files may use (built-in ones, such as the default deny, are internal). */
 export function ruleTypeNames(): string[] {
-  return [...types.keys()].sort();
+  return [...types.keys()].filter((t) => !t.startsWith('builtin-')).sort();
 }
 
 registerRuleType(manifestRule);
