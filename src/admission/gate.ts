@@ -13,21 +13,11 @@ import type { Registry } from '../registry/registry.js';
 import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/admission.js';
 import type { Decision, Evidence, LoadedPolicy } from '../policy/types.js';
 import { canonicalJson } from '../audit/canonical.js';
+import type { AuditLog } from '../audit/log.js';
 import { classify, EvidenceReader, type ManifestNode, type Role } from './evidence.js';
 
-export interface GateAuditEvent {
-  action: string;
-  repository?: string | null;
-  digest?: string | null;
-  principal?: string | null;
-  requestId?: string | null;
-  detail?: Record<string, unknown>;
-}
-
 /** Writes an audit record inside the caller's transaction; throwing fails the operation. */
-export interface AuditSink {
-  append(q: Queryable, event: GateAuditEvent): Promise<unknown>;
-}
+export type AuditSink = Pick<AuditLog, 'append'>;
 
 export interface GateOptions {
   registry: Registry;

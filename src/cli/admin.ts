@@ -9,7 +9,8 @@ import { RobotError, RobotStore } from '../auth/robots.js';
 import { makeCertificates, writeCertificates } from '../auth/certs.js';
 import { expiryFromDays, robotJson } from '../http/admin.js';
 
-async function readSecret(prompt: string): Promise<string> {
+/** A password or secret from stdin (first line), or from an echo-free prompt on a terminal. */
+export async function readSecret(prompt: string): Promise<string> {
   if (!process.stdin.isTTY) {
     const chunks: Buffer[] = [];
     for await (const chunk of process.stdin) chunks.push(chunk as Buffer);

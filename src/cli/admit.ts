@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { isValidDigest, isValidName, isValidTag } from '../registry/names.js';
 import { MAX_WAIT_SECONDS, parseWait } from '../http/admissions.js';
+import { readSecret } from './admin.js';
 
 export interface ImageRef {
   registry: string;
@@ -204,12 +205,6 @@ function parseWaitUnbounded(value: string): number {
   return Number(match[1]) * (match[2] === 'm' ? 60 : 1);
 }
 
-async function readStdinLine(): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks).toString('utf8').split(/\r?\n/)[0];
-}
-
 export function registerAdmitCommand(program: Command): void {
   program
     .command('admit')
@@ -227,7 +222,7 @@ export function registerAdmitCommand(program: Command): void {
         process.exitCode = EXIT.error;
         return;
       }
-      const password = opts.passwordStdin ? await readStdinLine() : process.env.GATEWAY_PASSWORD;
+      const password = opts.passwordStdin ? await readSecret('Password: ') : process.env.GATEWAY_PASSWORD;
       const result = await runAdmit(image, {
         wait: opts.wait,
         output: opts.output,
