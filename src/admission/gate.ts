@@ -14,6 +14,7 @@ import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/adm
 import type { Decision, Evidence, LoadedPolicy } from '../policy/types.js';
 import { canonicalJson } from '../audit/canonical.js';
 import type { AuditLog } from '../audit/log.js';
+import { failpoint } from './failpoints.js';
 import { classify, EvidenceReader, type ManifestNode, type Role } from './evidence.js';
 
 /** Writes an audit record inside the caller's transaction; throwing fails the operation. */
@@ -114,7 +115,7 @@ export class Gate {
     let nodes: ManifestNode[] = [];
     if (decision.outcome === 'admitted') {
       nodes = [...tree.nodes, ...(await this.reader.evidenceNodes(repository, digest))];
-      await this.options.registry.commitContentInOrder(commitOrder(nodes));
+      await this.commitFiles(nodes);
     }
     const children = tree.nodes.filter((n) => n.digest !== digest).map((n) => n.digest);
     const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
@@ -163,7 +164,7 @@ export class Gate {
       { digest: evidence, contentDigests: manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest) },
       ...(await this.reader.evidenceNodes(repository, evidence)),
     ];
-    await this.options.registry.commitContentInOrder(commitOrder(nodes));
+    await this.commitFiles(nodes);
     await this.options.registry.metadata.db.transaction(async (tx) => {
       await this.lock(tx, repository, subject);
       const visible = await this.options.registry.metadata.commitManifests(tx, repository, nodes);
@@ -179,7 +180,17 @@ export class Gate {
     this.changed(repository, subject);
   }
 
-  /** The visible switch: content, manifests and tags, children's admissions, and the commit record. */
+  /** Commit steps 1 and 2: blobs, then the manifests that need them, into the committed area. */
+  private async commitFiles(nodes: ManifestNode[]): Promise<void> {
+    const manifests = new Set(nodes.map((n) => n.digest));
+    const order = commitOrder(nodes);
+    await this.options.registry.commitContentInOrder(order.filter((d) => !manifests.has(d)));
+    failpoint('commit:after-blobs');
+    await this.options.registry.commitContentInOrder(order.filter((d) => manifests.has(d)));
+    failpoint('commit:after-manifests');
+  }
+
+  /** Step 3, the visible switch: content, manifests and tags, children's admissions, and the commit record. */
   private async switchVisible(
     tx: Queryable,
     repository: string,
@@ -191,6 +202,7 @@ export class Gate {
   ): Promise<void> {
     const visible = await this.options.registry.metadata.commitManifests(tx, repository, nodes);
     const childrenAdmitted = await this.options.admissions.admitWith(tx, repoId, children, digest);
+    failpoint('commit:before-switch');
     if (nodes.length === 1 && visible.length === 0 && nodes[0].contentDigests.length === 0) return; // nothing changed
     await this.options.audit.append(tx, {
       action: 'commit',

@@ -1,0 +1,134 @@
+/**
+ * Invariant 2 under real crashes: the gateway runs as a child process that kills itself
+ * (SIGKILL) at each step of a commit — after the blobs moved, after the manifest bytes
+ * moved, inside the switch transaction. After a restart on the same data, nothing of the
+ * image is visible to a reader, the audit trail verifies, and pushing again admits it.
+ */
+import { expect } from 'chai';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { upsertHtpasswdUser } from '../../src/auth/htpasswd.js';
+import { openDatabase } from '../../src/db/database.js';
+import { AuditLog } from '../../src/audit/log.js';
+import { createTestDatabase, freePort } from '../helpers/postgres.js';
+import { DATABASE_KINDS } from '../helpers/gateway.js';
+import { basic, PASSWORDS } from '../helpers/auth.js';
+import { OCI_MANIFEST, OciClient, sha256 } from '../helpers/oci.js';
+import type { Failpoint } from '../../src/admission/failpoints.js';
+
+const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+const FAILPOINTS: Failpoint[] = ['commit:after-blobs', 'commit:after-manifests', 'commit:before-switch'];
+
+interface Child {
+  process: ChildProcess;
+  url: string;
+  exited: Promise<NodeJS.Signals | number | null>;
+}
+
+async function startChild(configFile: string, failpoints: string): Promise<Child> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'serve', '--config', configFile], {
+    env: { ...process.env, GATEWAY_HTTP_ADDR: `127.0.0.1:${port}`, GATEWAY_FAILPOINTS: failpoints, GATEWAY_LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<NodeJS.Signals | number | null>((resolve) => child.on('exit', (code, signal) => resolve(signal ?? code)));
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const up = await fetch(`${url}/healthz`).then((r) => r.ok).catch(() => false);
+    if (up) return { process: child, url, exited };
+    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`gateway did not start: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function contentPath(root: string, area: string, digest: string): string {
+  const [alg, hex] = digest.split(':');
+  return path.join(root, area, alg, hex.slice(0, 2), hex);
+}
+
+for (const kind of DATABASE_KINDS) {
+  describe(`a gateway killed in the middle of a commit (${kind})`, function () {
+    this.timeout(120_000);
+    let root: string;
+    let configFile: string;
+    let databaseUrl = '';
+
+    before(async () => {
+      root = mkdtempSync(path.join(tmpdir(), 'gate-crash-'));
+      databaseUrl = kind === 'postgres' ? await createTestDatabase() : '';
+      const htpasswd = path.join(root, 'htpasswd');
+      for (const user of ['alice', 'reader'] as const) await upsertHtpasswdUser(htpasswd, user, PASSWORDS[user]);
+      configFile = path.join(root, 'gateway.json');
+      writeFileSync(configFile, JSON.stringify({
+        storage: { root: path.join(root, 'data') },
+        database: { url: databaseUrl },
+        auth: {
+          htpasswd,
+          rules: [
+            { subjects: ['user:alice'], repositories: ['team/**'], actions: ['push'] },
+            { subjects: ['user:reader'], repositories: ['team/**'], actions: ['pull'] },
+          ],
+        },
+      }));
+    });
+    after(() => rmSync(root, { recursive: true, force: true }));
+
+    for (const point of FAILPOINTS) {
+      it(`leaves nothing half-visible when killed at ${point}, and completes on the next push`, async () => {
+        const repo = `team/crash-${point.replace(/[^a-z]/g, '')}`;
+        const victim = await startChild(configFile, point);
+        const alice = new OciClient(victim.url).as(basic('alice', PASSWORDS.alice));
+        const config = JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, seed: point });
+        const layer = `layer for ${point} ${Math.random()}`;
+        const manifest = Buffer.from(JSON.stringify({
+          schemaVersion: 2, mediaType: OCI_MANIFEST,
+          config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: await alice.pushBlob(repo, config), size: config.length },
+          layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: await alice.pushBlob(repo, layer), size: layer.length }],
+          annotations: { 'org.opencontainers.image.source': 'https://example.com' },
+        }));
+        const digest = sha256(manifest);
+        const put = await alice.putManifest(repo, 'v1', manifest).then((r) => r.status, (err: Error) => err.message);
+        expect(put, 'the PUT never got an answer').to.equal('fetch failed');
+        expect(await victim.exited).to.equal('SIGKILL');
+
+        const blobsMoved = existsSync(contentPath(path.join(root, 'data'), 'committed', sha256(layer)));
+        expect(blobsMoved, 'blobs were committed before the crash').to.equal(true);
+        expect(existsSync(contentPath(path.join(root, 'data'), 'committed', digest))).to.equal(point !== 'commit:after-blobs');
+
+        const restarted = await startChild(configFile, '');
+        try {
+          const reader = new OciClient(restarted.url).as(basic('reader', PASSWORDS.reader));
+          const pusher = new OciClient(restarted.url).as(basic('alice', PASSWORDS.alice));
+          expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(404);
+          expect((await reader.request('GET', `/v2/${repo}/manifests/${digest}`)).status).to.equal(404);
+          expect((await reader.request('GET', `/v2/${repo}/blobs/${sha256(layer)}`)).status).to.equal(404);
+          expect((await (await reader.request('GET', `/v2/${repo}/tags/list`)).json()) as { tags: string[] }).to.deep.include({ tags: [] });
+          // The pusher still reads its quarantined image, and pushing again finishes the commit.
+          expect((await pusher.request('GET', `/v2/${repo}/manifests/${digest}`)).status).to.equal(200);
+          expect((await pusher.putManifest(repo, 'v1', manifest)).status).to.equal(201);
+          const pulled = await reader.request('GET', `/v2/${repo}/manifests/v1`);
+          expect(pulled.status).to.equal(200);
+          expect(Buffer.from(await pulled.arrayBuffer()).equals(manifest)).to.equal(true);
+          expect((await reader.request('GET', `/v2/${repo}/blobs/${sha256(layer)}`)).status).to.equal(200);
+        } finally {
+          restarted.process.kill('SIGTERM');
+          await restarted.exited;
+        }
+        const db = await openDatabase({ url: databaseUrl || undefined, pgliteDir: path.join(root, 'data', 'pglite') });
+        try {
+          const report = await new AuditLog(db).verify();
+          expect(report.problems).to.deep.equal([]);
+        } finally {
+          await db.close();
+        }
+      });
+    }
+  });
+}
+
