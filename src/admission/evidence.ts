@@ -157,13 +157,13 @@ export class EvidenceReader {
   }
 
   /** The nodes a commit of evidence needs: each evidence manifest with its blobs, and evidence about it in turn. */
-  async evidenceNodes(repository: string, subject: string, depth = 0): Promise<ManifestNode[]> {
+  async evidenceNodes(repository: string, subject: string, known?: EvidenceItem[], depth = 0): Promise<ManifestNode[]> {
     if (depth > 2) return [];
     const nodes: ManifestNode[] = [];
-    for (const item of await this.evidenceFor(repository, subject)) {
+    for (const item of known ?? (await this.evidenceFor(repository, subject))) {
       const { manifest } = await this.parsed(repository, item.digest);
       nodes.push({ digest: item.digest, contentDigests: manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest) });
-      nodes.push(...(await this.evidenceNodes(repository, item.digest, depth + 1)));
+      nodes.push(...(await this.evidenceNodes(repository, item.digest, undefined, depth + 1)));
     }
     return nodes;
   }

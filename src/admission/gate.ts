@@ -110,29 +110,37 @@ export class Gate {
     if (frozen) return this.recordPushOnly(repository, digest, trigger);
 
     const tree = await this.reader.subjectTree(repository, digest);
-    const evidence: Evidence = { repository, subject: tree.facts, items: await this.reader.evidenceFor(repository, digest), extra: {} };
+    const items = await this.reader.evidenceFor(repository, digest);
+    const evidence: Evidence = { repository, subject: tree.facts, items, extra: {} };
     const decision = this.options.evaluate(loaded, evidence, this.now());
     let nodes: ManifestNode[] = [];
     if (decision.outcome === 'admitted') {
-      nodes = [...tree.nodes, ...(await this.reader.evidenceNodes(repository, digest))];
+      nodes = [...tree.nodes, ...(await this.reader.evidenceNodes(repository, digest, items))];
       await this.commitFiles(nodes);
     }
     const children = tree.nodes.filter((n) => n.digest !== digest).map((n) => n.digest);
     const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
       const repoId = await this.lock(tx, repository, digest);
-      await admissions.open(tx, repoId, { digest, mediaType: tree.facts.mediaType, tags: trigger.tags ?? [], pushedBy: trigger.principal ?? null });
-      const current = (await admissions.get(repository, digest, tx)) as AdmissionRecord;
+      const current = await admissions.open(tx, repoId, {
+        repository,
+        digest,
+        mediaType: tree.facts.mediaType,
+        tags: trigger.tags ?? [],
+        pushedBy: trigger.principal ?? null,
+      });
       if (current.state === 'admitted' && decision.outcome !== 'admitted') {
         // Never un-admit: the new verdict is recorded, the content stays; new tags wait.
         await this.auditDecision(tx, repository, digest, decision, trigger, { admissionKept: 'admitted' });
         return { record: current, decision };
       }
+      let record = current;
       if (current.state !== 'admitted' && !sameDecision(current, decision)) {
         await admissions.record(tx, repoId, digest, decision);
         await this.auditDecision(tx, repository, digest, decision, trigger);
+        record = withDecision(current, decision);
       }
       if (decision.outcome === 'admitted') await this.switchVisible(tx, repository, repoId, digest, nodes, children, trigger);
-      return { record: (await admissions.get(repository, digest, tx)) as AdmissionRecord, decision };
+      return { record, decision };
     });
     this.changed(repository, digest);
     return outcome;
@@ -149,10 +157,9 @@ export class Gate {
     const { admissions } = this.options;
     const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
       const repoId = await this.lock(tx, repository, digest);
-      const before = (await admissions.get(repository, digest, tx)) as AdmissionRecord;
-      await admissions.open(tx, repoId, { digest, mediaType: before.mediaType, tags: trigger.tags ?? [], pushedBy: null });
-      if (before.state === 'admitted') await this.switchVisible(tx, repository, repoId, digest, [{ digest, contentDigests: [] }], [], trigger);
-      return { record: (await admissions.get(repository, digest, tx)) as AdmissionRecord, decision: null };
+      const record = await admissions.open(tx, repoId, { repository, digest, mediaType: '', tags: trigger.tags ?? [], pushedBy: null });
+      if (record.state === 'admitted') await this.switchVisible(tx, repository, repoId, digest, [{ digest, contentDigests: [] }], [], trigger);
+      return { record, decision: null };
     });
     this.changed(repository, digest);
     return outcome;
@@ -316,6 +323,23 @@ function commitOrder(nodes: ManifestNode[]): string[] {
   for (const node of nodes) node.contentDigests.forEach(add);
   for (const node of nodes) add(node.digest);
   return order;
+}
+
+/** The admission as `record()` leaves it, without reading it back. */
+function withDecision(current: AdmissionRecord, decision: Decision): AdmissionRecord {
+  const now = new Date();
+  return {
+    ...current,
+    state: decision.outcome,
+    policy: decision.policy,
+    results: decision.results,
+    reasons: decision.reasons,
+    waitingFor: decision.waitingFor,
+    warnings: decision.warnings,
+    evaluations: current.evaluations + 1,
+    updatedAt: now,
+    decidedAt: decision.outcome === 'pending' ? current.decidedAt : now,
+  };
 }
 
 function sameDecision(current: AdmissionRecord, decision: Decision): boolean {

@@ -115,20 +115,22 @@ export class AdmissionStore {
     return rows.map(toRecord);
   }
 
-  /** Opens the admission (pending) or adds the tags to the existing one; returns it. */
+  /** Opens the admission (pending) or adds the tags to the existing one; returns it as it now is. */
   async open(
     tx: Queryable,
     repositoryId: number,
-    subject: { digest: string; mediaType: string; tags: string[]; pushedBy: string | null },
-  ): Promise<void> {
-    await tx.query(
-      `INSERT INTO admissions (repository_id, digest, media_type, state, tags, pushed_by)
+    subject: { repository: string; digest: string; mediaType: string; tags: string[]; pushedBy: string | null },
+  ): Promise<AdmissionRecord> {
+    const rows = await tx.query<AdmissionRow>(
+      `INSERT INTO admissions AS a (repository_id, digest, media_type, state, tags, pushed_by)
        VALUES ($1, $2, $3, 'pending', $4, $5)
        ON CONFLICT (repository_id, digest) DO UPDATE
-         SET tags = ARRAY(SELECT DISTINCT unnest(admissions.tags || EXCLUDED.tags)),
-             updated_at = now()`,
-      [repositoryId, subject.digest, subject.mediaType, subject.tags, subject.pushedBy],
+         SET tags = ARRAY(SELECT DISTINCT unnest(a.tags || EXCLUDED.tags)),
+             updated_at = now()
+       RETURNING ${COLUMNS.replace('r.name AS repository', '$6::text AS repository')}`,
+      [repositoryId, subject.digest, subject.mediaType, subject.tags, subject.pushedBy, subject.repository],
     );
+    return toRecord(rows[0]);
   }
 
   /** Writes a decision onto the admission. */

@@ -70,11 +70,23 @@ function toManifest(row: ManifestRow): ManifestRecord {
 }
 
 export class MetadataStore {
+  /** Ids of repositories known to be committed (rows are never renumbered; repositories are not deleted). */
+  private readonly repositoryIds = new Map<string, number>();
+
   constructor(readonly db: Database) {}
 
   async ensureRepository(name: string, q: Queryable = this.db): Promise<number> {
-    const existing = await q.query<{ id: number }>('SELECT id FROM repositories WHERE name = $1', [name]);
-    if (existing.length > 0) return existing[0].id;
+    const cached = this.repositoryIds.get(name);
+    if (cached !== undefined) return cached;
+    // A row this very transaction inserted (created_at = now()) may still roll back: not cached.
+    const existing = await q.query<{ id: number; settled: boolean }>(
+      'SELECT id, created_at < now() AS settled FROM repositories WHERE name = $1',
+      [name],
+    );
+    if (existing.length > 0) {
+      if (existing[0].settled) this.repositoryIds.set(name, existing[0].id);
+      return existing[0].id;
+    }
     const rows = await q.query<{ id: number }>(
       `INSERT INTO repositories (name) VALUES ($1)
        ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id`,
@@ -84,8 +96,12 @@ export class MetadataStore {
   }
 
   async repositoryId(name: string): Promise<number | null> {
+    const cached = this.repositoryIds.get(name);
+    if (cached !== undefined) return cached;
     const rows = await this.db.query<{ id: number }>('SELECT id FROM repositories WHERE name = $1', [name]);
-    return rows.length > 0 ? rows[0].id : null;
+    if (rows.length === 0) return null;
+    this.repositoryIds.set(name, rows[0].id);
+    return rows[0].id;
   }
 
   /**
@@ -171,20 +187,35 @@ export class MetadataStore {
   }
 
   /** Records content (staged unless it already exists) and links it to the repository. */
-  async linkBlob(repository: string, digest: string, size: number, q?: Queryable): Promise<BlobRecord> {
+  async linkBlob(repository: string, digest: string, size: number, q?: Queryable): Promise<void> {
     const run = async (tx: Queryable) => {
       const repoId = await this.ensureRepository(repository, tx);
       await tx.query(
-        `INSERT INTO blobs (digest, size, state) VALUES ($1, $2, 'staged') ON CONFLICT (digest) DO NOTHING`,
-        [digest, size],
+        `WITH content AS (INSERT INTO blobs (digest, size, state) VALUES ($2, $3, 'staged') ON CONFLICT (digest) DO NOTHING)
+         INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
+        [repoId, digest, size],
       );
-      await tx.query(
-        'INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING',
-        [repoId, digest],
-      );
-      return (await this.getBlob(digest, tx)) as BlobRecord;
     };
     return q ? run(q) : this.db.transaction(run);
+  }
+
+  /** Blobs of `digests` the repository holds, each with its state (one query for a whole manifest). */
+  async findBlobs(repository: string, digests: string[]): Promise<Map<string, RepositoryBlob>> {
+    if (digests.length === 0) return new Map();
+    const rows = await this.db.query<{ digest: string; size: number; state: ContentState; committed: boolean }>(
+      `SELECT b.digest, b.size, b.state, rb.committed FROM blobs b
+         JOIN repository_blobs rb ON rb.digest = b.digest
+        WHERE rb.repository_id = (SELECT id FROM repositories WHERE name = $1) AND b.digest = ANY($2::text[])`,
+      [repository, digests],
+    );
+    return new Map(rows.map(({ committed, ...blob }) => [blob.digest, { ...blob, committedInRepository: committed }]));
+  }
+
+  /** States of content by digest (global), for the commit of several digests. */
+  async blobStates(digests: string[]): Promise<Map<string, ContentState>> {
+    if (digests.length === 0) return new Map();
+    const rows = await this.db.query<{ digest: string; state: ContentState }>('SELECT digest, state FROM blobs WHERE digest = ANY($1::text[])', [digests]);
+    return new Map(rows.map((r) => [r.digest, r.state]));
   }
 
   async unlinkBlob(repository: string, digest: string, inTransaction?: (tx: Queryable) => Promise<void>): Promise<boolean> {
@@ -218,8 +249,8 @@ export class MetadataStore {
     manifest: NewManifest,
     tags: string[] = [],
     inTransaction?: (tx: Queryable) => Promise<void>,
-  ): Promise<ManifestRecord> {
-    return this.db.transaction(async (tx) => {
+  ): Promise<void> {
+    await this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
       await this.linkBlob(repository, manifest.digest, manifest.size, tx);
       await tx.query(
@@ -246,11 +277,6 @@ export class MetadataStore {
       }
       if (tags.length > 0) await this.setPendingTags(tx, repoId, manifest.digest, tags);
       if (inTransaction) await inTransaction(tx);
-      const rows = await tx.query<ManifestRow>(
-        `SELECT ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repository_id = $1 AND m.digest = $2`,
-        [repoId, manifest.digest],
-      );
-      return toManifest(rows[0]);
     });
   }
 

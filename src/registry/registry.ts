@@ -374,7 +374,10 @@ export class Registry {
 
   /** Moves content to the committed area in the order given (blobs before the manifests that need them). */
   async commitContentInOrder(digests: string[]): Promise<void> {
-    for (const digest of digests) await this.commitContent(digest);
+    const states = await this.metadata.blobStates(digests);
+    for (const digest of digests) {
+      if (states.has(digest) && states.get(digest) !== 'committed') await this.store.commit(parseDigest(digest));
+    }
   }
 
   /** Opens content in its recorded area, or the other one if a commit moved it meanwhile. */
@@ -443,15 +446,8 @@ export class Registry {
    */
   async commitManifest(repository: string, digest: string, manifest: ParsedManifest, tags: string[]): Promise<void> {
     const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
-    for (const child of contentDigests) await this.commitContent(child);
-    await this.commitContent(digest);
+    await this.commitContentInOrder([...contentDigests, digest]);
     await this.metadata.commitManifest(repository, digest, contentDigests, tags);
-  }
-
-  private async commitContent(digestValue: string): Promise<void> {
-    const blob = await this.metadata.getBlob(digestValue);
-    if (!blob || blob.state === 'committed') return;
-    await this.store.commit(parseDigest(digestValue));
   }
 
   async getManifest(repository: string, reference: string, view: RepositoryView = FULL_VIEW): Promise<StoredManifest> {
@@ -521,11 +517,17 @@ export class Registry {
   /** Config, layers (except external `urls` layers) and index children must already be in the repository. */
   private async requireReferencedContent(repository: string, manifest: ParsedManifest): Promise<void> {
     const missing: string[] = [];
+    const blobs = await this.metadata.findBlobs(
+      repository,
+      manifest.required.filter((r) => r.kind !== 'manifest').map((r) => r.digest),
+    );
+    const children = await this.metadata.getManifests(
+      repository,
+      manifest.required.filter((r) => r.kind === 'manifest').map((r) => r.digest),
+    );
+    const childDigests = new Set(children.map((c) => c.digest));
     for (const required of manifest.required) {
-      const found =
-        required.kind === 'manifest'
-          ? await this.metadata.getManifest(repository, required.digest)
-          : await this.metadata.findBlob(repository, required.digest);
+      const found = required.kind === 'manifest' ? childDigests.has(required.digest) : blobs.has(required.digest);
       if (found) continue;
       if (required.digest === EMPTY_JSON_DIGEST) {
         await this.stageWellKnownEmptyBlob(repository);
