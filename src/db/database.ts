@@ -3,6 +3,8 @@
  * and the same data-access code serve both. int8 columns come back as JS numbers
  * (sizes and counts stay far below 2^53).
  */
+import { fork } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { readdir, readFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,13 +95,33 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     db = new PostgresDatabase(pool);
   } else {
     await mkdir(options.pgliteDir, { recursive: true });
+    if (!existsSync(path.join(options.pgliteDir, 'PG_VERSION'))) await initPgliteDir(options.pgliteDir);
     const lite = await PGlite.create(options.pgliteDir, {
       parsers: { [pgliteTypes.INT8]: (value: string) => Number(value) },
+      // An embedded database for one process: a small buffer cache keeps the WASM heap small.
+      postgresqlconf: [`shared_buffers = ${PGLITE_SHARED_BUFFERS}`],
     });
     db = new PgliteDatabase(lite);
   }
   await migrate(db);
   return db;
+}
+
+const PGLITE_SHARED_BUFFERS = '32MB';
+
+/** Runs initdb for a new PGlite directory in a child process (see pglite-init.ts). */
+async function initPgliteDir(dir: string): Promise<void> {
+  const here = fileURLToPath(import.meta.url);
+  const script = path.join(path.dirname(here), `pglite-init${path.extname(here)}`);
+  await new Promise<void>((resolve, reject) => {
+    const child = fork(script, [dir], { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+    let stderr = '';
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`initialising the PGlite database in ${dir} failed (${signal ?? code}): ${stderr.trim()}`)),
+    );
+  });
 }
 
 const MIGRATIONS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), 'migrations');
