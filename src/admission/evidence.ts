@@ -21,8 +21,13 @@ const COSIGN_KINDS: Record<string, EvidenceKind> = { sig: 'cosign-signature', at
 
 export type Role = { kind: 'subject' } | { kind: 'evidence'; subject: string; evidenceKind: EvidenceKind };
 
-/** Whether a pushed manifest is evidence about another one, and about which. */
+/**
+ * Whether a pushed manifest is evidence about another one, and about which. A manifest
+ * pushed with an ordinary tag is always a subject, `subject` field or not: readers pull
+ * tags, so what a tag names must pass a policy itself, never ride on another's admission.
+ */
 export function classify(manifest: ParsedManifest, tags: string[]): Role {
+  if (tags.some((t) => !COSIGN_TAG.test(t) && !FALLBACK_TAG.test(t))) return { kind: 'subject' };
   if (manifest.subject && isValidDigest(manifest.subject.digest)) {
     return { kind: 'evidence', subject: manifest.subject.digest, evidenceKind: 'referrer' };
   }
@@ -160,7 +165,15 @@ export class EvidenceReader {
   async evidenceNodes(repository: string, subject: string, known?: EvidenceItem[], depth = 0): Promise<ManifestNode[]> {
     if (depth > 2) return [];
     const nodes: ManifestNode[] = [];
-    for (const item of known ?? (await this.evidenceFor(repository, subject))) {
+    const items = known ?? (await this.evidenceFor(repository, subject));
+    if (items.length === 0) return [];
+    // Manifests that are subjects in their own right (an admission of their own) are decided on their own.
+    const decidedAlone = await this.registry.metadata.db.query<{ digest: string }>(
+      `SELECT a.digest FROM admissions a JOIN repositories r ON r.id = a.repository_id WHERE r.name = $1 AND a.digest = ANY($2::text[])`,
+      [repository, items.map((i) => i.digest)],
+    );
+    const alone = new Set(decidedAlone.map((r) => r.digest));
+    for (const item of items.filter((i) => !alone.has(i.digest))) {
       const { manifest } = await this.parsed(repository, item.digest);
       nodes.push({ digest: item.digest, contentDigests: manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest) });
       nodes.push(...(await this.evidenceNodes(repository, item.digest, undefined, depth + 1)));

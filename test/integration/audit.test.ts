@@ -5,7 +5,9 @@
  */
 import { expect } from 'chai';
 import { generateKeyPairSync } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -14,6 +16,8 @@ import { AuditLog, recordHash } from '../../src/audit/log.js';
 import { canonicalJson } from '../../src/audit/canonical.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
+
+const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
 
 describe('canonical JSON', () => {
   it('sorts keys at every depth, drops undefined and writes no whitespace', () => {
@@ -29,10 +33,12 @@ for (const kind of DATABASE_KINDS) {
     let dir: string;
     const key = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
     let audit: AuditLog;
+    let dbUrl = '';
 
     beforeEach(async () => {
       dir = mkdtempSync(path.join(tmpdir(), 'audit-'));
-      db = await openDatabase({ url: kind === 'postgres' ? await createTestDatabase() : undefined, pgliteDir: dir });
+      dbUrl = kind === 'postgres' ? await createTestDatabase() : '';
+      db = await openDatabase({ url: dbUrl || undefined, pgliteDir: path.join(dir, 'pglite') });
       audit = new AuditLog(db, { checkpointKey: key, checkpointEvery: 5 });
     });
     afterEach(async () => {
@@ -110,6 +116,34 @@ for (const kind of DATABASE_KINDS) {
       );
       const report = await audit.verify();
       expect(report.problems.map((p) => [p.seq, p.kind])).to.deep.include([5, 'inserted']);
+    });
+
+    it('gateway audit verify and export work from the command line, with exit codes', async () => {
+      await fill(4);
+      const config = path.join(dir, 'gateway.json');
+      writeFileSync(config, JSON.stringify({ storage: { root: dir }, database: { url: kind === 'postgres' ? dbUrl : '' } }));
+      const run = async (args: string[]) => {
+        if (kind === 'pglite') await db.close(); // one process at a time on a PGlite directory
+        const result = await new Promise<{ code: number; out: string }>((resolve) => {
+          execFile(process.execPath, ['--import', 'tsx', MAIN, 'audit', ...args, '--config', config], (err, stdout) =>
+            resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, out: stdout }),
+          );
+        });
+        if (kind === 'pglite') {
+          db = await openDatabase({ pgliteDir: path.join(dir, 'pglite') });
+          audit = new AuditLog(db);
+        }
+        return result;
+      };
+      const clean = await run(['verify']);
+      expect(clean).to.deep.include({ code: 0 });
+      expect(clean.out).to.match(/audit trail intact: 4 records/);
+      const exported = await run(['export']);
+      expect(exported.out.trim().split('\n').map((l) => (JSON.parse(l) as { seq: number }).seq)).to.deep.equal([1, 2, 3, 4]);
+      await db.query(`UPDATE audit_log SET principal = 'mallory' WHERE seq = 2`);
+      const broken = await run(['verify']);
+      expect(broken.code).to.equal(2);
+      expect(broken.out).to.include('record 2: edited: record 2 was edited');
     });
 
     it('names records stored out of order', async () => {

@@ -212,6 +212,25 @@ for (const kind of DATABASE_KINDS) {
       expect((await reader.request('GET', `/v2/${repo}/manifests/${sig.digest}`)).status).to.equal(200);
     });
 
+    it('decides a tagged manifest with a subject on its own: it never rides on its subject\'s admission', async () => {
+      const repo = 'team/enforce/riders';
+      const base = await buildImage(alice, repo, { annotations: { [SOURCE]: 'x' } });
+      expect((await alice.putManifest(repo, 'v1', base.body)).status).to.equal(201);
+      const config = JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, payload: 'unreviewed' });
+      const rider = Buffer.from(JSON.stringify({
+        schemaVersion: 2, mediaType: OCI_MANIFEST,
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: await alice.pushBlob(repo, config), size: config.length },
+        layers: [], subject: { mediaType: OCI_MANIFEST, digest: base.digest, size: base.body.length },
+      }));
+      const res = await alice.putManifest(repo, 'latest', rider);
+      expect(res.status).to.equal(403);
+      expect((await reader.request('GET', `/v2/${repo}/manifests/latest`)).status).to.equal(404);
+      expect((await reader.request('GET', `/v2/${repo}/manifests/${sha256(rider)}`)).status).to.equal(404);
+      // Its subject's admission (here a re-evaluation) does not carry it along.
+      await admin.request('POST', `/gateway/v1/admissions/${base.digest}/re-evaluate?repository=${repo}`);
+      expect((await reader.request('GET', `/v2/${repo}/manifests/${sha256(rider)}`)).status).to.equal(404);
+    });
+
     it('admits an index as a whole with its children, and denies one with a platform the policy does not allow', async () => {
       const repo = 'team/multi/app';
       const amd = await buildImage(alice, repo, { arch: 'amd64' });
@@ -325,6 +344,24 @@ for (const kind of DATABASE_KINDS) {
       const still = await admin.request('POST', `/gateway/v1/admissions/${image.digest}/re-evaluate?repository=${repo}`);
       expect((await json<AdmissionView>(still)).state).to.equal('admitted');
       expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(200);
+    });
+
+    it('serves the audit trail to administrators only, with validated filters', async () => {
+      expect((await alice.request('GET', '/gateway/v1/audit')).status).to.equal(403);
+      expect((await new OciClient(gw.url).request('GET', '/gateway/v1/audit')).status).to.equal(401);
+      expect((await admin.request('GET', '/gateway/v1/audit?since=yesterday')).status).to.equal(400);
+      expect((await admin.request('GET', '/gateway/v1/audit?colour=red')).status).to.equal(400);
+      const page = await json<{ records: Array<{ seq: number; principal: string; action: string }>; next: number | null }>(
+        await admin.request('GET', '/gateway/v1/audit?principal=alice&action=push&limit=2'),
+      );
+      expect(page.records).to.have.length(2);
+      expect(page.records.every((r) => r.principal === 'alice' && r.action === 'push')).to.equal(true);
+      const next = await json<{ records: Array<{ seq: number }> }>(await admin.request('GET', `/gateway/v1/audit?principal=alice&action=push&limit=2&after=${page.next}`));
+      expect(next.records[0].seq).to.be.greaterThan(page.records[1].seq);
+      // Failed logins are in the trail too.
+      await new OciClient(gw.url).as('Basic ' + Buffer.from('alice:wrong').toString('base64')).request('GET', '/v2/');
+      const failures = await json<{ records: Array<{ detail: { reason: string } }> }>(await admin.request('GET', '/gateway/v1/audit?action=auth.failure&principal=alice'));
+      expect(failures.records.at(-1)!.detail.reason).to.equal('wrong password');
     });
 
     it('keeps a verifiable audit trail of everything above', async () => {
