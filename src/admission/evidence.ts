@@ -68,9 +68,9 @@ export class EvidenceReader {
   }
 
   /** Facts of a subject and the manifests a commit of it must include. */
-  async subjectTree(repository: string, digest: string, depth = 0): Promise<SubjectTree> {
+  async subjectTree(repository: string, digest: string, known?: { manifest: ParsedManifest; size: number }, depth = 0): Promise<SubjectTree> {
     if (depth > MAX_DEPTH) throw new Error(`index nesting deeper than ${MAX_DEPTH} levels at ${digest}`);
-    const { manifest, size } = await this.parsed(repository, digest);
+    const { manifest, size } = known ?? (await this.parsed(repository, digest));
     const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
     const base = {
       digest,
@@ -80,7 +80,7 @@ export class EvidenceReader {
     };
     if (manifest.kind === 'index') {
       const children: SubjectTree[] = [];
-      for (const child of manifest.manifests) children.push(await this.subjectTree(repository, child.digest, depth + 1));
+      for (const child of manifest.manifests) children.push(await this.subjectTree(repository, child.digest, undefined, depth + 1));
       const listed = manifest.manifests.map((d) => platformOf(d.platform)).filter((p): p is Platform => p !== null);
       const facts: ManifestFacts = {
         ...base,
@@ -121,31 +121,24 @@ export class EvidenceReader {
   /** Evidence manifests for a subject in one repository, each read from our own records. */
   async evidenceFor(repository: string, subject: string): Promise<EvidenceItem[]> {
     const items = new Map<string, EvidenceItem>();
-    for (const record of await this.registry.metadata.listReferrers(repository, subject)) {
-      items.set(record.digest, {
-        kind: 'referrer',
-        digest: record.digest,
-        mediaType: record.mediaType,
-        artifactType: record.artifactType,
-        annotations: record.annotations ?? {},
-      });
-    }
     const [alg, hex] = subject.split(':');
     const fallback = `${alg}-${hex}`;
-    const tagged = await this.registry.metadata.manifestsByTags(repository, [...cosignTags(subject), fallback]);
-    for (const { tag, record } of tagged) {
-      if (tag === fallback) {
+    const found = await this.registry.metadata.subjectAndTagged(repository, subject, [...cosignTags(subject), fallback]);
+    for (const { tag, record } of found) {
+      if (tag === null) {
+        items.set(record.digest, evidenceItem('referrer', record));
+      } else if (tag === fallback) {
         if (record.mediaType !== MEDIA_TYPES.ociIndex) continue;
         for (const listed of await this.fallbackEntries(repository, record.digest, subject)) {
           if (!items.has(listed.digest)) items.set(listed.digest, listed);
         }
         items.set(record.digest, evidenceItem('fallback-index', record));
-        continue;
+      } else {
+        items.set(record.digest, evidenceItem(COSIGN_KINDS[tag.slice(tag.lastIndexOf('.') + 1)], record));
       }
-      const suffix = tag.slice(tag.lastIndexOf('.') + 1);
-      items.set(record.digest, evidenceItem(COSIGN_KINDS[suffix], record));
     }
-    return [...items.values()];
+    // A stable order, so that the same evidence always gives the same results.
+    return [...items.values()].sort((a, b) => (a.kind === b.kind ? (a.digest < b.digest ? -1 : 1) : a.kind < b.kind ? -1 : 1));
   }
 
   private async fallbackEntries(repository: string, indexDigest: string, subject: string): Promise<EvidenceItem[]> {

@@ -11,6 +11,7 @@ import type { Queryable } from '../db/database.js';
 import type { AdmissionRecord, AdmissionStore } from '../db/admissions.js';
 import type { Registry } from '../registry/registry.js';
 import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/admission.js';
+import type { ParsedManifest } from '../registry/manifest.js';
 import type { Decision, Evidence, LoadedPolicy } from '../policy/types.js';
 import { canonicalJson } from '../audit/canonical.js';
 import type { AuditLog } from '../audit/log.js';
@@ -39,6 +40,8 @@ export interface Trigger {
   requestId?: string | null;
   /** The evidence manifest whose arrival caused this evaluation. */
   evidence?: string;
+  /** The subject as just pushed (saves reading it back) and whether it was new in the repository. */
+  pushed?: { manifest: ParsedManifest; size: number; firstPush: boolean };
 }
 
 export interface Outcome {
@@ -66,7 +69,13 @@ export class Gate {
   private async onPush(request: AdmissionRequest): Promise<AdmissionDecision> {
     const role = classify(request.manifest, request.tags);
     if (role.kind === 'evidence') return this.onEvidence(request, role);
-    const trigger: Trigger = { reason: 'push', tags: request.tags, principal: request.principal, requestId: request.requestId };
+    const trigger: Trigger = {
+      reason: 'push',
+      tags: request.tags,
+      principal: request.principal,
+      requestId: request.requestId,
+      pushed: request.size === undefined ? undefined : { manifest: request.manifest, size: request.size, firstPush: Boolean(request.firstPush) },
+    };
     const outcome = await withDeadline(this.decide(request.repository, request.digest, trigger), this.options.putWaitMs, this.options.logger);
     if (!outcome) return { outcome: 'pending', waitingFor: ['the evaluation, still running'] };
     return answer(outcome, Boolean(request.byDigest) && request.tags.length === 0);
@@ -101,7 +110,8 @@ export class Gate {
   async decide(repository: string, digest: string, trigger: Trigger): Promise<Outcome> {
     const { admissions } = this.options;
     const loaded = this.options.policyFor(repository);
-    const existing = await admissions.get(repository, digest);
+    // A manifest new in the repository has no verdict to freeze (an expired one is not frozen).
+    const existing = trigger.pushed?.firstPush ? null : await admissions.get(repository, digest);
     const frozen =
       trigger.reason !== 're-evaluate' &&
       existing !== null &&
@@ -109,7 +119,7 @@ export class Gate {
       existing.policy?.hash === loaded.hash;
     if (frozen) return this.recordPushOnly(repository, digest, trigger);
 
-    const tree = await this.reader.subjectTree(repository, digest);
+    const tree = await this.reader.subjectTree(repository, digest, trigger.pushed);
     const items = await this.reader.evidenceFor(repository, digest);
     const evidence: Evidence = { repository, subject: tree.facts, items, extra: {} };
     const decision = this.options.evaluate(loaded, evidence, this.now());

@@ -129,6 +129,9 @@ export interface AuditLogOptions {
 }
 
 export class AuditLog {
+  /** Head written by the last append of each open transaction (the lock is held until it ends). */
+  private readonly heads = new WeakMap<Queryable, { seq: number; hash: string }>();
+
   constructor(
     readonly db: Database,
     private readonly options: AuditLogOptions = {},
@@ -136,8 +139,7 @@ export class AuditLog {
 
   /** Appends inside the caller's transaction; throws (and so fails the caller) if it cannot. */
   async append(q: Queryable, event: AuditEvent): Promise<AuditRecord> {
-    await q.query('SELECT pg_advisory_xact_lock($1)', [APPEND_LOCK]);
-    const head = await q.query<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1');
+    const head = await this.lockedHead(q);
     const seq = head.length > 0 ? head[0].seq + 1 : 1;
     const content = {
       at: new Date().toISOString(),
@@ -155,9 +157,22 @@ export class AuditLog {
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
       [seq, content.at, content.action, content.repository, content.digest, content.principal, content.requestId, JSON.stringify(content.detail), content.prevHash, hash],
     );
+    if (q !== this.db) this.heads.set(q, { seq, hash });
     const every = this.options.checkpointEvery ?? 0;
     if (this.options.checkpointKey && every > 0 && seq % every === 0) await this.writeCheckpoint(q, seq, hash);
     return { seq, hash, ...content };
+  }
+
+  /**
+   * Takes the append lock (held to the end of the transaction) and reads the head. A second
+   * append in the same transaction already holds the lock and knows the head it wrote.
+   * Two statements on purpose: the head must be read after the lock is granted.
+   */
+  private async lockedHead(q: Queryable): Promise<Array<{ seq: number; hash: string }>> {
+    const known = q !== this.db ? this.heads.get(q) : undefined;
+    if (known) return [known];
+    await q.query('SELECT pg_advisory_xact_lock($1)', [APPEND_LOCK]);
+    return q.query<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1');
   }
 
   /** For events with no other state change (authentication failures, policy loads). */

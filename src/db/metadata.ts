@@ -202,11 +202,13 @@ export class MetadataStore {
   /** Blobs of `digests` the repository holds, each with its state (one query for a whole manifest). */
   async findBlobs(repository: string, digests: string[]): Promise<Map<string, RepositoryBlob>> {
     if (digests.length === 0) return new Map();
+    const repoId = await this.repositoryId(repository);
+    if (repoId === null) return new Map();
     const rows = await this.db.query<{ digest: string; size: number; state: ContentState; committed: boolean }>(
-      `SELECT b.digest, b.size, b.state, rb.committed FROM blobs b
-         JOIN repository_blobs rb ON rb.digest = b.digest
-        WHERE rb.repository_id = (SELECT id FROM repositories WHERE name = $1) AND b.digest = ANY($2::text[])`,
-      [repository, digests],
+      `SELECT b.digest, b.size, b.state, rb.committed FROM repository_blobs rb
+         JOIN blobs b ON b.digest = rb.digest
+        WHERE rb.repository_id = $1 AND rb.digest = ANY($2::text[])`,
+      [repoId, digests],
     );
     return new Map(rows.map(({ committed, ...blob }) => [blob.digest, { ...blob, committedInRepository: committed }]));
   }
@@ -249,14 +251,14 @@ export class MetadataStore {
     manifest: NewManifest,
     tags: string[] = [],
     inTransaction?: (tx: Queryable) => Promise<void>,
-  ): Promise<void> {
-    await this.db.transaction(async (tx) => {
+  ): Promise<{ created: boolean }> {
+    return this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
       await this.linkBlob(repository, manifest.digest, manifest.size, tx);
-      await tx.query(
+      const inserted = await tx.query(
         `INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type, subject_digest, annotations, state)
          VALUES ($1, $2, $3, $4, $5, $6, $7, 'staged')
-         ON CONFLICT (repository_id, digest) DO NOTHING`,
+         ON CONFLICT (repository_id, digest) DO NOTHING RETURNING digest`,
         [
           repoId,
           manifest.digest,
@@ -277,6 +279,7 @@ export class MetadataStore {
       }
       if (tags.length > 0) await this.setPendingTags(tx, repoId, manifest.digest, tags);
       if (inTransaction) await inTransaction(tx);
+      return { created: inserted.length > 0 };
     });
   }
 
@@ -317,30 +320,6 @@ export class MetadataStore {
       [repository, tag],
     );
     return rows.length > 0 ? toManifest(rows[0]) : null;
-  }
-
-  /** Manifests that tags (visible or pending) of this repository name, for a list of tag names. */
-  async manifestsByTags(repository: string, tags: string[]): Promise<Array<{ tag: string; record: ManifestRecord }>> {
-    if (tags.length === 0) return [];
-    const rows = await this.db.query<ManifestRow & { tag: string }>(
-      `SELECT t.name AS tag, ${MANIFEST_COLUMNS} FROM (
-           SELECT repository_id, name, manifest_digest FROM tags
-           UNION SELECT repository_id, name, manifest_digest FROM pending_tags) t
-         JOIN repositories r ON r.id = t.repository_id
-         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest
-        WHERE r.name = $1 AND t.name = ANY($2::text[])`,
-      [repository, tags],
-    );
-    return rows.map((row) => ({ tag: row.tag, record: toManifest(row) }));
-  }
-
-  async manifestReferences(repository: string, digest: string): Promise<ManifestReference[]> {
-    const rows = await this.db.query<{ child_digest: string; kind: ManifestReference['kind'] }>(
-      `SELECT mr.child_digest, mr.kind FROM manifest_references mr JOIN repositories r ON r.id = mr.repository_id
-        WHERE r.name = $1 AND mr.manifest_digest = $2`,
-      [repository, digest],
-    );
-    return rows.map((r) => ({ digest: r.child_digest, kind: r.kind }));
   }
 
   /**
@@ -457,6 +436,25 @@ export class MetadataStore {
   }
 
   // ---- referrers ----------------------------------------------------------------------
+
+  /**
+   * In one query: manifests whose `subject` is `subject`, and manifests the given tags
+   * (visible or pending) name, each with the tag that found it (null for referrers).
+   */
+  async subjectAndTagged(repository: string, subject: string, tags: string[]): Promise<Array<{ tag: string | null; record: ManifestRecord }>> {
+    const rows = await this.db.query<ManifestRow & { tag: string | null }>(
+      `WITH repo AS (SELECT id FROM repositories WHERE name = $1)
+       SELECT NULL::text AS tag, ${MANIFEST_COLUMNS} FROM manifests m
+        WHERE m.repository_id = (SELECT id FROM repo) AND m.subject_digest = $2
+       UNION ALL
+       SELECT t.name AS tag, ${MANIFEST_COLUMNS} FROM (
+           SELECT repository_id, name, manifest_digest FROM tags WHERE repository_id = (SELECT id FROM repo) AND name = ANY($3::text[])
+           UNION SELECT repository_id, name, manifest_digest FROM pending_tags WHERE repository_id = (SELECT id FROM repo) AND name = ANY($3::text[])) t
+         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest`,
+      [repository, subject, tags],
+    );
+    return rows.map((row) => ({ tag: row.tag, record: toManifest(row) }));
+  }
 
   async listReferrers(repository: string, subject: string): Promise<ManifestRecord[]> {
     const rows = await this.db.query<ManifestRow>(

@@ -9,6 +9,10 @@ export interface AdmissionRequest {
   repository: string;
   digest: string;
   manifest: ParsedManifest;
+  /** Bytes of the manifest. */
+  size?: number;
+  /** The manifest was new in this repository (nothing can have been decided about it yet, or it expired). */
+  firstPush?: boolean;
   tags: string[];
   /** Pushed by digest (no tag in the URL): possibly a child an index will bring along. */
   byDigest?: boolean;

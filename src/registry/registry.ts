@@ -419,7 +419,7 @@ export class Registry {
       ...actor,
       detail: { mediaType: manifest.mediaType, size: body.length, tags, subject: manifest.subject?.digest ?? null, artifactType: manifest.artifactType },
     };
-    await this.metadata.putManifest(
+    const { created } = await this.metadata.putManifest(
       repository,
       {
         digest: digest.value,
@@ -434,7 +434,16 @@ export class Registry {
       (tx) => this.record(tx, pushed),
     );
 
-    const decision = await this.admit({ repository, digest: digest.value, manifest, tags, byDigest: ref.kind === 'digest', ...actor });
+    const decision = await this.admit({
+      repository,
+      digest: digest.value,
+      manifest,
+      size: body.length,
+      firstPush: created,
+      tags,
+      byDigest: ref.kind === 'digest',
+      ...actor,
+    });
     if (decision.outcome === 'admitted' && !decision.committed) await this.commitManifest(repository, digest.value, manifest, tags);
     return { digest: digest.value, subject: manifest.subject?.digest ?? null, tags, decision };
   }
