@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { ConfigError, environmentKeys, loadConfig } from './config/config.js';
 import { startGateway } from './server.js';
 import { registerAdminCommands } from './cli/admin.js';
-import { registerAdmitCommand } from './cli/admit.js';
+import { registerAdmitCommand, registerRescanCommand } from './cli/admit.js';
 import { registerAuditCommands } from './cli/audit.js';
 import { registerPolicyCommands } from './cli/policy.js';
 import { PolicyLoadError } from './policy/loader.js';
@@ -31,6 +31,7 @@ program
 
 registerAdminCommands(program);
 registerAdmitCommand(program);
+registerRescanCommand(program);
 registerPolicyCommands(program);
 registerAuditCommands(program);
 

@@ -28,6 +28,8 @@ import { AdmissionStore } from './db/admissions.js';
 import { Gate } from './admission/gate.js';
 import { PolicySet } from './policy/loader.js';
 import { evaluate } from './policy/evaluate.js';
+import { TrivyScanner } from './scan/trivy.js';
+import { ScanService } from './scan/service.js';
 
 /** TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are always on). */
 const MODERN_CIPHERS = [
@@ -240,7 +242,24 @@ async function startGate(config: GatewayConfig, registry: Registry, audit: Audit
   await policies.load();
   policies.watch();
   const admissions = new AdmissionStore(db);
+  const scanner = new TrivyScanner({
+    path: config.scanner.trivyPath,
+    cacheDir: config.scanner.cacheDir,
+    timeoutSeconds: config.scanner.timeoutSeconds,
+    server: config.scanner.server,
+    token: config.scanner.token,
+  });
+  const scans = new ScanService({
+    registry,
+    db,
+    scanner,
+    workers: config.scanner.workers,
+    queueSize: config.scanner.queueSize,
+    workDir: path.join(config.storage.root, 'scan'),
+    logger,
+  });
   const gate = new Gate({
+    scans,
     registry,
     admissions,
     audit,
@@ -259,12 +278,20 @@ async function startGate(config: GatewayConfig, registry: Registry, audit: Audit
       .catch((err) => logger.error({ err }, 'admission expiry failed'));
   }, config.gate.expiryIntervalSeconds * 1000);
   expiryTimer.unref();
+  const rescanTimer =
+    config.scanner.rescanIntervalSeconds > 0
+      ? setInterval(() => {
+          gate.rescan({}).catch((err) => logger.error({ err }, 'scheduled rescan failed'));
+        }, config.scanner.rescanIntervalSeconds * 1000)
+      : undefined;
+  rescanTimer?.unref();
   return {
     gate,
     admissions,
     policies,
     stop() {
       clearInterval(expiryTimer);
+      if (rescanTimer) clearInterval(rescanTimer);
       process.off('SIGHUP', onHup);
       policies.close();
     },

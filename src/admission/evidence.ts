@@ -175,6 +175,16 @@ export class EvidenceReader {
   }
 }
 
+/** The image manifests of a subject: itself, or every image below an index. */
+export function imageDigests(facts: ManifestFacts): string[] {
+  if (facts.children.length === 0) return isIndexType(facts.mediaType) ? [] : [facts.digest];
+  return [...new Set(facts.children.flatMap(imageDigests))];
+}
+
+function isIndexType(mediaType: string): boolean {
+  return mediaType === MEDIA_TYPES.ociIndex || mediaType === MEDIA_TYPES.dockerManifestList;
+}
+
 function evidenceItem(kind: EvidenceKind, record: { digest: string; mediaType: string; artifactType: string | null; annotations: Record<string, string> | null }): EvidenceItem {
   return { kind, digest: record.digest, mediaType: record.mediaType, artifactType: record.artifactType, annotations: record.annotations ?? {} };
 }

@@ -16,7 +16,10 @@ import type { Decision, Evidence, LoadedPolicy } from '../policy/types.js';
 import { canonicalJson } from '../audit/canonical.js';
 import type { AuditLog } from '../audit/log.js';
 import { failpoint } from './failpoints.js';
-import { classify, EvidenceReader, type ManifestNode, type Role } from './evidence.js';
+import type { ScanService } from '../scan/service.js';
+import type { ScanResult } from '../scan/report.js';
+import type { ScanEvidence } from '../policy/rules/vulnerabilities.js';
+import { classify, imageDigests, EvidenceReader, type ManifestNode, type Role } from './evidence.js';
 
 /** Writes an audit record inside the caller's transaction; throwing fails the operation. */
 export type AuditSink = Pick<AuditLog, 'append'>;
@@ -31,10 +34,12 @@ export interface GateOptions {
   putWaitMs: number;
   logger: Logger;
   now?: () => Date;
+  /** Vulnerability scans; absent = rules that need one fail with "no scanner is configured". */
+  scans?: ScanService;
 }
 
 export interface Trigger {
-  reason: 'push' | 'evidence' | 're-evaluate';
+  reason: 'push' | 'evidence' | 're-evaluate' | 'scan';
   tags?: string[];
   principal?: string | null;
   requestId?: string | null;
@@ -48,13 +53,28 @@ export interface Outcome {
   record: AdmissionRecord;
   /** The decision this call made; null when a frozen verdict answered. */
   decision: Decision | null;
+  /** Settles when background work this decision waits for (a scan) has been evaluated. */
+  waitOn?: Promise<unknown>;
 }
 
 export class GateError extends Error {}
 
+export interface RescanReport {
+  repository: string;
+  digest: string;
+  /** The verdict the current policy would give now (the admission itself does not change). */
+  wouldBe: Decision['outcome'];
+  reasons: string[];
+  newFindings: string[];
+  error: string | null;
+  summary: ScanResult['summary'] | null;
+}
+
 export class Gate {
   private readonly reader: EvidenceReader;
   private readonly changes = new EventEmitter();
+  /** Evaluations waiting for a running scan, by repository@digest. */
+  private readonly rescanDecisions = new Map<string, Promise<unknown>>();
   private readonly now: () => Date;
 
   constructor(private readonly options: GateOptions) {
@@ -69,6 +89,7 @@ export class Gate {
   private async onPush(request: AdmissionRequest): Promise<AdmissionDecision> {
     const role = classify(request.manifest, request.tags);
     if (role.kind === 'evidence') return this.onEvidence(request, role);
+    const started = Date.now();
     const trigger: Trigger = {
       reason: 'push',
       tags: request.tags,
@@ -76,8 +97,16 @@ export class Gate {
       requestId: request.requestId,
       pushed: request.size === undefined ? undefined : { manifest: request.manifest, size: request.size, firstPush: Boolean(request.firstPush) },
     };
-    const outcome = await withDeadline(this.decide(request.repository, request.digest, trigger), this.options.putWaitMs, this.options.logger);
+    let outcome = await withDeadline(this.decide(request.repository, request.digest, trigger), this.options.putWaitMs, this.options.logger);
     if (!outcome) return { outcome: 'pending', waitingFor: ['the evaluation, still running'] };
+    if (outcome.waitOn && outcome.record.state === 'pending') {
+      // A scan is running: wait for its verdict as long as the push may wait.
+      const left = this.options.putWaitMs - (Date.now() - started);
+      if (left > 0 && (await withDeadline(outcome.waitOn, left, this.options.logger)) !== null) {
+        const record = await this.options.admissions.get(request.repository, request.digest);
+        if (record) outcome = { record, decision: null };
+      }
+    }
     return answer(outcome, Boolean(request.byDigest) && request.tags.length === 0);
   }
 
@@ -122,6 +151,7 @@ export class Gate {
     const tree = await this.reader.subjectTree(repository, digest, trigger.pushed);
     const items = await this.reader.evidenceFor(repository, digest);
     const evidence: Evidence = { repository, subject: tree.facts, items, extra: {} };
+    const { done: waitOn } = await this.addScan(loaded, evidence);
     const decision = this.options.evaluate(loaded, evidence, this.now());
     let nodes: ManifestNode[] = [];
     if (decision.outcome === 'admitted') {
@@ -146,19 +176,107 @@ export class Gate {
       let record = current;
       if (current.state !== 'admitted' && !sameDecision(current, decision)) {
         await admissions.record(tx, repoId, digest, decision);
-        await this.auditDecision(tx, repository, digest, decision, trigger);
+        await this.auditDecision(tx, repository, digest, decision, trigger, scanDetail(evidence));
         record = withDecision(current, decision);
       }
       if (decision.outcome === 'admitted') await this.switchVisible(tx, repository, repoId, digest, nodes, children, trigger);
       return { record, decision };
     });
     this.changed(repository, digest);
-    return outcome;
+    if (waitOn) this.afterScan(repository, digest, waitOn);
+    return { ...outcome, waitOn: this.rescanDecisions.get(`${repository}@${digest}`) };
+  }
+
+  /** Puts the scan (or its state) into the evidence when the policy has a rule that needs one. */
+  private async addScan(loaded: LoadedPolicy, evidence: Evidence): Promise<{ done?: Promise<unknown> }> {
+    if (!loaded.policy.rules.some((r) => r.type === 'vulnerabilities')) return {};
+    const scans = this.options.scans;
+    if (!scans) {
+      evidence.extra.scan = { state: 'error', message: 'no vulnerability scanner is configured on this gateway' };
+      return {};
+    }
+    const { scan, done } = await scans.evidence(evidence.repository, evidence.subject.digest, imageDigests(evidence.subject));
+    evidence.extra.scan = scan;
+    return { done };
+  }
+
+  /** When a running scan ends, the subject is evaluated again (once per scan). */
+  private afterScan(repository: string, digest: string, done: Promise<unknown>): void {
+    const key = `${repository}@${digest}`;
+    if (this.rescanDecisions.has(key)) return;
+    const next = done
+      .then(() => this.decide(repository, digest, { reason: 'scan' }))
+      .catch((err: unknown) => this.options.logger.error({ err, repository, digest }, 'evaluation after the scan failed'))
+      .finally(() => this.rescanDecisions.delete(key));
+    this.rescanDecisions.set(key, next);
+  }
+
+  /**
+   * Rescans admitted subjects whose policy has a vulnerabilities rule. New findings and the
+   * would-be verdict are audited and reported; the admission never changes (an admitted
+   * image stays pullable unless an operator acts).
+   */
+  async rescan(filter: { repository?: string; digest?: string }, actor: { principal?: string | null; requestId?: string | null } = {}): Promise<RescanReport[]> {
+    const reports: RescanReport[] = [];
+    let before: number | undefined;
+    for (;;) {
+      const page = await this.options.admissions.list({ state: 'admitted', repository: filter.repository, digest: filter.digest, before, limit: 100 });
+      for (const record of page) {
+        if (record.admittedWith) continue; // scanned with the index that brought it
+        const loaded = this.options.policyFor(record.repository);
+        if (!loaded.policy.rules.some((r) => r.type === 'vulnerabilities')) continue;
+        reports.push(await this.rescanOne(record.repository, record.digest, loaded, actor));
+      }
+      if (page.length < 100) return reports;
+      before = page[page.length - 1].id;
+    }
+  }
+
+  private async rescanOne(repository: string, digest: string, loaded: LoadedPolicy, actor: { principal?: string | null; requestId?: string | null }): Promise<RescanReport> {
+    const tree = await this.reader.subjectTree(repository, digest);
+    const scans = this.options.scans;
+    const previous = scans ? await scans.latest(digest) : null;
+    let scan: ScanEvidence;
+    try {
+      if (!scans) throw new Error('no vulnerability scanner is configured on this gateway');
+      scan = { state: 'done', result: await scans.rescan(repository, digest, imageDigests(tree.facts)) };
+    } catch (err) {
+      scan = { state: 'error', message: (err as Error).message };
+    }
+    const evidence: Evidence = { repository, subject: tree.facts, items: await this.reader.evidenceFor(repository, digest), extra: { scan } };
+    const decision = this.options.evaluate(loaded, evidence, this.now());
+    const key = (f: { id: string; pkgName: string; installedVersion: string }) => `${f.id} ${f.pkgName} ${f.installedVersion}`;
+    const known = new Set((previous?.findings ?? []).map(key));
+    const newFindings = scan.state === 'done' ? scan.result.findings.filter((f) => !known.has(key(f))).map((f) => `${f.id} (${f.severity}) in ${f.pkgName} ${f.installedVersion}`) : [];
+    const report: RescanReport = {
+      repository,
+      digest,
+      wouldBe: decision.outcome,
+      reasons: decision.reasons,
+      newFindings,
+      error: scan.state === 'error' ? scan.message : null,
+      summary: scan.state === 'done' ? scan.result.summary : null,
+    };
+    await this.options.registry.metadata.db.transaction((tx) =>
+      this.options.audit.append(tx, {
+        action: 'rescan',
+        repository,
+        digest,
+        principal: actor.principal ?? null,
+        requestId: actor.requestId ?? null,
+        detail: { ...report, policy: decision.policy, dbVersion: scan.state === 'done' ? scan.result.dbVersion : null },
+      }),
+    );
+    if (report.wouldBe !== 'admitted' || newFindings.length > 0) {
+      this.options.logger.warn({ repository, digest, wouldBe: report.wouldBe, newFindings: newFindings.length }, 'rescan found new problems in an admitted image');
+    }
+    return report;
   }
 
   /** Admits again with the current policy (administrators); an admitted subject stays admitted. */
   async reevaluate(repository: string, digest: string, actor: { principal?: string | null; requestId?: string | null }): Promise<Outcome> {
     if (!(await this.options.admissions.get(repository, digest))) throw new GateError(`no admission for ${digest} in ${repository}`);
+    this.options.scans?.forget(digest);
     return this.decide(repository, digest, { reason: 're-evaluate', ...actor });
   }
 
@@ -350,6 +468,17 @@ function withDecision(current: AdmissionRecord, decision: Decision): AdmissionRe
     updatedAt: now,
     decidedAt: decision.outcome === 'pending' ? current.decidedAt : now,
   };
+}
+
+/** The scan summary that goes with a decision into the audit trail. */
+function scanDetail(evidence: Evidence): Record<string, unknown> {
+  const scan = evidence.extra.scan as ScanEvidence | undefined;
+  if (!scan) return {};
+  if (scan.state === 'done') {
+    const { findings, ...rest } = scan.result;
+    return { scan: { ...rest, findings: findings.map((f) => ({ id: f.id, pkg: f.pkgName, version: f.installedVersion, severity: f.severity, fixed: f.fixedVersion })) } };
+  }
+  return { scan };
 }
 
 function sameDecision(current: AdmissionRecord, decision: Decision): boolean {

@@ -92,7 +92,7 @@ interface Reply {
   body: string;
 }
 
-function request(url: URL, method: string, headers: Record<string, string>, ca?: Buffer): Promise<Reply> {
+function request(url: URL, method: string, headers: Record<string, string>, ca?: Buffer, timeoutMs = (MAX_WAIT_SECONDS + 30) * 1000): Promise<Reply> {
   const lib = url.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
     const req = lib.request(url, { method, headers, ...(ca ? { ca } : {}) }, (res) => {
@@ -102,7 +102,7 @@ function request(url: URL, method: string, headers: Record<string, string>, ca?:
       res.on('error', reject);
     });
     req.on('error', reject);
-    req.setTimeout((MAX_WAIT_SECONDS + 30) * 1000, () => req.destroy(new Error(`no answer from ${url.host}`)));
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer from ${url.host}`)));
     req.end();
   });
 }
@@ -142,6 +142,15 @@ export class GatewayClient {
     return digest;
   }
 
+  async rescan(filter: { repository?: string; digest?: string }): Promise<RescanView[]> {
+    const url = new URL(`${this.base}/gateway/v1/rescans`);
+    if (filter.repository) url.searchParams.set('repository', filter.repository);
+    if (filter.digest) url.searchParams.set('digest', filter.digest);
+    const reply = await request(url, 'POST', { ...this.headers, Accept: 'application/json' }, this.ca, 3600_000);
+    if (reply.status !== 200) throw new Error(`rescan: ${errorMessage(reply)}`);
+    return (JSON.parse(reply.body) as { rescanned: RescanView[] }).rescanned;
+  }
+
   async admission(repository: string, digest: string, waitSeconds: number): Promise<AdmissionView> {
     const url = new URL(`${this.base}/gateway/v1/admissions/${digest}`);
     url.searchParams.set('repository', repository);
@@ -149,6 +158,33 @@ export class GatewayClient {
     const reply = await request(url, 'GET', { ...this.headers, Accept: 'application/json' }, this.ca);
     if (reply.status !== 200) throw new Error(`admission of ${repository}@${digest}: ${errorMessage(reply)}`);
     return JSON.parse(reply.body) as AdmissionView;
+  }
+}
+
+export interface RescanView {
+  repository: string;
+  digest: string;
+  wouldBe: string;
+  reasons: string[];
+  newFindings: string[];
+  error: string | null;
+}
+
+/** Asks the gateway to rescan admitted images (administrators); exit 0 all still pass, 2 some would not, 1 error. */
+export async function runRescan(registry: string, filter: { repository?: string; digest?: string }, options: Omit<AdmitOptions, 'wait'>): Promise<AdmitResult> {
+  try {
+    const client = new GatewayClient(registry, options);
+    const reports = await client.rescan(filter);
+    if (options.output === 'json') return { exitCode: reports.some((r) => r.wouldBe !== 'admitted') ? EXIT.denied : 0, output: JSON.stringify(reports, null, 2) + '\n' };
+    const lines = reports.map((r) => {
+      const head = `${r.repository}@${r.digest}: ${r.error ? `scan failed: ${r.error}` : `would be ${r.wouldBe}`}`;
+      const details = [...r.reasons.map((x) => `  ${x}`), ...r.newFindings.map((f) => `  new: ${f}`)];
+      return [head, ...details].join('\n');
+    });
+    lines.push(`${reports.length} admitted image(s) rescanned; ${reports.filter((r) => r.wouldBe !== 'admitted').length} would not be admitted today (they stay pullable)`);
+    return { exitCode: reports.some((r) => r.wouldBe !== 'admitted') ? EXIT.denied : 0, output: lines.join('\n') + '\n' };
+  } catch (err) {
+    return { exitCode: EXIT.error, output: `gateway rescan: ${(err as Error).message}\n` };
   }
 }
 
@@ -226,6 +262,32 @@ export function registerAdmitCommand(program: Command): void {
       const result = await runAdmit(image, {
         wait: opts.wait,
         output: opts.output,
+        username: opts.username ?? process.env.GATEWAY_USERNAME,
+        password,
+        plainHttp: opts.plainHttp,
+        caFile: opts.caFile,
+      });
+      (result.exitCode === EXIT.error ? process.stderr : process.stdout).write(result.output);
+      process.exitCode = result.exitCode;
+    });
+}
+
+export function registerRescanCommand(program: Command): void {
+  program
+    .command('rescan')
+    .description('rescan admitted images for new vulnerabilities (administrators; exit 0 all still pass, 2 some would not, 1 error)')
+    .argument('<gateway>', 'gateway host[:port]')
+    .option('--repository <name>', 'only this repository')
+    .option('--digest <digest>', 'only this image')
+    .option('-o, --output <format>', 'table or json', 'table')
+    .option('-u, --username <name>', 'administrator (also GATEWAY_USERNAME)')
+    .option('--password-stdin', 'read the password from stdin (else GATEWAY_PASSWORD)')
+    .option('--plain-http', 'talk HTTP instead of HTTPS')
+    .option('--ca-file <file>', 'PEM CA bundle to trust for the gateway')
+    .action(async (gateway: string, opts: { repository?: string; digest?: string; output: string; username?: string; passwordStdin?: boolean; plainHttp?: boolean; caFile?: string }) => {
+      const password = opts.passwordStdin ? await readSecret('Password: ') : process.env.GATEWAY_PASSWORD;
+      const result = await runRescan(gateway, { repository: opts.repository, digest: opts.digest }, {
+        output: opts.output === 'json' ? 'json' : 'table',
         username: opts.username ?? process.env.GATEWAY_USERNAME,
         password,
         plainHttp: opts.plainHttp,

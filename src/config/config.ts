@@ -4,6 +4,7 @@
  * validated once with ajv; an invalid value stops start-up with a message naming the key.
  */
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { Ajv } from 'ajv';
 import YAML from 'yaml';
@@ -36,6 +37,7 @@ export interface GatewayConfig {
     checkpointEvery: number;
     checkpointIntervalSeconds: number;
   };
+  scanner: ScannerConfig;
   limits: { maxManifestBytes: number; maxBlobBytes: number; maxPageSize: number };
   uploads: { purgeAfterSeconds: number; purgeIntervalSeconds: number };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
@@ -51,6 +53,21 @@ export interface GateConfig {
   /** Denied content is kept this long for inspection, then expires. */
   deniedExpirySeconds: number;
   expiryIntervalSeconds: number;
+}
+
+export interface ScannerConfig {
+  /** The trivy executable: a name on PATH or a path. */
+  trivyPath: string;
+  /** Trivy's cache with the seeded vulnerability database (`db/trivy.db`); empty = Trivy's default (~/.cache/trivy). */
+  cacheDir: string;
+  workers: number;
+  queueSize: number;
+  timeoutSeconds: number;
+  /** Client mode: URL of a `trivy server`; empty = scan locally. */
+  server: string;
+  token: string;
+  /** Rescan admitted images this often (0 = never); findings are reported, images stay pullable. */
+  rescanIntervalSeconds: number;
 }
 
 export type Action = 'pull' | 'push' | 'delete' | 'admin';
@@ -123,6 +140,16 @@ export const DEFAULT_CONFIG: GatewayConfig = {
     expiryIntervalSeconds: 600,
   },
   audit: { checkpointKeyFile: '', checkpointEvery: 1000, checkpointIntervalSeconds: 3600 },
+  scanner: {
+    trivyPath: 'trivy',
+    cacheDir: '',
+    workers: 2,
+    queueSize: 100,
+    timeoutSeconds: 300,
+    server: '',
+    token: '',
+    rescanIntervalSeconds: 86400,
+  },
   limits: { maxManifestBytes: 4 * 1024 * 1024, maxBlobBytes: 0, maxPageSize: 10000 },
   uploads: { purgeAfterSeconds: 24 * 3600, purgeIntervalSeconds: 600 },
   log: { level: 'info' },
@@ -215,6 +242,20 @@ const schema = {
       type: 'object',
       additionalProperties: false,
       properties: { checkpointKeyFile: { type: 'string' }, checkpointEvery: positiveInt, checkpointIntervalSeconds: positiveInt },
+    },
+    scanner: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        trivyPath: { type: 'string', minLength: 1 },
+        cacheDir: { type: 'string' },
+        workers: { type: 'integer', minimum: 1, maximum: 64 },
+        queueSize: { type: 'integer', minimum: 0 },
+        timeoutSeconds: positiveInt,
+        server: { type: 'string', pattern: '^$|^https?://' },
+        token: { type: 'string' },
+        rescanIntervalSeconds: { type: 'integer', minimum: 0 },
+      },
     },
     limits: {
       type: 'object',
@@ -325,6 +366,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   config.storage.root = path.resolve(config.storage.root);
   config.policy.dir = path.resolve(config.policy.dir);
   config.auth.htpasswd = path.resolve(config.auth.htpasswd || path.join(config.storage.root, 'auth', 'htpasswd'));
+  config.scanner.cacheDir = path.resolve(config.scanner.cacheDir || defaultTrivyCache());
   config.audit.checkpointKeyFile = path.resolve(
     config.audit.checkpointKeyFile || path.join(config.storage.root, 'audit', 'checkpoint-key.pem'),
   );
@@ -333,6 +375,11 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
     throw new ConfigError('invalid configuration: http.tlsCert (GATEWAY_HTTP_TLS_CERT) and http.tlsKey (GATEWAY_HTTP_TLS_KEY) must be set together');
   }
   return config;
+}
+
+/** Trivy's own default cache: os.UserCacheDir()/trivy. */
+function defaultTrivyCache(): string {
+  return path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'trivy');
 }
 
 function validateOrThrow(value: unknown, where: string): void {

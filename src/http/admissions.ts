@@ -156,5 +156,16 @@ export function admissionsRouter(guard: Guard, admissions: AdmissionStore, gate:
     res.json({ ...admissionJson(outcome.record), decision: outcome.decision });
   });
 
+  router.post('/rescans', async (req, res) => {
+    res.locals.route = 'rescans';
+    const admin = await guard.requireAdmin(req, res);
+    const digest = stringParam(req, 'digest');
+    const reports = await gate.rescan(
+      { repository: repositoryParam(req), digest: digest === undefined ? undefined : digestParam(digest) },
+      { principal: usernameOf(admin.principal) || 'anonymous', requestId: (res.locals.requestId as string) ?? null },
+    );
+    res.json({ rescanned: reports });
+  });
+
   return router;
 }

@@ -11,7 +11,8 @@ export function evaluate(loaded: LoadedPolicy, evidence: Evidence, now: Date): D
   const results: RuleResult[] = [];
   for (const rule of policy.rules) {
     const mode: PolicyMode = rule.mode ?? policy.mode;
-    const result: RuleResult = { id: rule.id, type: rule.type, mode, ...runRule(rule, evidence, { now, policy: loaded, earlier }) };
+    const outcome = runRule(rule, evidence, { now, policy: loaded, earlier });
+    const result: RuleResult = { id: rule.id, type: rule.type, ...outcome, mode: outcome.mode ?? mode };
     earlier.set(rule.id, result);
     results.push(result);
   }

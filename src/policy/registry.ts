@@ -4,6 +4,7 @@
  */
 import type { RuleType } from './types.js';
 import { manifestRule } from './rules/manifest.js';
+import { vulnerabilitiesRule } from './rules/vulnerabilities.js';
 
 const types = new Map<string, RuleType>();
 
@@ -25,3 +26,4 @@ export function ruleTypeNames(): string[] {
 }
 
 registerRuleType(manifestRule);
+registerRuleType(vulnerabilitiesRule);

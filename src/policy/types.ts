@@ -123,6 +123,9 @@ export interface RuleType<R extends RuleBase = RuleBase> {
   type: string;
   /** JSON schema of the rule object (including `id`, `type`, `mode`); enforced with ajv at load. */
   schema: Record<string, unknown>;
-  /** Pure: no I/O, no clock but ctx.now. */
-  evaluate(rule: R, evidence: Evidence, ctx: RuleContext): Omit<RuleResult, 'id' | 'type' | 'mode'>;
+  /**
+   * Pure: no I/O, no clock but ctx.now. A result may lower its own mode to `warn` (a rule
+   * that opts out of failing closed on errors, such as `onError: "warn"`).
+   */
+  evaluate(rule: R, evidence: Evidence, ctx: RuleContext): Omit<RuleResult, 'id' | 'type' | 'mode'> & { mode?: PolicyMode };
 }
