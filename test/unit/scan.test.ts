@@ -7,7 +7,6 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseTrivyReport, ReportError, summarize, type ScanResult } from '../../src/scan/report.js';
 import { TrivyScanner, ScanError } from '../../src/scan/trivy.js';
 import { QueueFullError, WorkerPool } from '../../src/scan/pool.js';
@@ -16,9 +15,9 @@ import { policyProblems } from '../../src/policy/schema.js';
 import { contentHash } from '../../src/policy/loader.js';
 import type { Evidence, LoadedPolicy, Policy } from '../../src/policy/types.js';
 import type { ScanEvidence } from '../../src/policy/rules/vulnerabilities.js';
+import { seedTrivyDb, STANDIN, TRIVY_FIXTURES } from '../helpers/trivy.js';
 
-const FIXTURES = fileURLToPath(new URL('../fixtures/trivy/', import.meta.url));
-export const STANDIN = path.join(FIXTURES, 'trivy-standin.mjs');
+const FIXTURES = TRIVY_FIXTURES;
 const fixture = (name: string) => readFileSync(path.join(FIXTURES, name), 'utf8');
 
 function resultOf(name: string): ScanResult {
@@ -125,12 +124,6 @@ function writeLayout(dir: string, options: { corrupt?: boolean } = {}): string {
   writeFileSync(path.join(dir, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
   writeFileSync(path.join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...manifest }] }));
   return config.digest;
-}
-
-export function seedTrivyDb(cacheDir: string, updatedAt = '2026-11-20T00:00:00Z'): void {
-  mkdirSync(path.join(cacheDir, 'db'), { recursive: true });
-  writeFileSync(path.join(cacheDir, 'db', 'trivy.db'), '');
-  writeFileSync(path.join(cacheDir, 'db', 'metadata.json'), JSON.stringify({ Version: 2, NextUpdate: '2026-11-21T00:00:00Z', UpdatedAt: updatedAt, DownloadedAt: updatedAt }));
 }
 
 describe('Trivy adapter (against the stand-in)', function () {
