@@ -10,10 +10,19 @@ COPY src ./src
 RUN npm ci --no-audit --no-fund && npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
+# Real Trivy for the vulnerability gate (the tests use a stand-in). Its database is not
+# downloaded here: mount or seed one at GATEWAY_SCANNER_CACHE_DIR
+# (`trivy image --download-db-only --cache-dir /data/trivy` on a connected machine).
+ARG TRIVY_VERSION=0.74.0
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+ && curl -fsSL -o /tmp/trivy.deb "https://github.com/aquasecurity/trivy/releases/download/v${TRIVY_VERSION}/trivy_${TRIVY_VERSION}_Linux-64bit.deb" \
+ && dpkg -i /tmp/trivy.deb && rm /tmp/trivy.deb \
+ && apt-get purge -y curl && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production \
     GATEWAY_HTTP_ADDR=0.0.0.0:5000 \
     GATEWAY_STORAGE_ROOT=/data \
-    GATEWAY_POLICY_DIR=/app/policies
+    GATEWAY_POLICY_DIR=/app/policies \
+    GATEWAY_SCANNER_CACHE_DIR=/data/trivy
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist

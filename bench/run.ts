@@ -6,6 +6,7 @@
  * To add a benchmark, write a BenchCase (see bench/lib/suite.ts) and list it in CASES.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +36,7 @@ const SIZES = QUICK
       imageLayers: 5,
       layerSize: 4 * MiB,
       images: 2,
+      scanImages: 3,
     }
   : {
       bigBlob: 256 * MiB,
@@ -51,6 +53,7 @@ const SIZES = QUICK
       imageLayers: 5,
       layerSize: 4 * MiB,
       images: 8,
+      scanImages: 10,
     };
 
 const GROUP = {
@@ -246,6 +249,68 @@ const gateOverhead: BenchCase = {
   },
 };
 
+/**
+ * The vulnerability gate's cost per image: manifest PUT latency on a gateway whose policy
+ * has a vulnerabilities rule, with the Trivy stand-in as scanner (a real scan takes seconds
+ * to minutes; this measures the gateway's own work: writing the OCI layout, running the
+ * process, parsing, caching, deciding), against the cache-hit path (the same image pushed
+ * under another tag) and the gateway without a scan rule.
+ */
+const scanOverhead: BenchCase = {
+  id: 'scan-overhead',
+  title: `4c. vulnerability scan overhead per image (Trivy stand-in), ${SIZES.scanImages} images`,
+  group: GROUP.manifests,
+  async run(ctx) {
+    if (ctx.target.kind !== 'gateway') return;
+    const work = mkdtempSync(path.join(os.tmpdir(), 'bench-scan-'));
+    const policies = path.join(work, 'policies');
+    const cacheDir = path.join(work, 'trivy-cache');
+    const control = path.join(work, 'control');
+    for (const dir of [policies, path.join(cacheDir, 'db'), control]) mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(cacheDir, 'db', 'trivy.db'), '');
+    writeFileSync(path.join(cacheDir, 'db', 'metadata.json'), JSON.stringify({ Version: 2, UpdatedAt: '2026-11-20T00:00:00Z' }));
+    writeFileSync(path.join(control, 'behaviour.json'), JSON.stringify({ mode: 'report', report: 'centos-7.json' }));
+    writeFileSync(path.join(policies, 'scan.json'), JSON.stringify({
+      name: 'scan', repositories: ['**'], mode: 'enforce',
+      rules: [{ id: 'no-criticals', type: 'vulnerabilities', maxCount: { CRITICAL: 0 } }],
+    }));
+    const scanning = await startGateway(REPO_ROOT, {
+      GATEWAY_POLICY_DIR: policies,
+      GATEWAY_POLICY_DEFAULT_POLICY: 'scan',
+      GATEWAY_SCANNER_TRIVY_PATH: path.join(REPO_ROOT, 'test', 'fixtures', 'trivy', 'trivy-standin.mjs'),
+      GATEWAY_SCANNER_CACHE_DIR: cacheDir,
+      GATEWAY_GATE_PUT_WAIT_SECONDS: '30',
+      TRIVY_STANDIN_DIR: control,
+    });
+    try {
+      const measure = async (base: string, name: string, repeat: boolean) => {
+        const client = new OciClient(base, { maxSockets: 1 });
+        const times: number[] = [];
+        try {
+          for (let i = 0; i < SIZES.scanImages; i++) {
+            const repo = ctx.repo(`scan-${name}`);
+            const { config, layer } = await pushBaseImage(client, repo);
+            const body = imageManifest(config, [layer], { 'bench.seq': `${name}-${i}` });
+            if (repeat) await client.putManifest(repo, 'first', body);
+            const t0 = now();
+            await client.putManifest(repo, repeat ? 'again' : 'v1', body);
+            times.push(now() - t0);
+          }
+        } finally {
+          client.close();
+        }
+        return median(times);
+      };
+      ctx.record({ label: 'manifest PUT, scan rule, cache miss (stand-in scan)', unit: 'ms', better: 'lower', value: await measure(scanning.baseUrl, 'miss', false) });
+      ctx.record({ label: 'manifest PUT, scan rule, cache hit', unit: 'ms', better: 'lower', value: await measure(scanning.baseUrl, 'hit', true) });
+      ctx.record({ label: 'manifest PUT, no scan rule', unit: 'ms', better: 'lower', value: await measure(ctx.target.baseUrl, 'none', false) });
+    } finally {
+      await scanning.stop();
+      rmSync(work, { recursive: true, force: true });
+    }
+  },
+};
+
 const manifestRead: BenchCase = {
   id: 'manifest-read',
   title: `5. manifest GET and HEAD (half by tag, half by digest), ${SIZES.loadMs} ms per concurrency and method`,
@@ -413,6 +478,7 @@ const CASES: BenchCase[] = [
   pull,
   manifestPut,
   gateOverhead,
+  scanOverhead,
   manifestRead,
   tagListing,
   concurrentPushes,
@@ -463,7 +529,9 @@ async function main(): Promise<number> {
 
   const started = now();
   try {
-    await suite.run(CASES);
+    // BENCH_ONLY=id,id runs some cases (ids as in CASES), for working on one figure.
+    const only = (process.env.BENCH_ONLY ?? '').split(',').filter(Boolean);
+    await suite.run(only.length > 0 ? CASES.filter((c) => only.includes(c.id)) : CASES);
   } finally {
     await suite.stopAll();
   }
