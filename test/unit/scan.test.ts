@@ -3,6 +3,7 @@
  * takes Trivy's real flags and refuses others), and the worker pool.
  */
 import { expect } from 'chai';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -163,6 +164,17 @@ describe('Trivy adapter (against the stand-in)', function () {
     }
     expect(call.argv).to.include.members(['--scanners', 'vuln', '--format', 'json', '--cache-dir', worker, '--timeout', '30s']);
     expect(s.dbVersion()).to.equal('v2 2026-11-20T00:00:00Z');
+  });
+
+  it('has a stand-in that refuses what real Trivy refuses', async () => {
+    const run = (args: string[]) =>
+      new Promise<{ code: number; stderr: string }>((resolve) =>
+        execFile(STANDIN, args, (err, _stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code) : 0, stderr })),
+      );
+    expect(await run(['image', '--input', dir, '--no-such-flag'])).to.deep.include({ code: 1 });
+    expect((await run(['image', '--input', dir, '--no-such-flag'])).stderr).to.include('unknown flag: --no-such-flag');
+    expect((await run(['scan-everything'])).stderr).to.include('unknown command "scan-everything"');
+    expect((await run(['image', '--input', dir])).stderr).to.include('not an OCI image layout');
   });
 
   it('adds --server and --token in client mode', () => {
