@@ -17,6 +17,7 @@ import { canonicalJson } from '../audit/canonical.js';
 import type { AuditLog } from '../audit/log.js';
 import { failpoint } from './failpoints.js';
 import type { ScanService } from '../scan/service.js';
+import { verifyEvidenceManifest, type VerifiedEvidence } from '../verify/evidence.js';
 import type { ScanResult } from '../scan/report.js';
 import type { ScanEvidence } from '../policy/rules/vulnerabilities.js';
 import { classify, imageDigests, EvidenceReader, type ManifestNode, type Role } from './evidence.js';
@@ -58,6 +59,11 @@ export interface Outcome {
 }
 
 export class GateError extends Error {}
+
+/** Rule types that read verified signatures and attestations. */
+const EVIDENCE_RULES = new Set(['signature', 'attestation', 'packages', 'licenses']);
+/** Largest signature payload, DSSE envelope or bundle read from an evidence manifest. */
+const MAX_EVIDENCE_BLOB = 16 * 1024 * 1024;
 
 export interface RescanReport {
   repository: string;
@@ -151,6 +157,7 @@ export class Gate {
     const tree = await this.reader.subjectTree(repository, digest, trigger.pushed);
     const items = await this.reader.evidenceFor(repository, digest);
     const evidence: Evidence = { repository, subject: tree.facts, items, extra: {} };
+    await this.addVerifiedEvidence(loaded, evidence);
     const { done: waitOn } = await this.addScan(loaded, evidence);
     const decision = this.options.evaluate(loaded, evidence, this.now());
     let nodes: ManifestNode[] = [];
@@ -185,6 +192,31 @@ export class Gate {
     this.changed(repository, digest);
     if (waitOn) this.afterScan(repository, digest, waitOn);
     return { ...outcome, waitOn: this.rescanDecisions.get(`${repository}@${digest}`) };
+  }
+
+  /**
+   * Verifies signatures and attestations of the subject's evidence with the policy's keys
+   * when a rule needs them; each check records why it does or does not count.
+   */
+  private async addVerifiedEvidence(loaded: LoadedPolicy, evidence: Evidence): Promise<void> {
+    if (!loaded.policy.rules.some((r) => EVIDENCE_RULES.has(r.type))) return;
+    const { repository } = evidence;
+    const registry = this.options.registry;
+    const subjectBytes = (await registry.getManifest(repository, evidence.subject.digest)).body;
+    const verified: VerifiedEvidence = { signatures: [], attestations: [] };
+    for (const item of evidence.items) {
+      if (item.kind === 'fallback-index') continue;
+      try {
+        const { manifest } = await this.reader.parsed(repository, item.digest);
+        const source = { digest: item.digest, manifest, read: (d: string) => registry.readContent(repository, d, MAX_EVIDENCE_BLOB) };
+        const found = await verifyEvidenceManifest(source, loaded.keys ?? [], subjectBytes);
+        verified.signatures.push(...found.signatures);
+        verified.attestations.push(...found.attestations);
+      } catch (err) {
+        verified.signatures.push({ source: item.digest, signer: null, digest: null, dockerReference: null, problem: `unreadable evidence: ${(err as Error).message}` });
+      }
+    }
+    evidence.extra.verified = verified;
   }
 
   /** Puts the scan (or its state) into the evidence when the policy has a rule that needs one. */

@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { compileGlobs } from '../auth/access.js';
 import { policyProblems, type Problem } from './schema.js';
+import { loadTrustedKey, type TrustedKey } from '../verify/keys.js';
 import type { LoadedPolicy, Policy, RuleType } from './types.js';
 import { registerRuleType, ruleType } from './registry.js';
 
@@ -42,7 +43,41 @@ export function readPolicyFile(file: string): { loaded?: LoadedPolicy; problems:
   }
   const problems = policyProblems(doc).map((p) => ({ file, ...p }));
   if (problems.length > 0) return { problems };
-  return { loaded: { policy: doc as Policy, hash: contentHash(bytes), file }, problems: [] };
+  const policy = doc as Policy;
+  const { keys, problems: keyProblems } = policyKeys(policy, path.dirname(file));
+  const references = ruleReferenceProblems(policy);
+  if (keyProblems.length + references.length > 0) return { problems: [...keyProblems, ...references].map((p) => ({ file, ...p })) };
+  return { loaded: { policy, hash: contentHash(bytes), file, keys }, problems: [] };
+}
+
+/** Reads every key the rules name, relative to the policy's directory. */
+function policyKeys(policy: Policy, dir: string): { keys: TrustedKey[]; problems: Problem[] } {
+  const keys = new Map<string, TrustedKey>();
+  const problems: Problem[] = [];
+  policy.rules.forEach((rule, i) => {
+    if (!Array.isArray(rule.keys)) return;
+    (rule.keys as string[]).forEach((ref, j) => {
+      if (keys.has(ref)) return;
+      try {
+        keys.set(ref, loadTrustedKey(dir, ref));
+      } catch (err) {
+        problems.push({ pointer: `/rules/${i}/keys/${j}`, message: (err as Error).message });
+      }
+    });
+  });
+  return { keys: [...keys.values()], problems };
+}
+
+/** `signedBy` must name a signature rule of the same policy. */
+function ruleReferenceProblems(policy: Policy): Problem[] {
+  const problems: Problem[] = [];
+  policy.rules.forEach((rule, i) => {
+    if (typeof rule.signedBy !== 'string') return;
+    if (!policy.rules.some((r) => r.id === rule.signedBy && r.type === 'signature')) {
+      problems.push({ pointer: `/rules/${i}/signedBy`, message: `names ${JSON.stringify(rule.signedBy)}, which is not a signature rule of this policy` });
+    }
+  });
+  return problems;
 }
 
 /** Every policy in a directory, or every problem found there. */

@@ -5,6 +5,7 @@
 import type { RuleType } from './types.js';
 import { manifestRule } from './rules/manifest.js';
 import { vulnerabilitiesRule } from './rules/vulnerabilities.js';
+import { attestationRule, licensesRule, packagesRule, signatureRule } from './rules/evidence.js';
 
 const types = new Map<string, RuleType>();
 
@@ -27,3 +28,7 @@ export function ruleTypeNames(): string[] {
 
 registerRuleType(manifestRule);
 registerRuleType(vulnerabilitiesRule);
+registerRuleType(signatureRule);
+registerRuleType(attestationRule);
+registerRuleType(packagesRule);
+registerRuleType(licensesRule);

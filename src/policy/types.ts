@@ -5,6 +5,8 @@
  * rule. Rule types plug in through `RuleType` without touching the evaluator's core.
  */
 
+import type { TrustedKey } from '../verify/keys.js';
+
 export type PolicyMode = 'enforce' | 'warn';
 
 /** Every rule has an id (unique in its policy), a type, and optionally its own mode. */
@@ -35,6 +37,8 @@ export interface LoadedPolicy {
   hash: string;
   /** File the policy came from (absent for built-in ones). */
   file?: string;
+  /** Public keys the policy's rules name (`keys`), read from the policy directory at load. */
+  keys?: TrustedKey[];
 }
 
 export interface Platform {

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { policyProblems } from '../../src/policy/schema.js';
 import { evaluate } from '../../src/policy/evaluate.js';
-import { PolicyLoadError, PolicySet, contentHash } from '../../src/policy/loader.js';
+import { PolicyLoadError, PolicySet, contentHash, readPolicyFile } from '../../src/policy/loader.js';
+import { generateKeyPairSync } from 'node:crypto';
 import { registerRuleType, unregisterRuleType } from '../../src/policy/registry.js';
 import type { Evidence, LoadedPolicy, ManifestFacts, Policy } from '../../src/policy/types.js';
 import { lintPolicies, testPolicy } from '../../src/cli/policy.js';
@@ -38,11 +39,27 @@ function loaded(policy: Policy): LoadedPolicy {
 }
 
 describe('policy schema', () => {
-  it('refuses rule types not built yet with a pointer to the rule, and loads the built ones', () => {
-    const problems = policyProblems(PROD_EXAMPLE);
-    expect(problems.map((p) => p.pointer)).to.deep.equal(['/rules/0/type', '/rules/1/type']);
-    expect(problems[0].message).to.equal('rule type "signature" is not available in this gateway yet (known: manifest, vulnerabilities)');
-    expect(policyProblems({ ...PROD_EXAMPLE, rules: PROD_EXAMPLE.rules.slice(2) })).to.deep.equal([]);
+  it('loads the issue\'s prod example with its key, and points at a missing key or an unknown rule type', () => {
+    expect(policyProblems(PROD_EXAMPLE)).to.deep.equal([]);
+    const dir = mkdtempSync(path.join(tmpdir(), 'prod-policy-'));
+    try {
+      writeFileSync(path.join(dir, 'prod.json'), JSON.stringify(PROD_EXAMPLE));
+      expect(readPolicyFile(path.join(dir, 'prod.json')).problems).to.deep.equal([
+        { file: path.join(dir, 'prod.json'), pointer: '/rules/0/keys/0', message: `cannot read public key keys/ci.pub: ENOENT: no such file or directory, open '${path.join(dir, 'keys', 'ci.pub')}'` },
+      ]);
+      mkdirSync(path.join(dir, 'keys'));
+      writeFileSync(path.join(dir, 'keys', 'ci.pub'), generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }));
+      const loadedProd = readPolicyFile(path.join(dir, 'prod.json')).loaded!;
+      expect(loadedProd.keys!.map((k) => k.ref)).to.deep.equal(['keys/ci.pub']);
+      writeFileSync(path.join(dir, 'escape.json'), JSON.stringify({ ...PROD_EXAMPLE, rules: [{ ...PROD_EXAMPLE.rules[0], keys: ['../../etc/passwd'] }] }));
+      expect(readPolicyFile(path.join(dir, 'escape.json')).problems.map((p) => [p.pointer, p.message])).to.deep.equal([
+        ['/rules/0/keys/0', 'key ../../etc/passwd is outside the policy directory'],
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const problems = policyProblems({ ...PROD_EXAMPLE, rules: [{ id: 'x', type: 'provenance', builder: 'y' }] });
+    expect(problems).to.deep.equal([{ pointer: '/rules/0/type', message: 'rule type "provenance" is not available in this gateway yet (known: attestation, licenses, manifest, packages, signature, vulnerabilities)' }]);
   });
 
   it('reports every problem with its JSON pointer', () => {

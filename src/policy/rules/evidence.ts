@@ -1,0 +1,248 @@
+/**
+ * Rule types over verified evidence (`extra.verified`, see src/verify/evidence.ts):
+ * `signature` (k-of-n distinct trusted keys, bound to the exact digest and repository),
+ * `attestation` (predicate types signed by a signature rule's keys, about this digest),
+ * `packages` and `licenses` (from the packages of attested SBOMs). A signature or SBOM
+ * that has not arrived, or does not count, leaves the rule `missing` with the reasons.
+ */
+import type { AttestationCheck, SignatureCheck, VerifiedEvidence } from '../../verify/evidence.js';
+import { shortId } from '../../verify/keys.js';
+import type { SbomPackage } from '../../sbom/packages.js';
+import type { Evidence, RuleBase, RuleContext, RuleType } from '../types.js';
+
+export interface SignatureRule extends RuleBase {
+  type: 'signature';
+  keys: string[];
+  minSignatures?: number;
+  /** Accept signatures whose docker-reference names another repository (images copied between repositories). */
+  allowReferenceMismatch?: boolean;
+}
+
+export interface AttestationRule extends RuleBase {
+  type: 'attestation';
+  predicateTypes: string[];
+  /** Id of a signature rule whose keys must have signed the attestation. */
+  signedBy?: string;
+  keys?: string[];
+}
+
+export interface PackagesRule extends RuleBase {
+  type: 'packages';
+  deny: Array<{ purl?: string; name?: string; versions?: string; reason?: string }>;
+}
+
+export interface LicensesRule extends RuleBase {
+  type: 'licenses';
+  allow?: string[];
+  deny?: string[];
+}
+
+const keyList = { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', minLength: 1, pattern: '^[^/]' } };
+const base = { id: true, type: true, mode: true, description: true };
+
+function verified(evidence: Evidence): VerifiedEvidence {
+  return (evidence.extra.verified as VerifiedEvidence | undefined) ?? { signatures: [], attestations: [] };
+}
+
+function short(digest: string | null): string {
+  return digest ? digest.slice(0, digest.indexOf(':') + 13) : 'nothing';
+}
+
+/** `host:port/team/app:tag` → `team/app` (the registry host and any tag or digest dropped). */
+export function repositoryOf(reference: string): string {
+  let rest = reference.split('@')[0];
+  const slash = rest.indexOf('/');
+  const first = slash >= 0 ? rest.slice(0, slash) : '';
+  if (first.includes('.') || first.includes(':') || first === 'localhost') rest = rest.slice(slash + 1);
+  const colon = rest.lastIndexOf(':');
+  return colon > rest.lastIndexOf('/') ? rest.slice(0, colon) : rest;
+}
+
+function whyNot(check: SignatureCheck, rule: SignatureRule, evidence: Evidence): string | null {
+  if (check.problem) return check.problem;
+  if (!check.signer || !rule.keys.includes(check.signer.keyRef)) return `signed by ${check.signer?.keyRef ?? 'an unknown key'}, which this rule does not trust`;
+  if (check.digest !== evidence.subject.digest) return `signs ${check.digest ?? 'nothing'}, not ${evidence.subject.digest}`;
+  if (check.dockerReference && !rule.allowReferenceMismatch && repositoryOf(check.dockerReference) !== evidence.repository) {
+    return `names repository ${repositoryOf(check.dockerReference)}, not ${evidence.repository}`;
+  }
+  return null;
+}
+
+export const signatureRule: RuleType<SignatureRule> = {
+  type: 'signature',
+  schema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['id', 'type', 'keys'],
+    properties: { ...base, keys: keyList, minSignatures: { type: 'integer', minimum: 1 }, allowReferenceMismatch: { type: 'boolean' } },
+  },
+  evaluate(rule, evidence) {
+    const needed = rule.minSignatures ?? 1;
+    const signers = new Map<string, string>();
+    const problems: string[] = [];
+    for (const check of verified(evidence).signatures) {
+      const problem = whyNot(check, rule, evidence);
+      if (problem) problems.push(`signature in ${short(check.source)}: ${problem}`);
+      else if (check.signer) signers.set(check.signer.keyId, `${check.signer.keyRef} (${shortId(check.signer.keyId)})`);
+    }
+    const details = { signers: [...signers.values()], problems };
+    if (signers.size >= needed) return { status: 'passed', message: `signed by ${[...signers.values()].join(', ')}`, details };
+    const found = needed > 1 ? `${signers.size} of ${needed} required signatures by distinct trusted keys` : `no signature by ${rule.keys.join(' or ')}`;
+    return { status: 'missing', message: [found, ...problems].join('; '), details };
+  },
+};
+
+/** The keys an attestation must be signed with: its own, or those of the signature rule it names. */
+function attestationKeys(rule: AttestationRule, ctx: RuleContext): string[] {
+  if (rule.keys) return rule.keys;
+  const signature = ctx.policy.policy.rules.find((r) => r.id === rule.signedBy && r.type === 'signature') as SignatureRule | undefined;
+  return signature?.keys ?? [];
+}
+
+function attestationProblem(check: AttestationCheck, keys: string[], evidence: Evidence): string | null {
+  if (check.problem) return check.problem;
+  if (!check.signer || !keys.includes(check.signer.keyRef)) return `signed by ${check.signer?.keyRef ?? 'an unknown key'}, which this rule does not trust`;
+  if (!check.subjects.includes(evidence.subject.digest)) return `statement subject is ${check.subjects.map(short).join(', ') || 'empty'}, expected ${evidence.subject.digest}`;
+  return null;
+}
+
+/** Attestations that count for a rule: verified, by its keys, about this digest, of one of its predicate types. */
+export function countingAttestations(evidence: Evidence, keys: string[], predicateTypes?: string[]): { good: AttestationCheck[]; problems: string[] } {
+  const good: AttestationCheck[] = [];
+  const problems: string[] = [];
+  for (const check of verified(evidence).attestations) {
+    if (predicateTypes && !predicateTypes.includes(check.predicateType ?? '')) continue;
+    const problem = attestationProblem(check, keys, evidence);
+    if (problem) problems.push(`${check.predicateType ?? 'attestation'} in ${short(check.source)}: ${problem}`);
+    else good.push(check);
+  }
+  return { good, problems };
+}
+
+export const attestationRule: RuleType<AttestationRule> = {
+  type: 'attestation',
+  schema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['id', 'type', 'predicateTypes'],
+    oneOf: [{ required: ['signedBy'] }, { required: ['keys'] }],
+    properties: { ...base, predicateTypes: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } }, signedBy: { type: 'string' }, keys: keyList },
+  },
+  evaluate(rule, evidence, ctx) {
+    const { good, problems } = countingAttestations(evidence, attestationKeys(rule, ctx), rule.predicateTypes);
+    if (good.length > 0) {
+      return { status: 'passed', message: good.map((a) => `${a.predicateType} signed by ${a.signer?.keyRef}`).join(', '), details: { sources: good.map((a) => a.source) } };
+    }
+    return { status: 'missing', message: [`no signed ${rule.predicateTypes.join(' or ')} attestation for this image`, ...problems].join('; ') };
+  },
+};
+
+/** Packages of every SBOM attested for the subject and signed by a key the policy trusts. */
+function attestedPackages(evidence: Evidence, ctx: RuleContext): SbomPackage[] | null {
+  const keys = ctx.policy.policy.rules.flatMap((r) => (Array.isArray(r.keys) ? (r.keys as string[]) : []));
+  const { good } = countingAttestations(evidence, keys);
+  const sboms = good.filter((a) => a.packages !== null);
+  return sboms.length > 0 ? sboms.flatMap((a) => a.packages ?? []) : null;
+}
+
+/** Numeric-aware version comparison: 2.14.1 < 2.17.1 < 2.17.10. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.\-+_]/);
+  const pb = b.split(/[.\-+_]/);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] ?? '0';
+    const y = pb[i] ?? '0';
+    const nx = /^\d+$/.test(x) ? Number(x) : NaN;
+    const ny = /^\d+$/.test(y) ? Number(y) : NaN;
+    const c = !Number.isNaN(nx) && !Number.isNaN(ny) ? nx - ny : x < y ? -1 : x > y ? 1 : 0;
+    if (c !== 0) return c;
+  }
+  return 0;
+}
+
+/** `<2.17.1`, `>=2.0.0 <2.17.1`, `=1.2.3` (space-separated comparators, all must hold). */
+export function versionInRange(version: string, range: string): boolean {
+  return range.trim().split(/\s+/).every((part) => {
+    const m = /^(<=|>=|<|>|=)?(.+)$/.exec(part);
+    if (!m) return false;
+    const c = compareVersions(version, m[2]);
+    switch (m[1] ?? '=') {
+      case '<': return c < 0;
+      case '<=': return c <= 0;
+      case '>': return c > 0;
+      case '>=': return c >= 0;
+      default: return c === 0;
+    }
+  });
+}
+
+function purlBase(purl: string): string {
+  return purl.split('@')[0].split('?')[0];
+}
+
+export const packagesRule: RuleType<PackagesRule> = {
+  type: 'packages',
+  schema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['id', 'type', 'deny'],
+    properties: {
+      ...base,
+      deny: {
+        type: 'array',
+        minItems: 1,
+        items: {
+          type: 'object',
+          additionalProperties: false,
+          anyOf: [{ required: ['purl'] }, { required: ['name'] }],
+          properties: { purl: { type: 'string', pattern: '^pkg:' }, name: { type: 'string', minLength: 1 }, versions: { type: 'string', minLength: 1 }, reason: { type: 'string' } },
+        },
+      },
+    },
+  },
+  evaluate(rule, evidence, ctx) {
+    const packages = attestedPackages(evidence, ctx);
+    if (!packages) return { status: 'missing', message: 'no signed SBOM attestation lists the packages of this image' };
+    const hits: string[] = [];
+    for (const p of packages) {
+      for (const d of rule.deny) {
+        const byPurl = d.purl && p.purl && purlBase(p.purl) === purlBase(d.purl);
+        const byName = d.name && p.name === d.name;
+        if (!byPurl && !byName) continue;
+        if (d.versions && (!p.version || !versionInRange(p.version, d.versions))) continue;
+        hits.push(`SBOM lists ${p.name} ${p.version ?? '(no version)'}, denied by ${rule.id}${d.reason ? ` (${d.reason})` : ''}`);
+      }
+    }
+    if (hits.length > 0) return { status: 'failed', message: hits.join('; ') };
+    return { status: 'passed', message: `none of ${packages.length} packages is denied` };
+  },
+};
+
+/** SPDX ids in a license expression: `(MIT OR Apache-2.0) AND BSD-3-Clause` → three ids. */
+export function licenseIds(expression: string): string[] {
+  return expression.split(/[()\s]+/).filter((t) => t && !/^(AND|OR|WITH)$/i.test(t));
+}
+
+export const licensesRule: RuleType<LicensesRule> = {
+  type: 'licenses',
+  schema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['id', 'type'],
+    anyOf: [{ required: ['allow'] }, { required: ['deny'] }],
+    properties: { ...base, allow: { type: 'array', items: { type: 'string', minLength: 1 } }, deny: { type: 'array', items: { type: 'string', minLength: 1 } } },
+  },
+  evaluate(rule, evidence, ctx) {
+    const packages = attestedPackages(evidence, ctx);
+    if (!packages) return { status: 'missing', message: 'no signed SBOM attestation lists the licenses of this image' };
+    const problems: string[] = [];
+    for (const p of packages) {
+      for (const id of p.licenses.flatMap(licenseIds)) {
+        if (rule.deny?.includes(id)) problems.push(`${p.name} ${p.version ?? ''} is licensed ${id}, which is denied`.replace('  ', ' '));
+        else if (rule.allow && !rule.allow.includes(id)) problems.push(`${p.name} ${p.version ?? ''} is licensed ${id}, which is not allowed`.replace('  ', ' '));
+      }
+    }
+    if (problems.length > 0) return { status: 'failed', message: problems.join('; ') };
+    return { status: 'passed', message: `the licenses of ${packages.length} packages are acceptable` };
+  },
+};

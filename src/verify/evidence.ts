@@ -1,0 +1,216 @@
+/**
+ * Verifies what evidence manifests carry, offline, with @sigstore/verify: cosign simple-
+ * signing signatures (`.sig` tags and referrers), DSSE attestations (`.att`), and Sigstore
+ * bundles (v0.1–v0.3 referrers, message signatures and DSSE). Keys come from the policy;
+ * every check says what was found and why it does not count. The results are facts for the
+ * rules (which stay pure): who signed, which digest, which statement.
+ */
+import { createHash } from 'node:crypto';
+import { bundleFromJSON } from '@sigstore/bundle';
+import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { Verifier, toSignedEntity, toTrustMaterial } from '@sigstore/verify';
+import type { ParsedManifest } from '../registry/manifest.js';
+import { sbomFormat, sbomPackages, type SbomPackage } from '../sbom/packages.js';
+import { shortId, type TrustedKey } from './keys.js';
+
+export const SIMPLE_SIGNING = 'application/vnd.dev.cosign.simplesigning.v1+json';
+export const DSSE_ENVELOPE = 'application/vnd.dsse.envelope.v1+json';
+const COSIGN_SIGNATURE = 'dev.cosignproject.cosign/signature';
+const IN_TOTO = 'application/vnd.in-toto+json';
+/** cosign 3 signs images as a DSSE statement with this predicate. */
+export const COSIGN_SIGN_PREDICATE = 'https://sigstore.dev/cosign/sign/v1';
+
+export interface Signer {
+  keyRef: string;
+  keyId: string;
+}
+
+export interface SignatureCheck {
+  /** The evidence manifest it came from. */
+  source: string;
+  signer: Signer | null;
+  /** The digest the signature binds (docker-manifest-digest or the statement subject). */
+  digest: string | null;
+  /** `critical.identity.docker-reference` of a simple-signing payload. */
+  dockerReference: string | null;
+  problem: string | null;
+}
+
+export interface AttestationCheck {
+  source: string;
+  signer: Signer | null;
+  predicateType: string | null;
+  subjects: string[];
+  /** The normalized package list when the predicate is an SBOM. */
+  packages: SbomPackage[] | null;
+  predicate: unknown;
+  problem: string | null;
+}
+
+export interface VerifiedEvidence {
+  signatures: SignatureCheck[];
+  attestations: AttestationCheck[];
+}
+
+export interface EvidenceSource {
+  digest: string;
+  manifest: ParsedManifest;
+  /** Reads one of the manifest's blobs (bounded). */
+  read(digest: string): Promise<Buffer>;
+}
+
+const EMPTY_ROOT = TrustedRoot.fromJSON({
+  mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
+  tlogs: [],
+  certificateAuthorities: [],
+  ctlogs: [],
+  timestampAuthorities: [],
+});
+
+/** Tries each trusted key; the first that verifies is the signer. */
+function verifyWithKeys(bundle: ReturnType<typeof bundleFromJSON>, keys: TrustedKey[], artifact?: Buffer): { signer: Signer | null; problem: string | null } {
+  if (bundle.verificationMaterial.content.$case !== 'publicKey') {
+    return { signer: null, problem: 'keyless (certificate) signatures are not verified by this gateway yet' };
+  }
+  if (keys.length === 0) return { signer: null, problem: 'the policy trusts no keys' };
+  let lastError = '';
+  for (const trusted of keys) {
+    const trust = toTrustMaterial(EMPTY_ROOT, () => ({ publicKey: trusted.key, validFor: () => true }));
+    try {
+      new Verifier(trust, { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 }).verify(toSignedEntity(bundle, artifact));
+      return { signer: { keyRef: trusted.ref, keyId: trusted.id }, problem: null };
+    } catch (err) {
+      lastError = (err as Error).message;
+    }
+  }
+  return { signer: null, problem: `not signed by any trusted key (${keys.map((k) => `${k.ref} ${shortId(k.id)}`).join(', ')}): ${lastError}` };
+}
+
+function messageBundle(signature: string, payload: Buffer) {
+  return bundleFromJSON({
+    mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+    verificationMaterial: { publicKey: { hint: '' }, tlogEntries: [] },
+    messageSignature: { messageDigest: { algorithm: 'SHA2_256', digest: createHash('sha256').update(payload).digest('base64') }, signature },
+  });
+}
+
+function dsseBundle(envelope: { payload: string; payloadType: string; signatures: Array<{ sig: string; keyid?: string }> }) {
+  return bundleFromJSON({
+    mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+    verificationMaterial: { publicKey: { hint: '' }, tlogEntries: [] },
+    dsseEnvelope: { payload: envelope.payload, payloadType: envelope.payloadType, signatures: envelope.signatures.map((s) => ({ sig: s.sig, keyid: s.keyid ?? '' })) },
+  });
+}
+
+/** Simple-signing payload: which digest and reference it vouches for. */
+function simpleSigning(payload: Buffer): { digest: string | null; dockerReference: string | null; problem: string | null } {
+  let doc: { critical?: { type?: string; image?: Record<string, unknown>; identity?: Record<string, unknown> } };
+  try {
+    doc = JSON.parse(payload.toString('utf8')) as typeof doc;
+  } catch {
+    return { digest: null, dockerReference: null, problem: 'the signed payload is not JSON' };
+  }
+  const critical = doc.critical;
+  if (critical?.type !== 'cosign container image signature') {
+    return { digest: null, dockerReference: null, problem: `the signed payload is not a cosign container image signature (type ${JSON.stringify(critical?.type)})` };
+  }
+  const digest = typeof critical.image?.['docker-manifest-digest'] === 'string' ? (critical.image['docker-manifest-digest'] as string) : null;
+  const reference = typeof critical.identity?.['docker-reference'] === 'string' ? (critical.identity['docker-reference'] as string) : null;
+  return { digest, dockerReference: reference, problem: digest ? null : 'the signed payload names no docker-manifest-digest' };
+}
+
+interface Statement {
+  predicateType: string | null;
+  subjects: string[];
+  predicate: unknown;
+  problem: string | null;
+}
+
+function statementOf(payloadType: string, payloadB64: string): Statement {
+  if (payloadType !== IN_TOTO) return { predicateType: null, subjects: [], predicate: null, problem: `payload type ${payloadType} is not an in-toto statement` };
+  let doc: { _type?: string; predicateType?: unknown; subject?: unknown; predicate?: unknown };
+  try {
+    doc = JSON.parse(Buffer.from(payloadB64, 'base64').toString('utf8')) as typeof doc;
+  } catch {
+    return { predicateType: null, subjects: [], predicate: null, problem: 'the statement is not JSON' };
+  }
+  if (doc._type !== 'https://in-toto.io/Statement/v0.1' && doc._type !== 'https://in-toto.io/Statement/v1') {
+    return { predicateType: null, subjects: [], predicate: null, problem: `unknown statement type ${JSON.stringify(doc._type)}` };
+  }
+  const subjects = (Array.isArray(doc.subject) ? doc.subject : [])
+    .flatMap((s: { digest?: Record<string, unknown> }) => Object.entries(s?.digest ?? {}).map(([alg, hex]) => `${alg}:${String(hex)}`));
+  return { predicateType: typeof doc.predicateType === 'string' ? doc.predicateType : null, subjects, predicate: doc.predicate, problem: null };
+}
+
+function packagesOf(predicate: unknown): SbomPackage[] | null {
+  if (!sbomFormat(predicate)) return null;
+  try {
+    return sbomPackages(predicate);
+  } catch {
+    return null;
+  }
+}
+
+function isBundleType(mediaType: string): boolean {
+  return mediaType === 'application/vnd.dev.sigstore.bundle.v0.3+json' || /^application\/vnd\.dev\.sigstore\.bundle\+json;version=0\.[12]$/.test(mediaType);
+}
+
+/**
+ * Checks every signature and attestation an evidence manifest carries. `subjectBytes` are the
+ * subject manifest's bytes (what a message-signature bundle signs).
+ */
+export async function verifyEvidenceManifest(source: EvidenceSource, keys: TrustedKey[], subjectBytes: Buffer): Promise<VerifiedEvidence> {
+  const out: VerifiedEvidence = { signatures: [], attestations: [] };
+  for (const layer of source.manifest.layers) {
+    if (layer.mediaType === SIMPLE_SIGNING) {
+      const signature = layer.annotations?.[COSIGN_SIGNATURE];
+      const payload = await source.read(layer.digest);
+      if (!signature) {
+        out.signatures.push({ source: source.digest, signer: null, digest: null, dockerReference: null, problem: 'a simple-signing layer without a signature annotation' });
+        continue;
+      }
+      const verified = verifyWithKeys(messageBundle(signature, payload), keys, payload);
+      const claims = simpleSigning(payload);
+      out.signatures.push({ source: source.digest, signer: verified.signer, digest: claims.digest, dockerReference: claims.dockerReference, problem: verified.problem ?? claims.problem });
+    } else if (layer.mediaType === DSSE_ENVELOPE) {
+      const envelope = JSON.parse((await source.read(layer.digest)).toString('utf8')) as Parameters<typeof dsseBundle>[0];
+      const verified = verifyWithKeys(dsseBundle(envelope), keys);
+      out.attestations.push(attestation(source.digest, verified, statementOf(envelope.payloadType, envelope.payload)));
+    } else if (isBundleType(layer.mediaType)) {
+      let bundle: ReturnType<typeof bundleFromJSON>;
+      try {
+        bundle = bundleFromJSON(JSON.parse((await source.read(layer.digest)).toString('utf8')));
+      } catch (err) {
+        out.signatures.push({ source: source.digest, signer: null, digest: null, dockerReference: null, problem: `not a valid Sigstore bundle: ${(err as Error).message}` });
+        continue;
+      }
+      if (bundle.content.$case === 'dsseEnvelope') {
+        const env = bundle.content.dsseEnvelope;
+        const verified = verifyWithKeys(bundle, keys);
+        const statement = statementOf(env.payloadType, env.payload.toString('base64'));
+        if (statement.predicateType === COSIGN_SIGN_PREDICATE) {
+          out.signatures.push({ source: source.digest, signer: verified.signer, digest: statement.subjects[0] ?? null, dockerReference: null, problem: verified.problem ?? statement.problem });
+        } else {
+          out.attestations.push(attestation(source.digest, verified, statement));
+        }
+      } else {
+        const verified = verifyWithKeys(bundle, keys, subjectBytes);
+        const digest = `sha256:${createHash('sha256').update(subjectBytes).digest('hex')}`;
+        out.signatures.push({ source: source.digest, signer: verified.signer, digest: verified.problem ? null : digest, dockerReference: null, problem: verified.problem });
+      }
+    }
+  }
+  return out;
+}
+
+function attestation(source: string, verified: { signer: Signer | null; problem: string | null }, statement: Statement): AttestationCheck {
+  return {
+    source,
+    signer: verified.signer,
+    predicateType: statement.predicateType,
+    subjects: statement.subjects,
+    packages: packagesOf(statement.predicate),
+    predicate: statement.predicate,
+    problem: verified.problem ?? statement.problem,
+  };
+}
