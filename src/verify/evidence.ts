@@ -5,7 +5,7 @@
  * every check says what was found and why it does not count. The results are facts for the
  * rules (which stay pure): who signed, which digest, which statement.
  */
-import { createHash } from 'node:crypto';
+import { createHash, verify as cryptoVerify } from 'node:crypto';
 import { bundleFromJSON } from '@sigstore/bundle';
 import { TrustedRoot } from '@sigstore/protobuf-specs';
 import { Verifier, toSignedEntity, toTrustMaterial } from '@sigstore/verify';
@@ -75,6 +75,11 @@ function verifyWithKeys(bundle: ReturnType<typeof bundleFromJSON>, keys: Trusted
   if (keys.length === 0) return { signer: null, problem: 'the policy trusts no keys' };
   let lastError = '';
   for (const trusted of keys) {
+    if (trusted.key.asymmetricKeyType === 'ed25519') {
+      if (verifyEd25519(bundle, trusted, artifact)) return { signer: { keyRef: trusted.ref, keyId: trusted.id }, problem: null };
+      lastError = 'signature verification failed';
+      continue;
+    }
     const trust = toTrustMaterial(EMPTY_ROOT, () => ({ publicKey: trusted.key, validFor: () => true }));
     try {
       new Verifier(trust, { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 }).verify(toSignedEntity(bundle, artifact));
@@ -84,6 +89,19 @@ function verifyWithKeys(bundle: ReturnType<typeof bundleFromJSON>, keys: Trusted
     }
   }
   return { signer: null, problem: `not signed by any trusted key (${keys.map((k) => `${k.ref} ${shortId(k.id)}`).join(', ')}): ${lastError}` };
+}
+
+/**
+ * Ed25519 signs the message itself (no prehash), which @sigstore/verify's keyed path does
+ * not do; the same checks by hand: the message, or DSSE's pre-authentication encoding.
+ */
+function verifyEd25519(bundle: ReturnType<typeof bundleFromJSON>, trusted: TrustedKey, artifact?: Buffer): boolean {
+  if (bundle.content.$case === 'messageSignature') {
+    return artifact !== undefined && cryptoVerify(null, artifact, trusted.key, bundle.content.messageSignature.signature);
+  }
+  const env = bundle.content.dsseEnvelope;
+  const pae = Buffer.concat([Buffer.from(`DSSEv1 ${Buffer.byteLength(env.payloadType)} ${env.payloadType} ${env.payload.length} `), env.payload]);
+  return env.signatures.some((s) => cryptoVerify(null, pae, trusted.key, s.sig));
 }
 
 function messageBundle(signature: string, payload: Buffer) {

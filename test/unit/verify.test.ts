@@ -1,0 +1,227 @@
+/**
+ * Verification of what real cosign put in a registry (fixtures), of signatures made here
+ * with generated keys, and the signature, attestation, packages and licenses rules on the
+ * results: what counts, and what does not and why.
+ */
+import { expect } from 'chai';
+import { createHash, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { keyIdOf, type TrustedKey } from '../../src/verify/keys.js';
+import { verifyEvidenceManifest, type VerifiedEvidence } from '../../src/verify/evidence.js';
+import { parseManifest } from '../../src/registry/manifest.js';
+import { sbomPackages } from '../../src/sbom/packages.js';
+import { compareVersions, licenseIds, repositoryOf, versionInRange } from '../../src/policy/rules/evidence.js';
+import { evaluate } from '../../src/policy/evaluate.js';
+import { contentHash } from '../../src/policy/loader.js';
+import type { Evidence, LoadedPolicy, Policy } from '../../src/policy/types.js';
+
+const COSIGN = fileURLToPath(new URL('../fixtures/cosign/', import.meta.url));
+const SHARED_SBOM = fileURLToPath(new URL('../fixtures/sbom/', import.meta.url));
+const read = (name: string) => readFileSync(path.join(COSIGN, name));
+const IMAGE = 'sha256:a74969ca8131d0ca2353aeb7f12d108638235a77b7d72cce15a8aeb9425b04a4';
+const sha = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+function trusted(ref: string, key: KeyObject): TrustedKey {
+  return { ref, id: keyIdOf(key), key };
+}
+/** An evidence source over fixture or in-memory blobs. */
+function source(manifestJson: Buffer, blobs: Record<string, Buffer>) {
+  const manifest = parseManifest(manifestJson, 'application/vnd.oci.image.manifest.v1+json');
+  return { digest: sha(manifestJson), manifest, read: async (d: string) => blobs[d] ?? Promise.reject(new Error(`no blob ${d}`)) };
+}
+
+function evidenceOf(verified: VerifiedEvidence, repository = 'demo/hello', digest = IMAGE): Evidence {
+  return {
+    repository,
+    subject: { digest, mediaType: 'application/vnd.oci.image.manifest.v1+json', artifactType: null, totalSize: 1, annotations: {}, labels: {}, platforms: [], children: [] },
+    items: [],
+    extra: { verified },
+  };
+}
+
+function policy(rules: Array<Record<string, unknown>>): LoadedPolicy {
+  const p = { name: 'p', repositories: ['**'], mode: 'enforce', rules } as Policy;
+  return { policy: p, hash: contentHash(JSON.stringify(p)) };
+}
+
+describe('verifying what cosign wrote (real fixtures)', () => {
+  it('verifies a cosign sign signature and reads the digest and reference it binds', async () => {
+    const key = trusted('keys/cosign.pub', createPublicKey(read('cosign.pub').toString()));
+    const manifest = read('cosign-sig-manifest.json');
+    const payload = read('cosign-sig-payload.json');
+    const found = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: payload }), [key], Buffer.alloc(0));
+    expect(found.signatures).to.deep.equal([
+      { source: sha(manifest), signer: { keyRef: 'keys/cosign.pub', keyId: key.id }, digest: IMAGE, dockerReference: '127.0.0.1:5102/demo/hello', problem: null },
+    ]);
+  });
+
+  it('verifies cosign attest DSSE envelopes and normalizes their SBOMs', async () => {
+    const key = trusted('keys/cosign.pub', createPublicKey(read('cosign.pub').toString()));
+    const manifest = read('cosign-att-manifest.json');
+    const envelopes = [read('cosign-att-dsse-envelope-0.json'), read('cosign-att-dsse-envelope-1.json')];
+    const found = await verifyEvidenceManifest(source(manifest, Object.fromEntries(envelopes.map((e) => [sha(e), e]))), [key], Buffer.alloc(0));
+    expect(found.attestations.map((a) => [a.predicateType, a.problem, a.subjects])).to.deep.equal([
+      ['https://spdx.dev/Document', null, [IMAGE]],
+      ['https://cyclonedx.org/bom', null, [IMAGE]],
+    ]);
+    expect(found.attestations[1].packages).to.deep.equal([{ name: 'hello', version: '1.0.0', purl: null, licenses: [] }]);
+  });
+
+  it('verifies a Sigstore bundle referrer (cosign attest --new-bundle-format)', async () => {
+    const key = trusted('keys/cosign.pub', createPublicKey(read('cosign.pub').toString()));
+    const manifest = read('cosign-bundle-manifest.json');
+    const bundle = read('cosign-bundle.sigstore.json');
+    const found = await verifyEvidenceManifest(source(manifest, { [sha(bundle)]: bundle }), [key], Buffer.alloc(0));
+    expect(found.attestations).to.have.length(1);
+    expect(found.attestations[0]).to.deep.include({ predicateType: 'https://spdx.dev/Document', problem: null, subjects: ['sha256:3cd95dbcdc432525933509994e06311f1aaeede095a6b231ba2ca57b8fdb8e7b'] });
+  });
+
+  it('names the trusted keys when a signature is by another key, and counts nothing', async () => {
+    const other = trusted('keys/other.pub', generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey);
+    const manifest = read('cosign-sig-manifest.json');
+    const payload = read('cosign-sig-payload.json');
+    const found = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: payload }), [other], Buffer.alloc(0));
+    expect(found.signatures[0].signer).to.equal(null);
+    expect(found.signatures[0].problem).to.match(/^not signed by any trusted key \(keys\/other\.pub SHA256:[0-9a-f]{16}\)/);
+  });
+});
+
+/** Signs like cosign: simple signing over the payload bytes; DSSE over PAE. */
+function cosignSignature(privateKey: KeyObject, digest: string, reference = 'gw.example/demo/hello') {
+  const payload = Buffer.from(JSON.stringify({ critical: { identity: { 'docker-reference': reference }, image: { 'docker-manifest-digest': digest }, type: 'cosign container image signature' }, optional: null }));
+  const signature = sign(privateKey.asymmetricKeyType === 'ed25519' ? null : 'sha256', payload, privateKey).toString('base64');
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha('{}'), size: 2 },
+    layers: [{ mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', digest: sha(payload), size: payload.length, annotations: { 'dev.cosignproject.cosign/signature': signature } }],
+  }));
+  return { manifest, blobs: { [sha(payload)]: payload } };
+}
+
+function dsseAttestation(privateKey: KeyObject, subject: string, predicateType: string, predicate: unknown) {
+  const statement = Buffer.from(JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [{ name: 'x', digest: { sha256: subject.split(':')[1] } }], predicateType, predicate }));
+  const type = 'application/vnd.in-toto+json';
+  const pae = Buffer.concat([Buffer.from(`DSSEv1 ${type.length} ${type} ${statement.length} `), statement]);
+  const sig = sign(privateKey.asymmetricKeyType === 'ed25519' ? null : 'sha256', pae, privateKey).toString('base64');
+  const envelope = Buffer.from(JSON.stringify({ payloadType: type, payload: statement.toString('base64'), signatures: [{ keyid: '', sig }] }));
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha('{}'), size: 2 },
+    layers: [{ mediaType: 'application/vnd.dsse.envelope.v1+json', digest: sha(envelope), size: envelope.length, annotations: { predicateType } }],
+  }));
+  return { manifest, blobs: { [sha(envelope)]: envelope } };
+}
+
+describe('signature and attestation rules on keys made in the test', () => {
+  const ci = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const release = generateKeyPairSync('ed25519');
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const keys = [trusted('keys/ci.pub', ci.publicKey), trusted('keys/release.pub', release.publicKey), trusted('keys/rsa.pub', rsa.publicKey)];
+  const subject = `sha256:${'b'.repeat(64)}`;
+  const verify = async (...sources: Array<{ manifest: Buffer; blobs: Record<string, Buffer> }>) => {
+    const all: VerifiedEvidence = { signatures: [], attestations: [] };
+    for (const s of sources) {
+      const found = await verifyEvidenceManifest(source(s.manifest, s.blobs), keys, Buffer.alloc(0));
+      all.signatures.push(...found.signatures);
+      all.attestations.push(...found.attestations);
+    }
+    return all;
+  };
+  const signatureRule = { id: 'signed', type: 'signature', keys: ['keys/ci.pub', 'keys/release.pub', 'keys/rsa.pub'] };
+
+  it('counts k of n distinct trusted signers over ECDSA, Ed25519 and RSA', async () => {
+    const v = await verify(cosignSignature(ci.privateKey, subject, 'gw.example/demo/hello'), cosignSignature(ci.privateKey, subject, 'gw.example/demo/hello:v1'));
+    const one = evaluate(policy([{ ...signatureRule, minSignatures: 2 }]), evidenceOf(v, 'demo/hello', subject), new Date());
+    expect(one.outcome).to.equal('pending');
+    expect(one.waitingFor[0]).to.match(/^signed: 1 of 2 required signatures by distinct trusted keys/);
+    const ed = cosignSignature(release.privateKey, subject, 'gw.example/demo/hello');
+    const rs = cosignSignature(rsa.privateKey, subject, 'gw.example/demo/hello');
+    const two = evaluate(policy([{ ...signatureRule, minSignatures: 3 }]), evidenceOf(await verify(cosignSignature(ci.privateKey, subject), ed, rs), 'demo/hello', subject), new Date());
+    expect(two.outcome).to.equal('admitted');
+    expect(two.results[0].message).to.match(/^signed by keys\/ci\.pub \(SHA256:[0-9a-f]{16}\), keys\/release\.pub \(SHA256:[0-9a-f]{16}\), keys\/rsa\.pub/);
+  });
+
+  it('does not count a signature for another digest, another repository, or a tampered payload', async () => {
+    const moved = evaluate(policy([signatureRule]), evidenceOf(await verify(cosignSignature(ci.privateKey, `sha256:${'c'.repeat(64)}`)), 'demo/hello', subject), new Date());
+    expect(moved.outcome).to.equal('pending');
+    expect(moved.waitingFor[0]).to.include(`signs sha256:${'c'.repeat(64)}, not ${subject}`);
+    const elsewhere = evaluate(policy([signatureRule]), evidenceOf(await verify(cosignSignature(ci.privateKey, subject, 'gw.example/other/app')), 'demo/hello', subject), new Date());
+    expect(elsewhere.waitingFor[0]).to.include('names repository other/app, not demo/hello');
+    expect(evaluate(policy([{ ...signatureRule, allowReferenceMismatch: true }]), evidenceOf(await verify(cosignSignature(ci.privateKey, subject, 'gw.example/other/app')), 'demo/hello', subject), new Date()).outcome).to.equal('admitted');
+    const tampered = cosignSignature(ci.privateKey, subject);
+    const [payloadDigest] = Object.keys(tampered.blobs);
+    tampered.blobs[payloadDigest] = Buffer.from(tampered.blobs[payloadDigest].toString().replace('bbbb', 'cccc'));
+    const broken = evaluate(policy([signatureRule]), evidenceOf(await verify(tampered), 'demo/hello', subject), new Date());
+    expect(broken.waitingFor[0]).to.include('not signed by any trusted key');
+  });
+
+  it('requires attestations signed by the named signature rule\'s keys, about this exact image', async () => {
+    const rules = [signatureRule, { id: 'sbom', type: 'attestation', predicateTypes: ['https://spdx.dev/Document', 'https://cyclonedx.org/bom'], signedBy: 'signed' }];
+    const cdx = JSON.parse(readFileSync(path.join(SHARED_SBOM, 'npm-cyclonedx.json'), 'utf8')) as unknown;
+    const good = evaluate(policy(rules), evidenceOf(await verify(cosignSignature(ci.privateKey, subject), dsseAttestation(ci.privateKey, subject, 'https://cyclonedx.org/bom', cdx)), 'demo/hello', subject), new Date());
+    expect(good.outcome).to.equal('admitted');
+    expect(good.results[1].message).to.equal('https://cyclonedx.org/bom signed by keys/ci.pub');
+    const otherImage = evaluate(policy(rules), evidenceOf(await verify(cosignSignature(ci.privateKey, subject), dsseAttestation(ci.privateKey, `sha256:${'d'.repeat(64)}`, 'https://cyclonedx.org/bom', cdx)), 'demo/hello', subject), new Date());
+    expect(otherImage.outcome).to.equal('pending');
+    expect(otherImage.waitingFor.join(' ')).to.include(`statement subject is sha256:dddddddddddd, expected ${subject}`);
+    const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const unsigned = evaluate(policy(rules), evidenceOf(await verify(cosignSignature(ci.privateKey, subject), dsseAttestation(stranger.privateKey, subject, 'https://cyclonedx.org/bom', cdx)), 'demo/hello', subject), new Date());
+    expect(unsigned.outcome).to.equal('pending');
+    expect(unsigned.waitingFor.join(' ')).to.include('not signed by any trusted key');
+  });
+
+  it('denies packages and licenses from a signed SBOM, naming them', async () => {
+    const spdx = {
+      spdxVersion: 'SPDX-2.3', SPDXID: 'SPDXRef-DOCUMENT',
+      packages: [
+        { name: 'log4j-core', versionInfo: '2.14.1', licenseConcluded: 'Apache-2.0', externalRefs: [{ referenceCategory: 'PACKAGE-MANAGER', referenceType: 'purl', referenceLocator: 'pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1' }] },
+        { name: 'left-pad', versionInfo: '1.3.0', licenseConcluded: '(MIT OR GPL-3.0-only)' },
+      ],
+    };
+    const rules = [
+      { id: 'signed', type: 'signature', keys: ['keys/ci.pub'] },
+      { id: 'no-log4shell', type: 'packages', deny: [{ purl: 'pkg:maven/org.apache.logging.log4j/log4j-core', versions: '>=2.0.0 <2.17.1', reason: 'CVE-2021-44228' }] },
+      { id: 'no-gpl', type: 'licenses', deny: ['GPL-3.0-only'] },
+    ];
+    const v = await verify(cosignSignature(ci.privateKey, subject), dsseAttestation(ci.privateKey, subject, 'https://spdx.dev/Document', spdx));
+    const decision = evaluate(policy(rules), evidenceOf(v, 'demo/hello', subject), new Date());
+    expect(decision.outcome).to.equal('denied');
+    expect(decision.reasons).to.deep.equal([
+      'no-log4shell: SBOM lists log4j-core 2.14.1, denied by no-log4shell (CVE-2021-44228)',
+      'no-gpl: left-pad 1.3.0 is licensed GPL-3.0-only, which is denied',
+    ]);
+    const withoutSbom = evaluate(policy(rules), evidenceOf(await verify(cosignSignature(ci.privateKey, subject)), 'demo/hello', subject), new Date());
+    expect(withoutSbom.waitingFor).to.include('no-log4shell: no signed SBOM attestation lists the packages of this image');
+  });
+});
+
+describe('SBOM normalization and helpers', () => {
+  it('reads SPDX and CycloneDX documents as Trivy writes them into one package list', () => {
+    const spdx = sbomPackages(JSON.parse(readFileSync(path.join(SHARED_SBOM, 'julia-spdx.json'), 'utf8')));
+    expect(spdx.length).to.be.greaterThan(0);
+    expect(spdx.some((p) => p.purl?.startsWith('pkg:julia/'))).to.equal(true);
+    const cdx = sbomPackages(JSON.parse(readFileSync(path.join(SHARED_SBOM, 'npm-cyclonedx.json'), 'utf8')));
+    expect(cdx.some((p) => p.purl?.startsWith('pkg:npm/'))).to.equal(true);
+    const licensed = sbomPackages({ bomFormat: 'CycloneDX', specVersion: '1.6', components: [
+      { name: 'a', version: '1', licenses: [{ license: { id: 'MIT' } }], components: [{ name: 'b', version: '2', licenses: [{ expression: 'Apache-2.0 OR MIT' }] }] },
+    ] });
+    expect(licensed).to.deep.equal([
+      { name: 'a', version: '1', purl: null, licenses: ['MIT'] },
+      { name: 'b', version: '2', purl: null, licenses: ['Apache-2.0 OR MIT'] },
+    ]);
+    expect(() => sbomPackages({ hello: 'world' })).to.throw(/not an SPDX or CycloneDX/);
+  });
+
+  it('compares versions, ranges, license expressions and references', () => {
+    expect(compareVersions('2.14.1', '2.17.1')).to.be.below(0);
+    expect(compareVersions('2.17.10', '2.17.9')).to.be.above(0);
+    expect(versionInRange('2.14.1', '>=2.0.0 <2.17.1')).to.equal(true);
+    expect(versionInRange('2.17.1', '>=2.0.0 <2.17.1')).to.equal(false);
+    expect(licenseIds('(MIT OR Apache-2.0) AND BSD-3-Clause')).to.deep.equal(['MIT', 'Apache-2.0', 'BSD-3-Clause']);
+    expect(repositoryOf('127.0.0.1:5102/demo/hello')).to.equal('demo/hello');
+    expect(repositoryOf('registry.example.com/team/app:v1')).to.equal('team/app');
+    expect(repositoryOf('team/app@sha256:abc')).to.equal('team/app');
+  });
+});
