@@ -92,6 +92,17 @@ describe('signature and SBOM gate with real cosign', function () {
     await cosign(['verify-attestation', '--key', path.join(work, 'ci.pub'), '--insecure-ignore-tlog=true', '--type', 'spdxjson', ...http, ref], { cwd: work, env: readerEnv });
   });
 
+  it('admits with an attestation in the new Sigstore bundle format, found through the referrers API', async () => {
+    const repo = 'team/bundle';
+    const digest = await push(repo, 'v1');
+    const ref = `${gw.host}/${repo}@${digest}`;
+    await sign('ci.key', ref);
+    await cosign(['attest', '--new-bundle-format', '--key', path.join(work, 'ci.key'), '--tlog-upload=false', '--yes', '--type', 'spdxjson', '--predicate', SBOM, ...http, ref], { cwd: work, env });
+    const referrers = (await (await alice.request('GET', `/v2/${repo}/referrers/${digest}`)).json()) as { manifests: Array<{ artifactType?: string }> };
+    expect(referrers.manifests.map((m) => m.artifactType)).to.include('application/vnd.dev.sigstore.bundle.v0.3+json');
+    expect((await admission(repo, digest)).state).to.equal('admitted');
+  });
+
   it('keeps an image signed by an untrusted key in quarantine and says why', async () => {
     const repo = 'team/rogue';
     const digest = await push(repo, 'v1');
