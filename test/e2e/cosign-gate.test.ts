@@ -113,6 +113,24 @@ describe('signature and SBOM gate with real cosign', function () {
     expect(await readerStatus(repo, 'v1')).to.equal(404);
   });
 
+  it('does not count a signature whose payload was tampered with and re-pushed with oras', async () => {
+    const repo = 'team/tampered';
+    const signed = await push(repo, 'signed');
+    await sign('ci.key', `${gw.host}/${repo}@${signed}`);
+    const target = await push(repo, 'target', 'target');
+    // Take the valid signature, point its payload at the other image, push it with oras as that image's signature.
+    const sigTag = `sha256-${signed.split(':')[1]}.sig`;
+    const sigManifest = (await (await alice.request('GET', `/v2/${repo}/manifests/${sigTag}`, { headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' } })).json()) as { layers: Array<{ digest: string; annotations: Record<string, string> }> };
+    const payload = Buffer.from(await (await alice.request('GET', `/v2/${repo}/blobs/${sigManifest.layers[0].digest}`)).arrayBuffer()).toString();
+    const dir = mkdtempSync(path.join(work, 'tamper-'));
+    writeFileSync(path.join(dir, 'payload.json'), payload.replace(signed, target));
+    writeFileSync(path.join(dir, 'annotations.json'), JSON.stringify({ 'payload.json': sigManifest.layers[0].annotations }));
+    await oras(['push', '--plain-http', '-u', 'alice', '-p', PASSWORDS.alice, '--annotation-file', 'annotations.json', `${gw.host}/${repo}:sha256-${target.split(':')[1]}.sig`, 'payload.json:application/vnd.dev.cosign.simplesigning.v1+json'], { cwd: dir, env });
+    const view = await admission(repo, target);
+    expect(view.state).to.equal('pending');
+    expect(view.waitingFor.join(' ')).to.include('not signed by any trusted key');
+  });
+
   it('does not let a signature follow a tag moved to other content', async () => {
     const repo = 'team/moved';
     const first = await push(repo, 'v1');
