@@ -78,6 +78,18 @@ describe('verifying what cosign wrote (real fixtures)', () => {
     expect(found.attestations[0]).to.deep.include({ predicateType: 'https://spdx.dev/Document', problem: null, subjects: ['sha256:3cd95dbcdc432525933509994e06311f1aaeede095a6b231ba2ca57b8fdb8e7b'] });
   });
 
+  it('verifies a bundle made with @sigstore/sign and attached by @sigstore/oci, with its local key', async () => {
+    const key = trusted('keys/npm.pub', createPublicKey(read('npm-local-p256.pub').toString()));
+    const manifest = read('sigstore-oci-artifact-manifest.json');
+    const bundle = read('npm-keyed-dsse.sigstore.json');
+    // The fixture file is the bundle pretty-printed; the registry held it compact (the layer digest).
+    const layer = (JSON.parse(manifest.toString()) as { layers: Array<{ digest: string }> }).layers[0].digest;
+    const found = await verifyEvidenceManifest(source(manifest, { [layer]: bundle }), [key], Buffer.alloc(0));
+    expect(found.attestations).to.have.length(1);
+    expect(found.attestations[0]).to.deep.include({ signer: { keyRef: 'keys/npm.pub', keyId: key.id }, problem: null, predicateType: 'https://spdx.dev/Document' });
+    expect(found.attestations[0].packages).to.deep.equal([{ name: 'hello', version: '1.0.0', purl: null, licenses: ['MIT'] }]);
+  });
+
   it('names the trusted keys when a signature is by another key, and counts nothing', async () => {
     const other = trusted('keys/other.pub', generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey);
     const manifest = read('cosign-sig-manifest.json');
