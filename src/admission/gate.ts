@@ -209,7 +209,7 @@ export class Gate {
       try {
         const { manifest } = await this.reader.parsed(repository, item.digest);
         const source = { digest: item.digest, manifest, read: (d: string) => registry.readContent(repository, d, MAX_EVIDENCE_BLOB) };
-        const found = await verifyEvidenceManifest(source, loaded.keys ?? [], subjectBytes);
+        const found = await verifyEvidenceManifest(source, { keys: loaded.keys ?? [], roots: loaded.trustedRoots ?? [] }, subjectBytes);
         verified.signatures.push(...found.signatures);
         verified.attestations.push(...found.attestations);
       } catch (err) {

@@ -9,7 +9,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { compileGlobs } from '../auth/access.js';
 import { policyProblems, type Problem } from './schema.js';
-import { loadTrustedKey, type TrustedKey } from '../verify/keys.js';
+import { loadTrustedKey, loadTrustedRoot, type TrustedKey } from '../verify/keys.js';
+import type { TrustedRoot } from '@sigstore/protobuf-specs';
 import type { LoadedPolicy, Policy, RuleType } from './types.js';
 import { registerRuleType, ruleType } from './registry.js';
 
@@ -45,9 +46,27 @@ export function readPolicyFile(file: string): { loaded?: LoadedPolicy; problems:
   if (problems.length > 0) return { problems };
   const policy = doc as Policy;
   const { keys, problems: keyProblems } = policyKeys(policy, path.dirname(file));
+  const { roots, problems: rootProblems } = policyRoots(policy, path.dirname(file));
   const references = ruleReferenceProblems(policy);
-  if (keyProblems.length + references.length > 0) return { problems: [...keyProblems, ...references].map((p) => ({ file, ...p })) };
-  return { loaded: { policy, hash: contentHash(bytes), file, keys }, problems: [] };
+  const all = [...keyProblems, ...rootProblems, ...references];
+  if (all.length > 0) return { problems: all.map((p) => ({ file, ...p })) };
+  return { loaded: { policy, hash: contentHash(bytes), file, keys, trustedRoots: roots }, problems: [] };
+}
+
+/** Reads every trusted root the rules name (`keyless.trustedRoot`). */
+function policyRoots(policy: Policy, dir: string): { roots: Array<{ ref: string; root: TrustedRoot }>; problems: Problem[] } {
+  const roots = new Map<string, TrustedRoot>();
+  const problems: Problem[] = [];
+  policy.rules.forEach((rule, i) => {
+    const ref = (rule.keyless as { trustedRoot?: unknown } | undefined)?.trustedRoot;
+    if (typeof ref !== 'string' || roots.has(ref)) return;
+    try {
+      roots.set(ref, loadTrustedRoot(dir, ref));
+    } catch (err) {
+      problems.push({ pointer: `/rules/${i}/keyless/trustedRoot`, message: (err as Error).message });
+    }
+  });
+  return { roots: [...roots].map(([ref, root]) => ({ ref, root })), problems };
 }
 
 /** Reads every key the rules name, relative to the policy's directory. */

@@ -5,6 +5,7 @@
  * rule. Rule types plug in through `RuleType` without touching the evaluator's core.
  */
 
+import type { TrustedRoot } from '@sigstore/protobuf-specs';
 import type { TrustedKey } from '../verify/keys.js';
 
 export type PolicyMode = 'enforce' | 'warn';
@@ -39,6 +40,8 @@ export interface LoadedPolicy {
   file?: string;
   /** Public keys the policy's rules name (`keys`), read from the policy directory at load. */
   keys?: TrustedKey[];
+  /** Trusted roots (`keyless.trustedRoot`) the policy's rules name, read at load. */
+  trustedRoots?: Array<{ ref: string; root: TrustedRoot }>;
 }
 
 export interface Platform {

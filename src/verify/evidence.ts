@@ -21,8 +21,32 @@ const IN_TOTO = 'application/vnd.in-toto+json';
 export const COSIGN_SIGN_PREDICATE = 'https://sigstore.dev/cosign/sign/v1';
 
 export interface Signer {
-  keyRef: string;
-  keyId: string;
+  /** Keyed: the policy's name for the key and its id. */
+  keyRef?: string;
+  keyId?: string;
+  /** Keyless: the certificate's subject (SAN) and OIDC issuer, and the trusted root that vouched for it. */
+  identity?: { subject: string; issuer: string };
+  root?: string;
+  /** A transparency-log entry verified with the signature. */
+  tlog: boolean;
+  /** A verified timestamp (Rekor SET with integrated time, or RFC 3161). */
+  timestamp: boolean;
+}
+
+/** What a policy trusts: its keys and its trusted roots (Fulcio, Rekor, CT logs, TSAs). */
+export interface PolicyTrust {
+  keys: TrustedKey[];
+  roots: Array<{ ref: string; root: TrustedRoot }>;
+}
+
+/** Who a signer is, in one line: the key, or the identity and issuer. */
+export function signerName(signer: Signer): string {
+  return signer.keyRef ? `${signer.keyRef} (${shortId(signer.keyId ?? '')})` : `${signer.identity?.subject} (issuer ${signer.identity?.issuer})`;
+}
+
+/** Distinct signers are distinct keys or distinct identities. */
+export function signerKey(signer: Signer): string {
+  return signer.keyId ?? `${signer.identity?.issuer} ${signer.identity?.subject}`;
 }
 
 export interface SignatureCheck {
@@ -67,28 +91,72 @@ const EMPTY_ROOT = TrustedRoot.fromJSON({
   timestampAuthorities: [],
 });
 
-/** Tries each trusted key; the first that verifies is the signer. */
-function verifyWithKeys(bundle: ReturnType<typeof bundleFromJSON>, keys: TrustedKey[], artifact?: Buffer): { signer: Signer | null; problem: string | null } {
-  if (bundle.verificationMaterial.content.$case !== 'publicKey') {
-    return { signer: null, problem: 'keyless (certificate) signatures are not verified by this gateway yet' };
-  }
+type Bundle = ReturnType<typeof bundleFromJSON>;
+
+/** Whether the bundle also verifies with a transparency-log entry, and with a timestamp. */
+function extras(verify: (options: { tlogThreshold: number; timestampThreshold: number }) => void): { tlog: boolean; timestamp: boolean } {
+  const passes = (options: { tlogThreshold: number; timestampThreshold: number }) => {
+    try {
+      verify(options);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  return { tlog: passes({ tlogThreshold: 1, timestampThreshold: 0 }), timestamp: passes({ tlogThreshold: 0, timestampThreshold: 1 }) };
+}
+
+/** Keyed: tries each trusted key (with the policy's first trusted root for tlog and timestamps). */
+function verifyKeyed(bundle: Bundle, trust: PolicyTrust, artifact?: Buffer): { signer: Signer | null; problem: string | null } {
+  const { keys } = trust;
   if (keys.length === 0) return { signer: null, problem: 'the policy trusts no keys' };
+  const root = trust.roots[0]?.root ?? EMPTY_ROOT;
   let lastError = '';
   for (const trusted of keys) {
+    const named = { keyRef: trusted.ref, keyId: trusted.id };
     if (trusted.key.asymmetricKeyType === 'ed25519') {
-      if (verifyEd25519(bundle, trusted, artifact)) return { signer: { keyRef: trusted.ref, keyId: trusted.id }, problem: null };
+      if (verifyEd25519(bundle, trusted, artifact)) return { signer: { ...named, tlog: false, timestamp: false }, problem: null };
       lastError = 'signature verification failed';
       continue;
     }
-    const trust = toTrustMaterial(EMPTY_ROOT, () => ({ publicKey: trusted.key, validFor: () => true }));
+    const trustMaterial = toTrustMaterial(root, () => ({ publicKey: trusted.key, validFor: () => true }));
+    const verify = (o: { tlogThreshold: number; timestampThreshold: number }) =>
+      new Verifier(trustMaterial, { ...o, ctlogThreshold: 0 }).verify(toSignedEntity(bundle, artifact));
     try {
-      new Verifier(trust, { tlogThreshold: 0, ctlogThreshold: 0, timestampThreshold: 0 }).verify(toSignedEntity(bundle, artifact));
-      return { signer: { keyRef: trusted.ref, keyId: trusted.id }, problem: null };
+      verify({ tlogThreshold: 0, timestampThreshold: 0 });
+      return { signer: { ...named, ...extras(verify) }, problem: null };
     } catch (err) {
       lastError = (err as Error).message;
     }
   }
   return { signer: null, problem: `not signed by any trusted key (${keys.map((k) => `${k.ref} ${shortId(k.id)}`).join(', ')}): ${lastError}` };
+}
+
+/**
+ * Keyless: the certificate must chain to a trusted root's Fulcio CA at a verified time
+ * (a timestamp is required for that), with its SCTs where the root lists CT logs.
+ */
+function verifyKeyless(bundle: Bundle, trust: PolicyTrust, artifact?: Buffer): { signer: Signer | null; problem: string | null } {
+  if (trust.roots.length === 0) return { signer: null, problem: 'a keyless (certificate) signature, and the policy names no trusted root' };
+  let lastError = '';
+  for (const { ref, root } of trust.roots) {
+    const trustMaterial = toTrustMaterial(root);
+    const ctlogThreshold = root.ctlogs.length > 0 ? 1 : 0;
+    const verify = (o: { tlogThreshold: number; timestampThreshold: number }) =>
+      new Verifier(trustMaterial, { ...o, ctlogThreshold }).verify(toSignedEntity(bundle, artifact));
+    try {
+      const signer = verify({ tlogThreshold: 0, timestampThreshold: 1 });
+      const identity = { subject: signer.identity?.subjectAlternativeName ?? '', issuer: signer.identity?.extensions?.issuer ?? '' };
+      return { signer: { identity, root: ref, ...extras(verify), timestamp: true }, problem: null };
+    } catch (err) {
+      lastError = (err as Error).message;
+    }
+  }
+  return { signer: null, problem: `the certificate does not verify against ${trust.roots.map((r) => r.ref).join(', ')}: ${lastError}` };
+}
+
+function verifySigner(bundle: Bundle, trust: PolicyTrust, artifact?: Buffer): { signer: Signer | null; problem: string | null } {
+  return bundle.verificationMaterial.content.$case === 'publicKey' ? verifyKeyed(bundle, trust, artifact) : verifyKeyless(bundle, trust, artifact);
 }
 
 /**
@@ -177,7 +245,8 @@ function isBundleType(mediaType: string): boolean {
  * Checks every signature and attestation an evidence manifest carries. `subjectBytes` are the
  * subject manifest's bytes (what a message-signature bundle signs).
  */
-export async function verifyEvidenceManifest(source: EvidenceSource, keys: TrustedKey[], subjectBytes: Buffer): Promise<VerifiedEvidence> {
+export async function verifyEvidenceManifest(source: EvidenceSource, trust: PolicyTrust | TrustedKey[], subjectBytes: Buffer): Promise<VerifiedEvidence> {
+  const keys: PolicyTrust = Array.isArray(trust) ? { keys: trust, roots: [] } : trust;
   const out: VerifiedEvidence = { signatures: [], attestations: [] };
   for (const layer of source.manifest.layers) {
     if (layer.mediaType === SIMPLE_SIGNING) {
@@ -187,12 +256,12 @@ export async function verifyEvidenceManifest(source: EvidenceSource, keys: Trust
         out.signatures.push({ source: source.digest, signer: null, digest: null, dockerReference: null, problem: 'a simple-signing layer without a signature annotation' });
         continue;
       }
-      const verified = verifyWithKeys(messageBundle(signature, payload), keys, payload);
+      const verified = verifySigner(messageBundle(signature, payload), keys, payload);
       const claims = simpleSigning(payload);
       out.signatures.push({ source: source.digest, signer: verified.signer, digest: claims.digest, dockerReference: claims.dockerReference, problem: verified.problem ?? claims.problem });
     } else if (layer.mediaType === DSSE_ENVELOPE) {
       const envelope = JSON.parse((await source.read(layer.digest)).toString('utf8')) as Parameters<typeof dsseBundle>[0];
-      const verified = verifyWithKeys(dsseBundle(envelope), keys);
+      const verified = verifySigner(dsseBundle(envelope), keys);
       out.attestations.push(attestation(source.digest, verified, statementOf(envelope.payloadType, envelope.payload)));
     } else if (isBundleType(layer.mediaType)) {
       let bundle: ReturnType<typeof bundleFromJSON>;
@@ -204,7 +273,7 @@ export async function verifyEvidenceManifest(source: EvidenceSource, keys: Trust
       }
       if (bundle.content.$case === 'dsseEnvelope') {
         const env = bundle.content.dsseEnvelope;
-        const verified = verifyWithKeys(bundle, keys);
+        const verified = verifySigner(bundle, keys);
         const statement = statementOf(env.payloadType, env.payload.toString('base64'));
         if (statement.predicateType === COSIGN_SIGN_PREDICATE) {
           out.signatures.push({ source: source.digest, signer: verified.signer, digest: statement.subjects[0] ?? null, dockerReference: null, problem: verified.problem ?? statement.problem });
@@ -212,7 +281,7 @@ export async function verifyEvidenceManifest(source: EvidenceSource, keys: Trust
           out.attestations.push(attestation(source.digest, verified, statement));
         }
       } else {
-        const verified = verifyWithKeys(bundle, keys, subjectBytes);
+        const verified = verifySigner(bundle, keys, subjectBytes);
         const digest = `sha256:${createHash('sha256').update(subjectBytes).digest('hex')}`;
         out.signatures.push({ source: source.digest, signer: verified.signer, digest: verified.problem ? null : digest, dockerReference: null, problem: verified.problem });
       }

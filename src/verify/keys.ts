@@ -6,6 +6,7 @@
 import { createHash, createPublicKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { TrustedRoot } from '@sigstore/protobuf-specs';
 
 export interface TrustedKey {
   /** As the policy names it, e.g. `keys/ci.pub`. */
@@ -39,4 +40,21 @@ export function loadTrustedKey(dir: string, ref: string): TrustedKey {
 
 export function shortId(id: string): string {
   return id.slice(0, 'SHA256:'.length + 16);
+}
+
+/** Reads a Sigstore `trusted_root.json` (Fulcio CAs, Rekor and CT log keys, TSAs) from the policy directory. */
+export function loadTrustedRoot(dir: string, ref: string): TrustedRoot {
+  const file = path.resolve(dir, ref);
+  if (path.relative(dir, file).startsWith('..') || path.isAbsolute(path.relative(dir, file))) {
+    throw new Error(`trusted root ${ref} is outside the policy directory`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw new Error(`cannot read trusted root ${ref}: ${(err as Error).message}`);
+  }
+  const root = TrustedRoot.fromJSON(json);
+  if (root.certificateAuthorities.length === 0) throw new Error(`trusted root ${ref} lists no certificate authorities`);
+  return root;
 }

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { keyIdOf, type TrustedKey } from '../../src/verify/keys.js';
+import { TrustedRoot } from '@sigstore/protobuf-specs';
 import { verifyEvidenceManifest, type VerifiedEvidence } from '../../src/verify/evidence.js';
 import { parseManifest } from '../../src/registry/manifest.js';
 import { sbomPackages } from '../../src/sbom/packages.js';
@@ -53,7 +54,7 @@ describe('verifying what cosign wrote (real fixtures)', () => {
     const payload = read('cosign-sig-payload.json');
     const found = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: payload }), [key], Buffer.alloc(0));
     expect(found.signatures).to.deep.equal([
-      { source: sha(manifest), signer: { keyRef: 'keys/cosign.pub', keyId: key.id }, digest: IMAGE, dockerReference: '127.0.0.1:5102/demo/hello', problem: null },
+      { source: sha(manifest), signer: { keyRef: 'keys/cosign.pub', keyId: key.id, tlog: false, timestamp: false }, digest: IMAGE, dockerReference: '127.0.0.1:5102/demo/hello', problem: null },
     ]);
   });
 
@@ -86,8 +87,33 @@ describe('verifying what cosign wrote (real fixtures)', () => {
     const layer = (JSON.parse(manifest.toString()) as { layers: Array<{ digest: string }> }).layers[0].digest;
     const found = await verifyEvidenceManifest(source(manifest, { [layer]: bundle }), [key], Buffer.alloc(0));
     expect(found.attestations).to.have.length(1);
-    expect(found.attestations[0]).to.deep.include({ signer: { keyRef: 'keys/npm.pub', keyId: key.id }, problem: null, predicateType: 'https://spdx.dev/Document' });
+    expect(found.attestations[0]).to.deep.include({ signer: { keyRef: 'keys/npm.pub', keyId: key.id, tlog: false, timestamp: false }, problem: null, predicateType: 'https://spdx.dev/Document' });
     expect(found.attestations[0].packages).to.deep.equal([{ name: 'hello', version: '1.0.0', purl: null, licenses: ['MIT'] }]);
+  });
+
+  it('verifies a keyless bundle (Fulcio certificate, Rekor entry, timestamp) against a trusted root, and the rule checks identity and issuer', async () => {
+    const root = TrustedRoot.fromJSON(JSON.parse(read('mock-trusted-root.json').toString()));
+    const bundle = read('mock-keyless-dsse.sigstore.json');
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha('{}'), size: 2 },
+      layers: [{ mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json', digest: sha(bundle), size: bundle.length }],
+    }));
+    const found = await verifyEvidenceManifest(source(manifest, { [sha(bundle)]: bundle }), { keys: [], roots: [{ ref: 'trust/root.json', root }] }, Buffer.alloc(0));
+    const [att] = found.attestations;
+    expect(att.problem).to.equal(null);
+    expect(att.signer).to.deep.equal({ identity: { subject: 'ci@example.test', issuer: 'https://issuer.mock.test' }, root: 'trust/root.json', tlog: true, timestamp: true });
+    const subject = att.subjects[0];
+    const rule = (identities: Array<Record<string, string>>, extra: Record<string, unknown> = {}) =>
+      policy([{ id: 'signed', type: 'signature', keyless: { trustedRoot: 'trust/root.json', identities }, ...extra }, { id: 'att', type: 'attestation', predicateTypes: [att.predicateType!], signedBy: 'signed' }]);
+    const evidence = evidenceOf(found, 'demo/hello', subject);
+    const decide = (p: LoadedPolicy) => evaluate(p, evidence, new Date()).results[1];
+    expect(decide(rule([{ issuer: 'https://issuer.mock.test', subject: 'ci@example.test' }]))).to.deep.include({ status: 'passed' });
+    expect(decide(rule([{ issuer: 'https://issuer.mock.test', subjectRegExp: '^ci@example\\.test$' }]))).to.deep.include({ status: 'passed' });
+    expect(decide(rule([{ issuer: 'https://other.issuer', subject: 'ci@example.test' }])).message).to.include('signed by ci@example.test (issuer https://issuer.mock.test), whom this rule does not trust');
+    expect(decide(rule([{ issuer: 'https://issuer.mock.test', subjectRegExp: '^example$' }])).status).to.equal('missing');
+    const withoutRoot = await verifyEvidenceManifest(source(manifest, { [sha(bundle)]: bundle }), { keys: [], roots: [] }, Buffer.alloc(0));
+    expect(withoutRoot.attestations[0].problem).to.equal('a keyless (certificate) signature, and the policy names no trusted root');
   });
 
   it('names the trusted keys when a signature is by another key, and counts nothing', async () => {
@@ -147,12 +173,14 @@ describe('signature and attestation rules on keys made in the test', () => {
     const v = await verify(cosignSignature(ci.privateKey, subject, 'gw.example/demo/hello'), cosignSignature(ci.privateKey, subject, 'gw.example/demo/hello:v1'));
     const one = evaluate(policy([{ ...signatureRule, minSignatures: 2 }]), evidenceOf(v, 'demo/hello', subject), new Date());
     expect(one.outcome).to.equal('pending');
-    expect(one.waitingFor[0]).to.match(/^signed: 1 of 2 required signatures by distinct trusted keys/);
+    expect(one.waitingFor[0]).to.match(/^signed: 1 of 2 required signatures by distinct trusted signers/);
     const ed = cosignSignature(release.privateKey, subject, 'gw.example/demo/hello');
     const rs = cosignSignature(rsa.privateKey, subject, 'gw.example/demo/hello');
     const two = evaluate(policy([{ ...signatureRule, minSignatures: 3 }]), evidenceOf(await verify(cosignSignature(ci.privateKey, subject), ed, rs), 'demo/hello', subject), new Date());
     expect(two.outcome).to.equal('admitted');
     expect(two.results[0].message).to.match(/^signed by keys\/ci\.pub \(SHA256:[0-9a-f]{16}\), keys\/release\.pub \(SHA256:[0-9a-f]{16}\), keys\/rsa\.pub/);
+    const needsLog = evaluate(policy([{ ...signatureRule, requireTlog: true }]), evidenceOf(await verify(cosignSignature(ci.privateKey, subject)), 'demo/hello', subject), new Date());
+    expect(needsLog.waitingFor[0]).to.include('without a verified transparency-log entry, which this rule requires');
   });
 
   it('does not count a signature for another digest, another repository, or a tampered payload', async () => {
@@ -174,7 +202,7 @@ describe('signature and attestation rules on keys made in the test', () => {
     const cdx = JSON.parse(readFileSync(path.join(SHARED_SBOM, 'npm-cyclonedx.json'), 'utf8')) as unknown;
     const good = evaluate(policy(rules), evidenceOf(await verify(cosignSignature(ci.privateKey, subject), dsseAttestation(ci.privateKey, subject, 'https://cyclonedx.org/bom', cdx)), 'demo/hello', subject), new Date());
     expect(good.outcome).to.equal('admitted');
-    expect(good.results[1].message).to.equal('https://cyclonedx.org/bom signed by keys/ci.pub');
+    expect(good.results[1].message).to.match(/^https:\/\/cyclonedx\.org\/bom signed by keys\/ci\.pub \(SHA256:[0-9a-f]{16}\)$/);
     const otherImage = evaluate(policy(rules), evidenceOf(await verify(cosignSignature(ci.privateKey, subject), dsseAttestation(ci.privateKey, `sha256:${'d'.repeat(64)}`, 'https://cyclonedx.org/bom', cdx)), 'demo/hello', subject), new Date());
     expect(otherImage.outcome).to.equal('pending');
     expect(otherImage.waitingFor.join(' ')).to.include(`statement subject is sha256:dddddddddddd, expected ${subject}`);

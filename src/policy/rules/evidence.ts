@@ -5,17 +5,27 @@
  * `packages` and `licenses` (from the packages of attested SBOMs). A signature or SBOM
  * that has not arrived, or does not count, leaves the rule `missing` with the reasons.
  */
-import type { AttestationCheck, SignatureCheck, VerifiedEvidence } from '../../verify/evidence.js';
-import { shortId } from '../../verify/keys.js';
+import { signerKey, signerName, type AttestationCheck, type Signer, type SignatureCheck, type VerifiedEvidence } from '../../verify/evidence.js';
 import type { SbomPackage } from '../../sbom/packages.js';
 import type { Evidence, RuleBase, RuleContext, RuleType } from '../types.js';
 
+/** A keyless signer: OIDC issuer (exact) and certificate subject (exact, or an anchored regular expression). */
+export interface Identity {
+  issuer: string;
+  subject?: string;
+  subjectRegExp?: string;
+}
+
 export interface SignatureRule extends RuleBase {
   type: 'signature';
-  keys: string[];
+  keys?: string[];
+  keyless?: { trustedRoot: string; identities: Identity[] };
   minSignatures?: number;
   /** Accept signatures whose docker-reference names another repository (images copied between repositories). */
   allowReferenceMismatch?: boolean;
+  /** Count only signatures with a verified transparency-log entry (default false; keyless needs a timestamp anyway). */
+  requireTlog?: boolean;
+  requireTimestamp?: boolean;
 }
 
 export interface AttestationRule extends RuleBase {
@@ -38,6 +48,41 @@ export interface LicensesRule extends RuleBase {
 }
 
 const keyList = { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', minLength: 1, pattern: '^[^/]' } };
+const keylessSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['trustedRoot', 'identities'],
+  properties: {
+    trustedRoot: { type: 'string', minLength: 1, pattern: '^[^/]' },
+    identities: {
+      type: 'array',
+      minItems: 1,
+      items: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['issuer'],
+        oneOf: [{ required: ['subject'] }, { required: ['subjectRegExp'] }],
+        properties: { issuer: { type: 'string', minLength: 1 }, subject: { type: 'string', minLength: 1 }, subjectRegExp: { type: 'string', pattern: '^\\^.*\\$$' } },
+      },
+    },
+  },
+};
+
+/** Whether a signer is one a signature rule trusts: one of its keys, or one of its identities under its root. */
+export function trusts(rule: Pick<SignatureRule, 'keys' | 'keyless'>, signer: Signer | null): boolean {
+  if (!signer) return false;
+  if (signer.keyRef) return (rule.keys ?? []).includes(signer.keyRef);
+  if (!signer.identity || !rule.keyless || signer.root !== rule.keyless.trustedRoot) return false;
+  const { subject, issuer } = signer.identity;
+  return rule.keyless.identities.some(
+    (id) => id.issuer === issuer && (id.subject !== undefined ? id.subject === subject : new RegExp(id.subjectRegExp as string).test(subject)),
+  );
+}
+
+function describeTrusted(rule: Pick<SignatureRule, 'keys' | 'keyless'>): string {
+  const names = [...(rule.keys ?? []), ...(rule.keyless?.identities ?? []).map((i) => `${i.subject ?? i.subjectRegExp} (issuer ${i.issuer})`)];
+  return names.join(' or ');
+}
 const base = { id: true, type: true, mode: true, description: true };
 
 function verified(evidence: Evidence): VerifiedEvidence {
@@ -60,7 +105,9 @@ export function repositoryOf(reference: string): string {
 
 function whyNot(check: SignatureCheck, rule: SignatureRule, evidence: Evidence): string | null {
   if (check.problem) return check.problem;
-  if (!check.signer || !rule.keys.includes(check.signer.keyRef)) return `signed by ${check.signer?.keyRef ?? 'an unknown key'}, which this rule does not trust`;
+  if (!check.signer || !trusts(rule, check.signer)) return `signed by ${check.signer ? signerName(check.signer) : 'nobody known'}, whom this rule does not trust`;
+  if (rule.requireTlog && !check.signer.tlog) return `signed by ${signerName(check.signer)} without a verified transparency-log entry, which this rule requires`;
+  if (rule.requireTimestamp && !check.signer.timestamp) return `signed by ${signerName(check.signer)} without a verified timestamp, which this rule requires`;
   if (check.digest !== evidence.subject.digest) return `signs ${check.digest ?? 'nothing'}, not ${evidence.subject.digest}`;
   if (check.dockerReference && !rule.allowReferenceMismatch && repositoryOf(check.dockerReference) !== evidence.repository) {
     return `names repository ${repositoryOf(check.dockerReference)}, not ${evidence.repository}`;
@@ -73,8 +120,17 @@ export const signatureRule: RuleType<SignatureRule> = {
   schema: {
     type: 'object',
     additionalProperties: false,
-    required: ['id', 'type', 'keys'],
-    properties: { ...base, keys: keyList, minSignatures: { type: 'integer', minimum: 1 }, allowReferenceMismatch: { type: 'boolean' } },
+    required: ['id', 'type'],
+    anyOf: [{ required: ['keys'] }, { required: ['keyless'] }],
+    properties: {
+      ...base,
+      keys: keyList,
+      keyless: keylessSchema,
+      minSignatures: { type: 'integer', minimum: 1 },
+      allowReferenceMismatch: { type: 'boolean' },
+      requireTlog: { type: 'boolean' },
+      requireTimestamp: { type: 'boolean' },
+    },
   },
   evaluate(rule, evidence) {
     const needed = rule.minSignatures ?? 1;
@@ -83,36 +139,38 @@ export const signatureRule: RuleType<SignatureRule> = {
     for (const check of verified(evidence).signatures) {
       const problem = whyNot(check, rule, evidence);
       if (problem) problems.push(`signature in ${short(check.source)}: ${problem}`);
-      else if (check.signer) signers.set(check.signer.keyId, `${check.signer.keyRef} (${shortId(check.signer.keyId)})`);
+      else if (check.signer) signers.set(signerKey(check.signer), signerName(check.signer));
     }
     const details = { signers: [...signers.values()], problems };
     if (signers.size >= needed) return { status: 'passed', message: `signed by ${[...signers.values()].join(', ')}`, details };
-    const found = needed > 1 ? `${signers.size} of ${needed} required signatures by distinct trusted keys` : `no signature by ${rule.keys.join(' or ')}`;
+    const found = needed > 1 ? `${signers.size} of ${needed} required signatures by distinct trusted signers` : `no signature by ${describeTrusted(rule)}`;
     return { status: 'missing', message: [found, ...problems].join('; '), details };
   },
 };
 
-/** The keys an attestation must be signed with: its own, or those of the signature rule it names. */
-function attestationKeys(rule: AttestationRule, ctx: RuleContext): string[] {
-  if (rule.keys) return rule.keys;
+type Trusted = Pick<SignatureRule, 'keys' | 'keyless'>;
+
+/** Whom an attestation must be signed by: its own keys, or the signers of the signature rule it names. */
+function attestationSigners(rule: AttestationRule, ctx: RuleContext): Trusted {
+  if (rule.keys) return { keys: rule.keys };
   const signature = ctx.policy.policy.rules.find((r) => r.id === rule.signedBy && r.type === 'signature') as SignatureRule | undefined;
-  return signature?.keys ?? [];
+  return { keys: signature?.keys, keyless: signature?.keyless };
 }
 
-function attestationProblem(check: AttestationCheck, keys: string[], evidence: Evidence): string | null {
+function attestationProblem(check: AttestationCheck, trusted: Trusted, evidence: Evidence): string | null {
   if (check.problem) return check.problem;
-  if (!check.signer || !keys.includes(check.signer.keyRef)) return `signed by ${check.signer?.keyRef ?? 'an unknown key'}, which this rule does not trust`;
+  if (!trusts(trusted, check.signer)) return `signed by ${check.signer ? signerName(check.signer) : 'nobody known'}, whom this rule does not trust`;
   if (!check.subjects.includes(evidence.subject.digest)) return `statement subject is ${check.subjects.map(short).join(', ') || 'empty'}, expected ${evidence.subject.digest}`;
   return null;
 }
 
 /** Attestations that count for a rule: verified, by its keys, about this digest, of one of its predicate types. */
-export function countingAttestations(evidence: Evidence, keys: string[], predicateTypes?: string[]): { good: AttestationCheck[]; problems: string[] } {
+export function countingAttestations(evidence: Evidence, trusted: Trusted, predicateTypes?: string[]): { good: AttestationCheck[]; problems: string[] } {
   const good: AttestationCheck[] = [];
   const problems: string[] = [];
   for (const check of verified(evidence).attestations) {
     if (predicateTypes && !predicateTypes.includes(check.predicateType ?? '')) continue;
-    const problem = attestationProblem(check, keys, evidence);
+    const problem = attestationProblem(check, trusted, evidence);
     if (problem) problems.push(`${check.predicateType ?? 'attestation'} in ${short(check.source)}: ${problem}`);
     else good.push(check);
   }
@@ -129,9 +187,9 @@ export const attestationRule: RuleType<AttestationRule> = {
     properties: { ...base, predicateTypes: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } }, signedBy: { type: 'string' }, keys: keyList },
   },
   evaluate(rule, evidence, ctx) {
-    const { good, problems } = countingAttestations(evidence, attestationKeys(rule, ctx), rule.predicateTypes);
+    const { good, problems } = countingAttestations(evidence, attestationSigners(rule, ctx), rule.predicateTypes);
     if (good.length > 0) {
-      return { status: 'passed', message: good.map((a) => `${a.predicateType} signed by ${a.signer?.keyRef}`).join(', '), details: { sources: good.map((a) => a.source) } };
+      return { status: 'passed', message: good.map((a) => `${a.predicateType} signed by ${a.signer ? signerName(a.signer) : ''}`).join(', '), details: { sources: good.map((a) => a.source) } };
     }
     return { status: 'missing', message: [`no signed ${rule.predicateTypes.join(' or ')} attestation for this image`, ...problems].join('; ') };
   },
@@ -139,8 +197,9 @@ export const attestationRule: RuleType<AttestationRule> = {
 
 /** Packages of every SBOM attested for the subject and signed by a key the policy trusts. */
 function attestedPackages(evidence: Evidence, ctx: RuleContext): SbomPackage[] | null {
-  const keys = ctx.policy.policy.rules.flatMap((r) => (Array.isArray(r.keys) ? (r.keys as string[]) : []));
-  const { good } = countingAttestations(evidence, keys);
+  const signatureRules = ctx.policy.policy.rules.filter((r) => r.type === 'signature' || Array.isArray(r.keys)) as SignatureRule[];
+  const bySource = new Map(signatureRules.flatMap((r) => countingAttestations(evidence, { keys: r.keys, keyless: r.keyless }).good).map((a) => [a.source + (a.predicateType ?? ''), a]));
+  const good = [...bySource.values()];
   const sboms = good.filter((a) => a.packages !== null);
   return sboms.length > 0 ? sboms.flatMap((a) => a.packages ?? []) : null;
 }
