@@ -5,7 +5,7 @@
 import type { RuleType } from './types.js';
 import { manifestRule } from './rules/manifest.js';
 import { vulnerabilitiesRule } from './rules/vulnerabilities.js';
-import { attestationRule, licensesRule, packagesRule, signatureRule } from './rules/evidence.js';
+import { attestationRule, licensesRule, packagesRule, provenanceRule, signatureRule } from './rules/evidence.js';
 
 const types = new Map<string, RuleType>();
 
@@ -32,3 +32,4 @@ registerRuleType(signatureRule);
 registerRuleType(attestationRule);
 registerRuleType(packagesRule);
 registerRuleType(licensesRule);
+registerRuleType(provenanceRule);

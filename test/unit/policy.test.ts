@@ -58,8 +58,8 @@ describe('policy schema', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-    const problems = policyProblems({ ...PROD_EXAMPLE, rules: [{ id: 'x', type: 'provenance', builder: 'y' }] });
-    expect(problems).to.deep.equal([{ pointer: '/rules/0/type', message: 'rule type "provenance" is not available in this gateway yet (known: attestation, licenses, manifest, packages, signature, vulnerabilities)' }]);
+    const problems = policyProblems({ ...PROD_EXAMPLE, rules: [{ id: 'x', type: 'notation', trustStore: 'y' }] });
+    expect(problems).to.deep.equal([{ pointer: '/rules/0/type', message: 'rule type "notation" is not available in this gateway yet (known: attestation, licenses, manifest, packages, provenance, signature, vulnerabilities)' }]);
   });
 
   it('reports every problem with its JSON pointer', () => {

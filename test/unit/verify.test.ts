@@ -212,6 +212,32 @@ describe('signature and attestation rules on keys made in the test', () => {
     expect(unsigned.waitingFor.join(' ')).to.include('not signed by any trusted key');
   });
 
+  it('checks SLSA provenance (v0.2 and v1): builder, source repository, build type', async () => {
+    const v1 = {
+      buildDefinition: { buildType: 'https://actions.github.io/buildtypes/workflow/v1', externalParameters: { workflow: { repository: 'https://github.com/acme/app', ref: 'refs/heads/main' } } },
+      runDetails: { builder: { id: 'https://github.com/actions/runner/github-hosted' }, metadata: { startedOn: '2026-11-20T10:00:00Z' } },
+    };
+    const v02 = { builder: { id: 'https://github.com/slsa-framework/slsa-github-generator' }, buildType: 'https://github.com/slsa-framework/slsa-github-generator/generic@v1', invocation: { configSource: { uri: 'git+https://github.com/acme/app@refs/heads/main' } } };
+    const rules = (extra: Record<string, unknown>) => policy([{ id: 'signed', type: 'signature', keys: ['keys/ci.pub'] }, { id: 'prov', type: 'provenance', signedBy: 'signed', ...extra }]);
+    const withV1 = evidenceOf(await verify(cosignSignature(ci.privateKey, subject), dsseAttestation(ci.privateKey, subject, 'https://slsa.dev/provenance/v1', v1)), 'demo/hello', subject);
+    expect(evaluate(rules({ sourceRepositories: ['https://github.com/acme/app'], builderIds: ['https://github.com/actions/runner/github-hosted'] }), withV1, new Date()).outcome).to.equal('admitted');
+    const wrong = evaluate(rules({ sourceRepositories: ['https://github.com/acme/other'] }), withV1, new Date());
+    expect(wrong.reasons[0]).to.match(/built from https:\/\/github\.com\/acme\/app, not https:\/\/github\.com\/acme\/other/);
+    const withV02 = evidenceOf(await verify(cosignSignature(ci.privateKey, subject), dsseAttestation(ci.privateKey, subject, 'https://slsa.dev/provenance/v0.2', v02)), 'demo/hello', subject);
+    expect(evaluate(rules({ sourceRepositories: ['https://github.com/acme/app'], buildTypes: ['https://github.com/slsa-framework/slsa-github-generator/generic@v1'] }), withV02, new Date()).outcome).to.equal('admitted');
+    expect(evaluate(rules({ builderIds: ['x'] }), evidenceOf(await verify(cosignSignature(ci.privateKey, subject)), 'demo/hello', subject), new Date()).waitingFor[0]).to.include('no signed SLSA provenance');
+  });
+
+  it('refuses attestations older than the rule\'s maximum age, by the time their predicate records', async () => {
+    const spdx = { spdxVersion: 'SPDX-2.3', SPDXID: 'SPDXRef-DOCUMENT', creationInfo: { created: '2026-10-01T00:00:00Z' }, packages: [] };
+    const rules = [signatureRule, { id: 'sbom', type: 'attestation', predicateTypes: ['https://spdx.dev/Document'], signedBy: 'signed', maxAgeDays: 30 }];
+    const v = evidenceOf(await verify(cosignSignature(ci.privateKey, subject), dsseAttestation(ci.privateKey, subject, 'https://spdx.dev/Document', spdx)), 'demo/hello', subject);
+    expect(evaluate(policy(rules), v, new Date('2026-10-15T00:00:00Z')).outcome).to.equal('admitted');
+    const late = evaluate(policy(rules), v, new Date('2026-11-22T00:00:00Z'));
+    expect(late.outcome).to.equal('pending');
+    expect(late.waitingFor[0]).to.include('was made 2026-10-01, more than 30 days ago');
+  });
+
   it('denies packages and licenses from a signed SBOM, naming them', async () => {
     const spdx = {
       spdxVersion: 'SPDX-2.3', SPDXID: 'SPDXRef-DOCUMENT',

@@ -34,6 +34,17 @@ export interface AttestationRule extends RuleBase {
   /** Id of a signature rule whose keys must have signed the attestation. */
   signedBy?: string;
   keys?: string[];
+  /** Only statements made (by the time their predicate records) at most this many days ago. */
+  maxAgeDays?: number;
+}
+
+export interface ProvenanceRule extends RuleBase {
+  type: 'provenance';
+  signedBy?: string;
+  keys?: string[];
+  builderIds?: string[];
+  sourceRepositories?: string[];
+  buildTypes?: string[];
 }
 
 export interface PackagesRule extends RuleBase {
@@ -184,14 +195,108 @@ export const attestationRule: RuleType<AttestationRule> = {
     additionalProperties: false,
     required: ['id', 'type', 'predicateTypes'],
     oneOf: [{ required: ['signedBy'] }, { required: ['keys'] }],
-    properties: { ...base, predicateTypes: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } }, signedBy: { type: 'string' }, keys: keyList },
+    properties: {
+      ...base,
+      predicateTypes: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+      signedBy: { type: 'string' },
+      keys: keyList,
+      maxAgeDays: { type: 'integer', minimum: 1 },
+    },
   },
   evaluate(rule, evidence, ctx) {
-    const { good, problems } = countingAttestations(evidence, attestationSigners(rule, ctx), rule.predicateTypes);
+    const counted = countingAttestations(evidence, attestationSigners(rule, ctx), rule.predicateTypes);
+    const problems = [...counted.problems];
+    const good = counted.good.filter((a) => {
+      if (!rule.maxAgeDays) return true;
+      const made = predicateTime(a.predicate);
+      if (!made) {
+        problems.push(`${a.predicateType} in ${short(a.source)}: its predicate records no creation time, and this rule has a maximum age`);
+        return false;
+      }
+      const ageDays = (ctx.now.getTime() - made.getTime()) / 86_400_000;
+      if (ageDays > rule.maxAgeDays) {
+        problems.push(`${a.predicateType} in ${short(a.source)} was made ${made.toISOString().slice(0, 10)}, more than ${rule.maxAgeDays} days ago`);
+        return false;
+      }
+      return true;
+    });
     if (good.length > 0) {
       return { status: 'passed', message: good.map((a) => `${a.predicateType} signed by ${a.signer ? signerName(a.signer) : ''}`).join(', '), details: { sources: good.map((a) => a.source) } };
     }
     return { status: 'missing', message: [`no signed ${rule.predicateTypes.join(' or ')} attestation for this image`, ...problems].join('; ') };
+  },
+};
+
+/** When a predicate says it was made: SPDX creationInfo.created, CycloneDX metadata.timestamp, SLSA build times. */
+export function predicateTime(predicate: unknown): Date | null {
+  const p = (predicate ?? {}) as Record<string, any>;
+  const candidates = [
+    p.creationInfo?.created,
+    p.metadata?.timestamp,
+    p.metadata?.buildStartedOn,
+    p.metadata?.buildFinishedOn,
+    p.runDetails?.metadata?.startedOn,
+    p.runDetails?.metadata?.finishedOn,
+  ];
+  for (const value of candidates) {
+    if (typeof value === 'string' && !Number.isNaN(Date.parse(value))) return new Date(value);
+  }
+  return null;
+}
+
+const SLSA_TYPES = ['https://slsa.dev/provenance/v0.2', 'https://slsa.dev/provenance/v1'];
+
+/** Builder id, build type and source repositories of an SLSA v0.2 or v1 predicate. */
+export function provenanceFacts(predicateType: string, predicate: unknown): { builderId: string | null; buildType: string | null; sources: string[] } {
+  const p = (predicate ?? {}) as Record<string, any>;
+  if (predicateType === 'https://slsa.dev/provenance/v0.2') {
+    const sources = [p.invocation?.configSource?.uri, ...(Array.isArray(p.materials) ? p.materials.map((m: { uri?: unknown }) => m?.uri) : [])];
+    return { builderId: p.builder?.id ?? null, buildType: p.buildType ?? null, sources: sources.filter((u): u is string => typeof u === 'string') };
+  }
+  const workflow = p.buildDefinition?.externalParameters?.workflow;
+  const deps = Array.isArray(p.buildDefinition?.resolvedDependencies) ? p.buildDefinition.resolvedDependencies.map((d: { uri?: unknown }) => d?.uri) : [];
+  const sources = [workflow?.repository, ...deps];
+  return { builderId: p.runDetails?.builder?.id ?? null, buildType: p.buildDefinition?.buildType ?? null, sources: sources.filter((u): u is string => typeof u === 'string') };
+}
+
+/** `git+https://github.com/acme/app@refs/heads/main` → `https://github.com/acme/app`. */
+function sourceRepository(uri: string): string {
+  return uri.replace(/^git\+/, '').split('@')[0].replace(/\.git$/, '');
+}
+
+export const provenanceRule: RuleType<ProvenanceRule> = {
+  type: 'provenance',
+  schema: {
+    type: 'object',
+    additionalProperties: false,
+    required: ['id', 'type'],
+    oneOf: [{ required: ['signedBy'] }, { required: ['keys'] }],
+    anyOf: [{ required: ['builderIds'] }, { required: ['sourceRepositories'] }, { required: ['buildTypes'] }],
+    properties: {
+      ...base,
+      signedBy: { type: 'string' },
+      keys: keyList,
+      builderIds: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+      sourceRepositories: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+      buildTypes: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+    },
+  },
+  evaluate(rule, evidence, ctx) {
+    const { good, problems } = countingAttestations(evidence, attestationSigners(rule as unknown as AttestationRule, ctx), SLSA_TYPES);
+    if (good.length === 0) return { status: 'missing', message: ['no signed SLSA provenance for this image', ...problems].join('; ') };
+    const failures: string[] = [];
+    for (const a of good) {
+      const facts = provenanceFacts(a.predicateType ?? '', a.predicate);
+      const why: string[] = [];
+      if (rule.builderIds && !rule.builderIds.includes(facts.builderId ?? '')) why.push(`builder ${facts.builderId ?? '(none)'} is not one of ${rule.builderIds.join(', ')}`);
+      if (rule.buildTypes && !rule.buildTypes.includes(facts.buildType ?? '')) why.push(`build type ${facts.buildType ?? '(none)'} is not one of ${rule.buildTypes.join(', ')}`);
+      if (rule.sourceRepositories && !facts.sources.map(sourceRepository).some((s) => rule.sourceRepositories?.includes(s))) {
+        why.push(`built from ${facts.sources.map(sourceRepository).join(', ') || 'no recorded source'}, not ${rule.sourceRepositories.join(' or ')}`);
+      }
+      if (why.length === 0) return { status: 'passed', message: `built by ${facts.builderId ?? '?'} from ${facts.sources.map(sourceRepository)[0] ?? '?'}` };
+      failures.push(`provenance in ${short(a.source)}: ${why.join('; ')}`);
+    }
+    return { status: 'failed', message: failures.join('; ') };
   },
 };
 
