@@ -12,12 +12,12 @@ import type { AdmissionRecord, AdmissionStore } from '../db/admissions.js';
 import type { Registry } from '../registry/registry.js';
 import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/admission.js';
 import type { ParsedManifest } from '../registry/manifest.js';
-import type { Decision, Evidence, LoadedPolicy } from '../policy/types.js';
+import type { Decision, Evidence, EvidenceItem, LoadedPolicy } from '../policy/types.js';
 import { canonicalJson } from '../audit/canonical.js';
 import type { AuditLog } from '../audit/log.js';
 import { failpoint } from './failpoints.js';
 import type { ScanService } from '../scan/service.js';
-import { verifyEvidenceManifest, type VerifiedEvidence } from '../verify/evidence.js';
+import { verifyEvidenceManifest, type PolicyTrust, type VerifiedEvidence } from '../verify/evidence.js';
 import type { ScanResult } from '../scan/report.js';
 import type { ScanEvidence } from '../policy/rules/vulnerabilities.js';
 import { classify, imageDigests, EvidenceReader, type ManifestNode, type Role } from './evidence.js';
@@ -134,8 +134,30 @@ export class Gate {
       const state = outcome?.record.state ?? 'pending';
       return { outcome: 'pending', waitingFor: [`its subject ${role.subject} to be admitted (now ${state})`] };
     }
+    if (!subject && (await this.reevaluateElsewhere(request, role.subject))) {
+      return { outcome: 'admitted', committed: false };
+    }
     const where = subject ? `its subject ${role.subject} is ${subject.state}` : `its subject ${role.subject} has not been pushed yet`;
     return { outcome: 'pending', waitingFor: [`${where}; this evidence stays in quarantine until the subject is admitted`] };
+  }
+
+  /**
+   * Evidence pushed to a signature repository (COSIGN_REPOSITORY) re-evaluates pending
+   * subjects in the repositories whose policy looks there. True when one of them was admitted
+   * (the evidence is then committed where it was pushed, so readers can verify it).
+   */
+  private async reevaluateElsewhere(request: AdmissionRequest, subject: string): Promise<boolean> {
+    const pending = await this.options.admissions.list({ digest: subject, state: 'pending', limit: 50 });
+    const interested = pending.filter((a) =>
+      this.options.policyFor(a.repository).policy.rules.some((r) => r.signatureRepository === request.repository),
+    );
+    let admitted = false;
+    for (const admission of interested) {
+      const trigger: Trigger = { reason: 'evidence', evidence: request.digest, principal: request.principal, requestId: request.requestId };
+      const outcome = await withDeadline(this.decide(admission.repository, subject, trigger), this.options.putWaitMs, this.options.logger);
+      admitted ||= outcome?.record.state === 'admitted';
+    }
+    return admitted;
   }
 
   /**
@@ -163,6 +185,8 @@ export class Gate {
     let nodes: ManifestNode[] = [];
     if (decision.outcome === 'admitted') {
       nodes = [...tree.nodes, ...(await this.reader.evidenceNodes(repository, digest, items))];
+      // Evidence about the children of an index (their own signatures) is committed with them.
+      for (const child of tree.nodes) if (child.digest !== digest) nodes.push(...(await this.reader.evidenceNodes(repository, child.digest)));
       await this.commitFiles(nodes);
     }
     const children = tree.nodes.filter((n) => n.digest !== digest).map((n) => n.digest);
@@ -200,23 +224,42 @@ export class Gate {
    */
   private async addVerifiedEvidence(loaded: LoadedPolicy, evidence: Evidence): Promise<void> {
     if (!loaded.policy.rules.some((r) => EVIDENCE_RULES.has(r.type))) return;
-    const { repository } = evidence;
+    const trust = { keys: loaded.keys ?? [], roots: loaded.trustedRoots ?? [] };
+    // Signatures may also live in a separate repository (cosign's COSIGN_REPOSITORY).
+    const elsewhere = [...new Set(loaded.policy.rules.map((r) => r.signatureRepository).filter((r): r is string => typeof r === 'string'))];
+    evidence.extra.verified = await this.verifyFor(evidence.repository, evidence.subject.digest, evidence.items, elsewhere, trust);
+    const children = imageDigests(evidence.subject).filter((d) => d !== evidence.subject.digest);
+    if (children.length > 0) {
+      const perChild: Record<string, VerifiedEvidence> = {};
+      for (const child of children) {
+        perChild[child] = await this.verifyFor(evidence.repository, child, await this.reader.evidenceFor(evidence.repository, child), elsewhere, trust);
+      }
+      evidence.extra.children = perChild;
+    }
+  }
+
+  /** Verifies one digest's evidence (from its repository and any signature repositories). */
+  private async verifyFor(repository: string, digest: string, items: EvidenceItem[], elsewhere: string[], trust: PolicyTrust): Promise<VerifiedEvidence> {
     const registry = this.options.registry;
-    const subjectBytes = (await registry.getManifest(repository, evidence.subject.digest)).body;
+    const subjectBytes = (await registry.getManifest(repository, digest)).body;
     const verified: VerifiedEvidence = { signatures: [], attestations: [] };
-    for (const item of evidence.items) {
+    const sources: Array<{ repository: string; item: EvidenceItem }> = items.map((item) => ({ repository, item }));
+    for (const other of elsewhere) {
+      for (const item of await this.reader.evidenceFor(other, digest)) sources.push({ repository: other, item });
+    }
+    for (const { repository: where, item } of sources) {
       if (item.kind === 'fallback-index') continue;
       try {
-        const { manifest } = await this.reader.parsed(repository, item.digest);
-        const source = { digest: item.digest, manifest, read: (d: string) => registry.readContent(repository, d, MAX_EVIDENCE_BLOB) };
-        const found = await verifyEvidenceManifest(source, { keys: loaded.keys ?? [], roots: loaded.trustedRoots ?? [] }, subjectBytes);
+        const { manifest } = await this.reader.parsed(where, item.digest);
+        const source = { digest: item.digest, manifest, read: (d: string) => registry.readContent(where, d, MAX_EVIDENCE_BLOB) };
+        const found = await verifyEvidenceManifest(source, trust, subjectBytes);
         verified.signatures.push(...found.signatures);
         verified.attestations.push(...found.attestations);
       } catch (err) {
         verified.signatures.push({ source: item.digest, signer: null, digest: null, dockerReference: null, problem: `unreadable evidence: ${(err as Error).message}` });
       }
     }
-    evidence.extra.verified = verified;
+    return verified;
   }
 
   /** Puts the scan (or its state) into the evidence when the policy has a rule that needs one. */

@@ -43,6 +43,10 @@ describe('signature and SBOM gate with real cosign', function () {
         { id: 'sbom', type: 'attestation', predicateTypes: ['https://spdx.dev/Document', 'https://cyclonedx.org/bom'], signedBy: 'signed-by-ci' },
       ],
     }));
+    writeFileSync(path.join(policies, 'separate.json'), JSON.stringify({
+      name: 'separate', repositories: ['team/separate/**'], mode: 'enforce', priority: 10,
+      rules: [{ id: 'signed-by-ci', type: 'signature', keys: ['keys/ci.pub'], signatureRepository: 'team/signatures' }],
+    }));
     gw = await startAuthGateway('pglite', (c) => {
       c.policy.dir = policies;
       c.policy.defaultPolicy = 'deny';
@@ -101,6 +105,21 @@ describe('signature and SBOM gate with real cosign', function () {
     const referrers = (await (await alice.request('GET', `/v2/${repo}/referrers/${digest}`)).json()) as { manifests: Array<{ artifactType?: string }> };
     expect(referrers.manifests.map((m) => m.artifactType)).to.include('application/vnd.dev.sigstore.bundle.v0.3+json');
     expect((await admission(repo, digest)).state).to.equal('admitted');
+  });
+
+  it('finds signatures kept in a separate repository (COSIGN_REPOSITORY)', async () => {
+    const repo = 'team/separate/app';
+    const digest = await push(repo, 'v1');
+    expect((await admission(repo, digest)).state).to.equal('pending');
+    await cosign(['sign', '--key', path.join(work, 'ci.key'), '--tlog-upload=false', '--yes', ...http, `${gw.host}/${repo}@${digest}`], {
+      cwd: work,
+      env: { ...env, COSIGN_REPOSITORY: `${gw.host}/team/signatures` },
+    });
+    expect((await alice.request('GET', `/v2/team/signatures/manifests/sha256-${digest.split(':')[1]}.sig`)).status).to.equal(200);
+    expect((await alice.request('GET', `/v2/${repo}/manifests/sha256-${digest.split(':')[1]}.sig`)).status).to.equal(404);
+    // Its arrival there re-evaluated the image here.
+    expect((await admission(repo, digest)).state).to.equal('admitted');
+    expect(await readerStatus(repo, 'v1')).to.equal(200);
   });
 
   it('keeps an image signed by an untrusted key in quarantine and says why', async () => {

@@ -183,6 +183,20 @@ describe('signature and attestation rules on keys made in the test', () => {
     expect(needsLog.waitingFor[0]).to.include('without a verified transparency-log entry, which this rule requires');
   });
 
+  it('lets an index signature cover its children, or asks each child for its own', async () => {
+    const child = `sha256:${'e'.repeat(64)}`;
+    const evidence = evidenceOf(await verify(cosignSignature(ci.privateKey, subject)), 'demo/hello', subject);
+    evidence.subject.children = [{ ...evidence.subject, digest: child, children: [] }];
+    evidence.subject.mediaType = 'application/vnd.oci.image.index.v1+json';
+    evidence.extra.children = { [child]: { signatures: [], attestations: [] } };
+    expect(evaluate(policy([signatureRule]), evidence, new Date()).outcome).to.equal('admitted');
+    const each = evaluate(policy([{ ...signatureRule, children: 'each' }]), evidence, new Date());
+    expect(each.outcome).to.equal('pending');
+    expect(each.waitingFor[0]).to.equal('signed: the index is signed, but not its image(s) sha256:eeeeeeeeeeee (this rule wants each signed)');
+    evidence.extra.children = { [child]: await verify(cosignSignature(ci.privateKey, child)) };
+    expect(evaluate(policy([{ ...signatureRule, children: 'each' }]), evidence, new Date()).outcome).to.equal('admitted');
+  });
+
   it('does not count a signature for another digest, another repository, or a tampered payload', async () => {
     const moved = evaluate(policy([signatureRule]), evidenceOf(await verify(cosignSignature(ci.privateKey, `sha256:${'c'.repeat(64)}`)), 'demo/hello', subject), new Date());
     expect(moved.outcome).to.equal('pending');

@@ -26,6 +26,10 @@ export interface SignatureRule extends RuleBase {
   /** Count only signatures with a verified transparency-log entry (default false; keyless needs a timestamp anyway). */
   requireTlog?: boolean;
   requireTimestamp?: boolean;
+  /** For an index: `covered` (default) — the index's signatures cover its children; `each` — every image needs its own too. */
+  children?: 'covered' | 'each';
+  /** Also look for signatures in this repository (cosign's COSIGN_REPOSITORY). */
+  signatureRepository?: string;
 }
 
 export interface AttestationRule extends RuleBase {
@@ -114,12 +118,12 @@ export function repositoryOf(reference: string): string {
   return colon > rest.lastIndexOf('/') ? rest.slice(0, colon) : rest;
 }
 
-function whyNot(check: SignatureCheck, rule: SignatureRule, evidence: Evidence): string | null {
+function whyNot(check: SignatureCheck, rule: SignatureRule, evidence: Evidence, digest: string): string | null {
   if (check.problem) return check.problem;
   if (!check.signer || !trusts(rule, check.signer)) return `signed by ${check.signer ? signerName(check.signer) : 'nobody known'}, whom this rule does not trust`;
   if (rule.requireTlog && !check.signer.tlog) return `signed by ${signerName(check.signer)} without a verified transparency-log entry, which this rule requires`;
   if (rule.requireTimestamp && !check.signer.timestamp) return `signed by ${signerName(check.signer)} without a verified timestamp, which this rule requires`;
-  if (check.digest !== evidence.subject.digest) return `signs ${check.digest ?? 'nothing'}, not ${evidence.subject.digest}`;
+  if (check.digest !== digest) return `signs ${check.digest ?? 'nothing'}, not ${digest}`;
   if (check.dockerReference && !rule.allowReferenceMismatch && repositoryOf(check.dockerReference) !== evidence.repository) {
     return `names repository ${repositoryOf(check.dockerReference)}, not ${evidence.repository}`;
   }
@@ -141,23 +145,40 @@ export const signatureRule: RuleType<SignatureRule> = {
       allowReferenceMismatch: { type: 'boolean' },
       requireTlog: { type: 'boolean' },
       requireTimestamp: { type: 'boolean' },
+      children: { enum: ['covered', 'each'] },
+      signatureRepository: { type: 'string', pattern: '^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$' },
     },
   },
   evaluate(rule, evidence) {
+    const own = countSigners(rule, evidence, verified(evidence), evidence.subject.digest);
     const needed = rule.minSignatures ?? 1;
-    const signers = new Map<string, string>();
-    const problems: string[] = [];
-    for (const check of verified(evidence).signatures) {
-      const problem = whyNot(check, rule, evidence);
-      if (problem) problems.push(`signature in ${short(check.source)}: ${problem}`);
-      else if (check.signer) signers.set(signerKey(check.signer), signerName(check.signer));
+    if (own.signers.length < needed) {
+      const found = needed > 1 ? `${own.signers.length} of ${needed} required signatures by distinct trusted signers` : `no signature by ${describeTrusted(rule)}`;
+      return { status: 'missing', message: [found, ...own.problems].join('; '), details: own };
     }
-    const details = { signers: [...signers.values()], problems };
-    if (signers.size >= needed) return { status: 'passed', message: `signed by ${[...signers.values()].join(', ')}`, details };
-    const found = needed > 1 ? `${signers.size} of ${needed} required signatures by distinct trusted signers` : `no signature by ${describeTrusted(rule)}`;
-    return { status: 'missing', message: [found, ...problems].join('; '), details };
+    if (rule.children === 'each') {
+      const perChild = (evidence.extra.children ?? {}) as Record<string, VerifiedEvidence>;
+      const unsigned = Object.entries(perChild)
+        .map(([child, v]) => ({ child, count: countSigners(rule, evidence, v, child).signers.length }))
+        .filter((c) => c.count < needed)
+        .map((c) => short(c.child));
+      if (unsigned.length > 0) return { status: 'missing', message: `the index is signed, but not its image(s) ${unsigned.join(', ')} (this rule wants each signed)`, details: own };
+    }
+    return { status: 'passed', message: `signed by ${own.signers.join(', ')}`, details: own };
   },
 };
+
+/** Distinct trusted signers of `digest` among the checks, and why the others do not count. */
+function countSigners(rule: SignatureRule, evidence: Evidence, checks: VerifiedEvidence, digest: string): { signers: string[]; problems: string[] } {
+  const signers = new Map<string, string>();
+  const problems: string[] = [];
+  for (const check of checks.signatures) {
+    const problem = whyNot(check, rule, evidence, digest);
+    if (problem) problems.push(`signature in ${short(check.source)}: ${problem}`);
+    else if (check.signer) signers.set(signerKey(check.signer), signerName(check.signer));
+  }
+  return { signers: [...signers.values()], problems };
+}
 
 type Trusted = Pick<SignatureRule, 'keys' | 'keyless'>;
 
