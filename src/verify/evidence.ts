@@ -172,18 +172,61 @@ function verifyEd25519(bundle: ReturnType<typeof bundleFromJSON>, trusted: Trust
   return env.signatures.some((s) => cryptoVerify(null, pae, trusted.key, s.sig));
 }
 
-function messageBundle(signature: string, payload: Buffer) {
+/** Legacy cosign annotations on a signature layer: certificate (keyless), Rekor SET, RFC 3161 timestamp. */
+interface LegacyMaterial {
+  certificate?: string;
+  rekorBundle?: string;
+  rfc3161?: string;
+}
+
+/** cosign's `dev.sigstore.cosign/bundle` (a Rekor entry with its SET) as a bundle tlog entry. */
+function tlogEntryFromLegacy(json: string) {
+  const legacy = JSON.parse(json) as { SignedEntryTimestamp: string; Payload: { body: string; integratedTime: number; logIndex: number; logID: string } };
+  const body = JSON.parse(Buffer.from(legacy.Payload.body, 'base64').toString('utf8')) as { kind: string; apiVersion: string };
+  return {
+    logIndex: String(legacy.Payload.logIndex),
+    logId: { keyId: Buffer.from(legacy.Payload.logID, 'hex').toString('base64') },
+    kindVersion: { kind: body.kind, version: body.apiVersion },
+    integratedTime: String(legacy.Payload.integratedTime),
+    inclusionPromise: { signedEntryTimestamp: legacy.SignedEntryTimestamp },
+    canonicalizedBody: legacy.Payload.body,
+  };
+}
+
+function pemToDerBase64(pem: string): string {
+  const match = /-----BEGIN CERTIFICATE-----([\s\S]+?)-----END CERTIFICATE-----/.exec(pem);
+  if (!match) throw new Error('the certificate annotation holds no PEM certificate');
+  return match[1].replace(/\s+/g, '');
+}
+
+/**
+ * A simple-signing signature as a bundle: keyed, or keyless with its leaf certificate (the
+ * chain annotation is never trusted: the CA chain comes from the trusted root), with the
+ * Rekor entry and timestamp cosign recorded. v0.1 allows SET-only tlog entries.
+ */
+function messageBundle(signature: string, payload: Buffer, legacy: LegacyMaterial = {}) {
+  const tlogEntries = legacy.rekorBundle ? [tlogEntryFromLegacy(legacy.rekorBundle)] : [];
+  const timestamps = legacy.rfc3161
+    ? { timestampVerificationData: { rfc3161Timestamps: [{ signedTimestamp: (JSON.parse(legacy.rfc3161) as { SignedRFC3161Timestamp: string }).SignedRFC3161Timestamp }] } }
+    : {};
+  const keyOrCert = legacy.certificate
+    ? { x509CertificateChain: { certificates: [{ rawBytes: pemToDerBase64(legacy.certificate) }] } }
+    : { publicKey: { hint: '' } };
   return bundleFromJSON({
-    mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
-    verificationMaterial: { publicKey: { hint: '' }, tlogEntries: [] },
+    mediaType: legacy.certificate || tlogEntries.length > 0 ? 'application/vnd.dev.sigstore.bundle+json;version=0.1' : 'application/vnd.dev.sigstore.bundle.v0.3+json',
+    verificationMaterial: { ...keyOrCert, tlogEntries, ...timestamps },
     messageSignature: { messageDigest: { algorithm: 'SHA2_256', digest: createHash('sha256').update(payload).digest('base64') }, signature },
   });
 }
 
-function dsseBundle(envelope: { payload: string; payloadType: string; signatures: Array<{ sig: string; keyid?: string }> }) {
+function dsseBundle(envelope: { payload: string; payloadType: string; signatures: Array<{ sig: string; keyid?: string }> }, legacy: LegacyMaterial = {}) {
+  const tlogEntries = legacy.rekorBundle ? [tlogEntryFromLegacy(legacy.rekorBundle)] : [];
+  const keyOrCert = legacy.certificate
+    ? { x509CertificateChain: { certificates: [{ rawBytes: pemToDerBase64(legacy.certificate) }] } }
+    : { publicKey: { hint: '' } };
   return bundleFromJSON({
-    mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
-    verificationMaterial: { publicKey: { hint: '' }, tlogEntries: [] },
+    mediaType: legacy.certificate || tlogEntries.length > 0 ? 'application/vnd.dev.sigstore.bundle+json;version=0.1' : 'application/vnd.dev.sigstore.bundle.v0.3+json',
+    verificationMaterial: { ...keyOrCert, tlogEntries },
     dsseEnvelope: { payload: envelope.payload, payloadType: envelope.payloadType, signatures: envelope.signatures.map((s) => ({ sig: s.sig, keyid: s.keyid ?? '' })) },
   });
 }
@@ -256,12 +299,28 @@ export async function verifyEvidenceManifest(source: EvidenceSource, trust: Poli
         out.signatures.push({ source: source.digest, signer: null, digest: null, dockerReference: null, problem: 'a simple-signing layer without a signature annotation' });
         continue;
       }
-      const verified = verifySigner(messageBundle(signature, payload), keys, payload);
+      const legacy: LegacyMaterial = {
+        certificate: layer.annotations?.['dev.sigstore.cosign/certificate'],
+        rekorBundle: layer.annotations?.['dev.sigstore.cosign/bundle'],
+        rfc3161: layer.annotations?.['dev.sigstore.cosign/rfc3161timestamp'],
+      };
+      let verified: { signer: Signer | null; problem: string | null };
+      try {
+        verified = verifySigner(messageBundle(signature, payload, legacy), keys, payload);
+      } catch (err) {
+        verified = { signer: null, problem: `unreadable cosign signature material: ${(err as Error).message}` };
+      }
       const claims = simpleSigning(payload);
       out.signatures.push({ source: source.digest, signer: verified.signer, digest: claims.digest, dockerReference: claims.dockerReference, problem: verified.problem ?? claims.problem });
     } else if (layer.mediaType === DSSE_ENVELOPE) {
       const envelope = JSON.parse((await source.read(layer.digest)).toString('utf8')) as Parameters<typeof dsseBundle>[0];
-      const verified = verifySigner(dsseBundle(envelope), keys);
+      const legacy: LegacyMaterial = { certificate: layer.annotations?.['dev.sigstore.cosign/certificate'], rekorBundle: layer.annotations?.['dev.sigstore.cosign/bundle'] };
+      let verified: { signer: Signer | null; problem: string | null };
+      try {
+        verified = verifySigner(dsseBundle(envelope, legacy), keys);
+      } catch (err) {
+        verified = { signer: null, problem: `unreadable cosign attestation material: ${(err as Error).message}` };
+      }
       out.attestations.push(attestation(source.digest, verified, statementOf(envelope.payloadType, envelope.payload)));
     } else if (isBundleType(layer.mediaType)) {
       let bundle: ReturnType<typeof bundleFromJSON>;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { keyIdOf, type TrustedKey } from '../../src/verify/keys.js';
 import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { initializeCA, initializeTLog } from '@sigstore/mock';
 import { verifyEvidenceManifest, type VerifiedEvidence } from '../../src/verify/evidence.js';
 import { parseManifest } from '../../src/registry/manifest.js';
 import { sbomPackages } from '../../src/sbom/packages.js';
@@ -275,6 +276,54 @@ describe('signature and attestation rules on keys made in the test', () => {
     const withoutSbom = evaluate(policy(rules), evidenceOf(await verify(cosignSignature(ci.privateKey, subject)), 'demo/hello', subject), new Date());
     expect(withoutSbom.waitingFor).to.include('no-log4shell: no signed SBOM attestation lists the packages of this image');
   });
+});
+
+describe('legacy cosign keyless signatures (certificate + Rekor SET annotations), made with @sigstore/mock', () => {
+  it('converts them to a bundle and verifies them against the trusted root, identity and issuer included', async () => {
+    const caKeys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const logKeys = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const ca = await initializeCA(caKeys);
+    const tlog = await initializeTLog('https://rekor.mock.test', logKeys);
+    const signer = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const leaf = Buffer.from((await ca.issueCertificate({
+      publicKey: signer.publicKey.export({ type: 'spki', format: 'der' }),
+      subjectAltName: 'ci@example.test',
+      extensions: [{ oid: '1.3.6.1.4.1.57264.1.8', value: 'https://issuer.mock.test' }],
+    })).buffer);
+    const certPem = `-----BEGIN CERTIFICATE-----\n${leaf.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END CERTIFICATE-----\n`;
+    const subject = `sha256:${'f'.repeat(64)}`;
+    const payload = Buffer.from(JSON.stringify({ critical: { identity: { 'docker-reference': 'gw/demo/hello' }, image: { 'docker-manifest-digest': subject }, type: 'cosign container image signature' }, optional: null }));
+    const signature = sign('sha256', payload, signer.privateKey).toString('base64');
+    const entry = await tlog.log({
+      apiVersion: '0.0.1', kind: 'hashedrekord',
+      spec: { data: { hash: { algorithm: 'sha256', value: createHash('sha256').update(payload).digest('hex') } }, signature: { content: signature, publicKey: { content: Buffer.from(certPem).toString('base64') } } },
+    });
+    const [logged] = Object.values(entry) as Array<{ body: string; integratedTime: number; logID: string; logIndex: number; verification: { signedEntryTimestamp: string } }>;
+    const rekorBundle = JSON.stringify({ SignedEntryTimestamp: logged.verification.signedEntryTimestamp, Payload: { body: logged.body, integratedTime: logged.integratedTime, logIndex: logged.logIndex, logID: logged.logID } });
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha('{}'), size: 2 },
+      layers: [{ mediaType: 'application/vnd.dev.cosign.simplesigning.v1+json', digest: sha(payload), size: payload.length, annotations: {
+        'dev.cosignproject.cosign/signature': signature, 'dev.sigstore.cosign/certificate': certPem, 'dev.sigstore.cosign/bundle': rekorBundle,
+      } }],
+    }));
+    const b64 = (b: Buffer) => b.toString('base64');
+    const root = TrustedRoot.fromJSON({
+      mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
+      certificateAuthorities: [{ subject: { organization: 'mock', commonName: 'mock' }, uri: 'https://fulcio.mock.test', certChain: { certificates: [{ rawBytes: b64(Buffer.from(ca.rootCertificate.buffer)) }] }, validFor: { start: '2020-01-01T00:00:00Z' } }],
+      tlogs: [{ baseUrl: 'https://rekor.mock.test', hashAlgorithm: 'SHA2_256', publicKey: { rawBytes: b64(tlog.publicKey), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor: { start: '2020-01-01T00:00:00Z' } }, logId: { keyId: b64(createHash('sha256').update(tlog.publicKey).digest()) } }],
+      ctlogs: [],
+      timestampAuthorities: [],
+    });
+    const found = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: payload }), { keys: [], roots: [{ ref: 'trust/root.json', root }] }, Buffer.alloc(0));
+    expect(found.signatures[0]).to.deep.include({ digest: subject, problem: null });
+    expect(found.signatures[0].signer).to.deep.equal({ identity: { subject: 'ci@example.test', issuer: 'https://issuer.mock.test' }, root: 'trust/root.json', tlog: true, timestamp: true });
+    // The same signature, its payload altered: the SET no longer matches.
+    const forged = Buffer.from(payload.toString().replace('gw/demo/hello', 'gw/demo/other'));
+    const bad = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: forged }), { keys: [], roots: [{ ref: 'trust/root.json', root }] }, Buffer.alloc(0));
+    expect(bad.signatures[0].signer).to.equal(null);
+    expect(bad.signatures[0].problem).to.match(/^the certificate does not verify against trust\/root\.json/);
+  }).timeout(20_000);
 });
 
 describe('SBOM normalization and helpers', () => {
