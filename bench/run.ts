@@ -6,6 +6,7 @@
  * To add a benchmark, write a BenchCase (see bench/lib/suite.ts) and list it in CASES.
  */
 import { execFileSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +15,8 @@ import { imageConfig, imageManifest, OciClient, sha256 } from './lib/client.js';
 import { blobSeed, MiB, PatternBlob, RUN_ID } from './lib/data.js';
 import { readMemory, RssSampler, type RssReport } from './lib/rss.js';
 import { buildGateway, findReferenceBinary, SetupError, startGateway, startReference, type Target } from './lib/servers.js';
-import { closedLoop, inParallel, median, now, timed } from './lib/stats.js';
+import { closedLoop, inParallel, median, now, percentile, timed } from './lib/stats.js';
+import { cosignSignature, sbomAttestation } from './lib/evidence.js';
 import { Suite, type BenchCase, type CaseContext } from './lib/suite.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -311,6 +313,62 @@ const scanOverhead: BenchCase = {
   },
 };
 
+/**
+ * Admission latency under a policy that needs a signature and a signed SBOM: the image is
+ * pushed (pending), its cosign signature arrives (still pending), then its SBOM attestation
+ * (verified, evaluated, committed): the time of that last PUT is the admission latency.
+ */
+const signedAdmission: BenchCase = {
+  id: 'signed-admission',
+  title: `4d. admission latency with a signature + SBOM policy, ${SIZES.scanImages * 3} images`,
+  group: GROUP.manifests,
+  async run(ctx) {
+    if (ctx.target.kind !== 'gateway') return;
+    const work = mkdtempSync(path.join(os.tmpdir(), 'bench-signed-'));
+    const policies = path.join(work, 'policies');
+    mkdirSync(path.join(policies, 'keys'), { recursive: true });
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    writeFileSync(path.join(policies, 'keys', 'ci.pub'), publicKey.export({ type: 'spki', format: 'pem' }));
+    writeFileSync(path.join(policies, 'signed.json'), JSON.stringify({
+      name: 'signed', repositories: ['**'], mode: 'enforce',
+      rules: [
+        { id: 'signed-by-ci', type: 'signature', keys: ['keys/ci.pub'] },
+        { id: 'sbom', type: 'attestation', predicateTypes: ['https://spdx.dev/Document'], signedBy: 'signed-by-ci' },
+      ],
+    }));
+    const gated = await startGateway(REPO_ROOT, { GATEWAY_POLICY_DIR: policies, GATEWAY_POLICY_DEFAULT_POLICY: 'signed' });
+    const client = new OciClient(gated.baseUrl, { maxSockets: 1 });
+    try {
+      const latencies: number[] = [];
+      for (let i = 0; i < SIZES.scanImages * 3; i++) {
+        const repo = ctx.repo('signed');
+        const { config, layer } = await pushBaseImage(client, repo);
+        const image = imageManifest(config, [layer], { 'bench.seq': String(i) });
+        const digest = await client.putManifest(repo, 'v1', image);
+        const tag = `sha256-${digest.split(':')[1]}`;
+        const signature = cosignSignature(privateKey, digest, `gateway.local/${repo}`);
+        for (const b of signature.blobs) await client.pushBlob(repo, b);
+        await client.putManifest(repo, `${tag}.sig`, signature.manifest);
+        const attestation = sbomAttestation(privateKey, digest, 200);
+        for (const b of attestation.blobs) await client.pushBlob(repo, b);
+        const t0 = now();
+        await client.putManifest(repo, `${tag}.att`, attestation.manifest);
+        latencies.push(now() - t0);
+        const admitted = await client.request('GET', `/gateway/v1/admissions/${digest}?repository=${repo}`);
+        const state = (JSON.parse(admitted.body.toString('utf8')) as { state: string }).state;
+        if (state !== 'admitted') throw new Error(`image ${i} is ${state} after its signature and SBOM arrived`);
+      }
+      latencies.sort((a, b) => a - b);
+      ctx.record({ label: 'admission on the last evidence PUT (signature + 200-package SBOM) p50', unit: 'ms', better: 'lower', value: percentile(latencies, 50) });
+      ctx.record({ label: 'admission on the last evidence PUT (signature + 200-package SBOM) p99', unit: 'ms', better: 'lower', value: percentile(latencies, 99) });
+    } finally {
+      client.close();
+      await gated.stop();
+      rmSync(work, { recursive: true, force: true });
+    }
+  },
+};
+
 const manifestRead: BenchCase = {
   id: 'manifest-read',
   title: `5. manifest GET and HEAD (half by tag, half by digest), ${SIZES.loadMs} ms per concurrency and method`,
@@ -479,6 +537,7 @@ const CASES: BenchCase[] = [
   manifestPut,
   gateOverhead,
   scanOverhead,
+  signedAdmission,
   manifestRead,
   tagListing,
   concurrentPushes,
