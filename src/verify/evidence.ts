@@ -25,7 +25,7 @@ export interface Signer {
   keyRef?: string;
   keyId?: string;
   /** Keyless: the certificate's subject (SAN) and OIDC issuer, and the trusted root that vouched for it. */
-  identity?: { subject: string; issuer: string };
+  identity?: { subject: string; issuer: string; claims?: Record<string, string> };
   root?: string;
   /** A transparency-log entry verified with the signature. */
   tlog: boolean;
@@ -146,13 +146,41 @@ function verifyKeyless(bundle: Bundle, trust: PolicyTrust, artifact?: Buffer): {
       new Verifier(trustMaterial, { ...o, ctlogThreshold }).verify(toSignedEntity(bundle, artifact));
     try {
       const signer = verify({ tlogThreshold: 0, timestampThreshold: 1 });
-      const identity = { subject: signer.identity?.subjectAlternativeName ?? '', issuer: signer.identity?.extensions?.issuer ?? '' };
+      const identity = {
+        subject: signer.identity?.subjectAlternativeName ?? '',
+        issuer: signer.identity?.extensions?.issuer ?? '',
+        claims: fulcioClaims(signer.identity?.oids ?? []),
+      };
       return { signer: { identity, root: ref, ...extras(verify), timestamp: true }, problem: null };
     } catch (err) {
       lastError = (err as Error).message;
     }
   }
   return { signer: null, problem: `the certificate does not verify against ${trust.roots.map((r) => r.ref).join(', ')}: ${lastError}` };
+}
+
+/** Fulcio's workflow claims by name: the current DER-encoded OIDs, else the legacy raw ones. */
+const CLAIMS: Record<string, { current: string; legacy?: string; legacyPrefix?: string }> = {
+  buildSignerURI: { current: '1.3.6.1.4.1.57264.1.9' },
+  sourceRepositoryURI: { current: '1.3.6.1.4.1.57264.1.12', legacy: '1.3.6.1.4.1.57264.1.5', legacyPrefix: 'https://github.com/' },
+  sourceRepositoryDigest: { current: '1.3.6.1.4.1.57264.1.13', legacy: '1.3.6.1.4.1.57264.1.3' },
+  sourceRepositoryRef: { current: '1.3.6.1.4.1.57264.1.14', legacy: '1.3.6.1.4.1.57264.1.6' },
+  buildTrigger: { current: '1.3.6.1.4.1.57264.1.20', legacy: '1.3.6.1.4.1.57264.1.2' },
+  runInvocationURI: { current: '1.3.6.1.4.1.57264.1.21' },
+};
+
+export function fulcioClaims(oids: Array<{ oid?: { id: number[] }; value: Uint8Array }>): Record<string, string> {
+  const raw = new Map<string, Buffer>();
+  for (const o of oids) if (o.oid) raw.set(o.oid.id.join('.'), Buffer.from(o.value));
+  const utf8String = (b: Buffer) => (b[0] === 0x0c && b[1] === b.length - 2 ? b.subarray(2).toString('utf8') : null);
+  const claims: Record<string, string> = {};
+  for (const [name, where] of Object.entries(CLAIMS)) {
+    const current = raw.get(where.current);
+    const decoded = current ? utf8String(current) : null;
+    if (decoded !== null) claims[name] = decoded;
+    else if (where.legacy && raw.has(where.legacy)) claims[name] = (where.legacyPrefix ?? '') + (raw.get(where.legacy) as Buffer).toString('utf8');
+  }
+  return claims;
 }
 
 function verifySigner(bundle: Bundle, trust: PolicyTrust, artifact?: Buffer): { signer: Signer | null; problem: string | null } {

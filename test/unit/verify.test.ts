@@ -103,7 +103,7 @@ describe('verifying what cosign wrote (real fixtures)', () => {
     const found = await verifyEvidenceManifest(source(manifest, { [sha(bundle)]: bundle }), { keys: [], roots: [{ ref: 'trust/root.json', root }] }, Buffer.alloc(0));
     const [att] = found.attestations;
     expect(att.problem).to.equal(null);
-    expect(att.signer).to.deep.equal({ identity: { subject: 'ci@example.test', issuer: 'https://issuer.mock.test' }, root: 'trust/root.json', tlog: true, timestamp: true });
+    expect(att.signer).to.deep.equal({ identity: { subject: 'ci@example.test', issuer: 'https://issuer.mock.test', claims: {} }, root: 'trust/root.json', tlog: true, timestamp: true });
     const subject = att.subjects[0];
     const rule = (identities: Array<Record<string, string>>, extra: Record<string, unknown> = {}) =>
       policy([{ id: 'signed', type: 'signature', keyless: { trustedRoot: 'trust/root.json', identities }, ...extra }, { id: 'att', type: 'attestation', predicateTypes: [att.predicateType!], signedBy: 'signed' }]);
@@ -288,7 +288,11 @@ describe('legacy cosign keyless signatures (certificate + Rekor SET annotations)
     const leaf = Buffer.from((await ca.issueCertificate({
       publicKey: signer.publicKey.export({ type: 'spki', format: 'der' }),
       subjectAltName: 'ci@example.test',
-      extensions: [{ oid: '1.3.6.1.4.1.57264.1.8', value: 'https://issuer.mock.test' }],
+      extensions: [
+        { oid: '1.3.6.1.4.1.57264.1.8', value: 'https://issuer.mock.test' },
+        { oid: '1.3.6.1.4.1.57264.1.12', value: 'https://github.com/acme/app' },
+        { oid: '1.3.6.1.4.1.57264.1.6', value: 'refs/heads/main', legacy: true },
+      ],
     })).buffer);
     const certPem = `-----BEGIN CERTIFICATE-----\n${leaf.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END CERTIFICATE-----\n`;
     const subject = `sha256:${'f'.repeat(64)}`;
@@ -317,7 +321,13 @@ describe('legacy cosign keyless signatures (certificate + Rekor SET annotations)
     });
     const found = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: payload }), { keys: [], roots: [{ ref: 'trust/root.json', root }] }, Buffer.alloc(0));
     expect(found.signatures[0]).to.deep.include({ digest: subject, problem: null });
-    expect(found.signatures[0].signer).to.deep.equal({ identity: { subject: 'ci@example.test', issuer: 'https://issuer.mock.test' }, root: 'trust/root.json', tlog: true, timestamp: true });
+    expect(found.signatures[0].signer).to.deep.equal({
+      identity: { subject: 'ci@example.test', issuer: 'https://issuer.mock.test', claims: { sourceRepositoryURI: 'https://github.com/acme/app', sourceRepositoryRef: 'refs/heads/main' } },
+      root: 'trust/root.json', tlog: true, timestamp: true,
+    });
+    const byClaims = (claims: Record<string, string>) => evaluate(policy([{ id: 'signed', type: 'signature', keyless: { trustedRoot: 'trust/root.json', identities: [{ issuer: 'https://issuer.mock.test', subject: 'ci@example.test', claims }] } }]), evidenceOf(found, 'gw/demo/hello', subject), new Date()).outcome;
+    expect(byClaims({ sourceRepositoryURI: 'https://github.com/acme/app', sourceRepositoryRef: 'refs/heads/main' })).to.equal('admitted');
+    expect(byClaims({ sourceRepositoryRef: 'refs/heads/dev' })).to.equal('pending');
     // The same signature, its payload altered: the SET no longer matches.
     const forged = Buffer.from(payload.toString().replace('gw/demo/hello', 'gw/demo/other'));
     const bad = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: forged }), { keys: [], roots: [{ ref: 'trust/root.json', root }] }, Buffer.alloc(0));

@@ -14,6 +14,8 @@ export interface Identity {
   issuer: string;
   subject?: string;
   subjectRegExp?: string;
+  /** Fulcio workflow claims that must match exactly (e.g. sourceRepositoryURI, sourceRepositoryRef, buildTrigger). */
+  claims?: Record<string, string>;
 }
 
 export interface SignatureRule extends RuleBase {
@@ -77,7 +79,17 @@ const keylessSchema = {
         additionalProperties: false,
         required: ['issuer'],
         oneOf: [{ required: ['subject'] }, { required: ['subjectRegExp'] }],
-        properties: { issuer: { type: 'string', minLength: 1 }, subject: { type: 'string', minLength: 1 }, subjectRegExp: { type: 'string', pattern: '^\\^.*\\$$' } },
+        properties: {
+          issuer: { type: 'string', minLength: 1 },
+          subject: { type: 'string', minLength: 1 },
+          subjectRegExp: { type: 'string', pattern: '^\\^.*\\$$' },
+          claims: {
+            type: 'object',
+            minProperties: 1,
+            additionalProperties: false,
+            properties: Object.fromEntries(['buildSignerURI', 'sourceRepositoryURI', 'sourceRepositoryDigest', 'sourceRepositoryRef', 'buildTrigger', 'runInvocationURI'].map((k) => [k, { type: 'string', minLength: 1 }])),
+          },
+        },
       },
     },
   },
@@ -88,9 +100,12 @@ export function trusts(rule: Pick<SignatureRule, 'keys' | 'keyless'>, signer: Si
   if (!signer) return false;
   if (signer.keyRef) return (rule.keys ?? []).includes(signer.keyRef);
   if (!signer.identity || !rule.keyless || signer.root !== rule.keyless.trustedRoot) return false;
-  const { subject, issuer } = signer.identity;
+  const { subject, issuer, claims = {} } = signer.identity;
   return rule.keyless.identities.some(
-    (id) => id.issuer === issuer && (id.subject !== undefined ? id.subject === subject : new RegExp(id.subjectRegExp as string).test(subject)),
+    (id) =>
+      id.issuer === issuer &&
+      (id.subject !== undefined ? id.subject === subject : new RegExp(id.subjectRegExp as string).test(subject)) &&
+      Object.entries(id.claims ?? {}).every(([name, value]) => claims[name] === value),
   );
 }
 
