@@ -1,6 +1,9 @@
 /** @sigstore/oci (what GitHub's attest action uses) attaching a Sigstore bundle with credentials. */
 import { expect } from 'chai';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { generateKeyPairSync, sign } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { attachArtifactToImage } from '@sigstore/oci';
 import { type TestGateway } from '../helpers/gateway.js';
 import { PASSWORDS, startAuthGateway, userAuth } from '../helpers/auth.js';
@@ -62,5 +65,62 @@ describe('@sigstore/oci attach flow with credentials', () => {
     expect(await attempt('alice', 'wrong-password')).to.not.equal('attached');
     const index = (await (await alice.request('GET', `/v2/team/attested/referrers/${image.digest}`)).json()) as { manifests: unknown[] };
     expect(index.manifests).to.deep.equal([]);
+  });
+});
+
+describe('@sigstore/oci bundles as evidence for the gate', () => {
+  let gw: TestGateway;
+  let dir: string;
+  const key = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'sigstore-oci-policy-'));
+    mkdirSync(path.join(dir, 'keys'));
+    writeFileSync(path.join(dir, 'keys', 'build.pub'), key.publicKey.export({ type: 'spki', format: 'pem' }));
+    writeFileSync(path.join(dir, 'provenance.json'), JSON.stringify({
+      name: 'provenance', repositories: ['team/**'], mode: 'enforce',
+      rules: [{ id: 'built', type: 'attestation', predicateTypes: ['https://slsa.dev/provenance/v1'], keys: ['keys/build.pub'] }],
+    }));
+    gw = await startAuthGateway('pglite', (c) => {
+      c.policy.dir = dir;
+      c.policy.defaultPolicy = 'deny';
+      c.gate.putWaitSeconds = 1;
+    });
+  });
+  after(async () => {
+    await gw.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('admits an image when a signed provenance bundle is attached through the referrers API', async () => {
+    const alice = new OciClient(gw.url, { Authorization: userAuth('alice') });
+    const image = await alice.pushImage('team/built', 'v1');
+    const admission = async () => ((await (await alice.request('GET', `/gateway/v1/admissions/${image.digest}?repository=team/built`)).json()) as { state: string }).state;
+    expect(await admission()).to.equal('pending');
+    // A keyed DSSE bundle (v0.3) of an SLSA v1 statement about the image, as @sigstore/sign makes one.
+    const statement = Buffer.from(JSON.stringify({
+      _type: 'https://in-toto.io/Statement/v1', subject: [{ name: 'team/built', digest: { sha256: image.digest.slice(7) } }],
+      predicateType: 'https://slsa.dev/provenance/v1', predicate: { buildDefinition: { buildType: 'test' }, runDetails: { builder: { id: 'test' } } },
+    }));
+    const type = 'application/vnd.in-toto+json';
+    const pae = Buffer.concat([Buffer.from(`DSSEv1 ${type.length} ${type} ${statement.length} `), statement]);
+    const bundle = Buffer.from(JSON.stringify({
+      mediaType: BUNDLE_TYPE,
+      verificationMaterial: { publicKey: { hint: 'build' }, tlogEntries: [] },
+      dsseEnvelope: { payload: statement.toString('base64'), payloadType: type, signatures: [{ keyid: '', sig: sign('sha256', pae, key.privateKey).toString('base64') }] },
+    }));
+    await attachArtifactToImage({
+      imageName: `${gw.host}/team/built`,
+      imageDigest: image.digest,
+      artifact: bundle,
+      mediaType: BUNDLE_TYPE,
+      annotations: { 'dev.sigstore.bundle.content': 'dsse-envelope', 'dev.sigstore.bundle.predicateType': 'https://slsa.dev/provenance/v1' },
+      credentials: { username: 'alice', password: PASSWORDS.alice },
+    });
+    expect(await admission()).to.equal('admitted');
+    const reader = new OciClient(gw.url, { Authorization: userAuth('reader') });
+    expect((await reader.request('GET', '/v2/team/built/manifests/v1')).status).to.equal(200);
+    const referrers = (await (await reader.request('GET', `/v2/team/built/referrers/${image.digest}`)).json()) as { manifests: unknown[] };
+    expect(referrers.manifests).to.have.length(1);
   });
 });
