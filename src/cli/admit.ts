@@ -241,59 +241,64 @@ function parseWaitUnbounded(value: string): number {
   return Number(match[1]) * (match[2] === 'm' ? 60 : 1);
 }
 
+interface ConnectionFlags {
+  username?: string;
+  passwordStdin?: boolean;
+  plainHttp?: boolean;
+  caFile?: string;
+}
+
+/** The flags every command that talks to a gateway takes. */
+function withConnectionFlags(command: Command, who: string): Command {
+  return command
+    .option('-u, --username <name>', `${who} (also GATEWAY_USERNAME)`)
+    .option('--password-stdin', 'read the password or robot secret from stdin (else GATEWAY_PASSWORD)')
+    .option('--plain-http', 'talk HTTP instead of HTTPS')
+    .option('--ca-file <file>', 'PEM CA bundle to trust for the gateway');
+}
+
+async function connection(flags: ConnectionFlags) {
+  return {
+    username: flags.username ?? process.env.GATEWAY_USERNAME,
+    password: flags.passwordStdin ? await readSecret('Password: ') : process.env.GATEWAY_PASSWORD,
+    plainHttp: flags.plainHttp,
+    caFile: flags.caFile,
+  };
+}
+
 export function registerAdmitCommand(program: Command): void {
-  program
+  const command = program
     .command('admit')
     .description('wait for the verdict on an image pushed to the gateway (exit 0 admitted, 2 denied, 3 pending, 1 error)')
     .argument('<image>', 'gateway-host[:port]/repository[:tag|@digest]')
     .option('--wait <duration>', 'how long to wait for a final verdict (e.g. 60s, 5m; 0 = ask once)', '60s')
-    .option('-o, --output <format>', 'table or json', 'table')
-    .option('-u, --username <name>', 'user or robot$name (also GATEWAY_USERNAME)')
-    .option('--password-stdin', 'read the password or robot secret from stdin (else GATEWAY_PASSWORD)')
-    .option('--plain-http', 'talk HTTP instead of HTTPS')
-    .option('--ca-file <file>', 'PEM CA bundle to trust for the gateway')
-    .action(async (image: string, opts: { wait: string; output: string; username?: string; passwordStdin?: boolean; plainHttp?: boolean; caFile?: string }) => {
-      if (opts.output !== 'table' && opts.output !== 'json') {
-        process.stderr.write('gateway admit: --output must be table or json\n');
-        process.exitCode = EXIT.error;
-        return;
-      }
-      const password = opts.passwordStdin ? await readSecret('Password: ') : process.env.GATEWAY_PASSWORD;
-      const result = await runAdmit(image, {
-        wait: opts.wait,
-        output: opts.output,
-        username: opts.username ?? process.env.GATEWAY_USERNAME,
-        password,
-        plainHttp: opts.plainHttp,
-        caFile: opts.caFile,
-      });
-      (result.exitCode === EXIT.error ? process.stderr : process.stdout).write(result.output);
-      process.exitCode = result.exitCode;
-    });
+    .option('-o, --output <format>', 'table or json', 'table');
+  withConnectionFlags(command, 'user or robot$name').action(async (image: string, opts: { wait: string; output: string } & ConnectionFlags) => {
+    if (opts.output !== 'table' && opts.output !== 'json') {
+      process.stderr.write('gateway admit: --output must be table or json\n');
+      process.exitCode = EXIT.error;
+      return;
+    }
+    const result = await runAdmit(image, { wait: opts.wait, output: opts.output, ...(await connection(opts)) });
+    (result.exitCode === EXIT.error ? process.stderr : process.stdout).write(result.output);
+    process.exitCode = result.exitCode;
+  });
 }
 
 export function registerRescanCommand(program: Command): void {
-  program
+  const command = program
     .command('rescan')
     .description('rescan admitted images for new vulnerabilities (administrators; exit 0 all still pass, 2 some would not, 1 error)')
     .argument('<gateway>', 'gateway host[:port]')
     .option('--repository <name>', 'only this repository')
     .option('--digest <digest>', 'only this image')
-    .option('-o, --output <format>', 'table or json', 'table')
-    .option('-u, --username <name>', 'administrator (also GATEWAY_USERNAME)')
-    .option('--password-stdin', 'read the password from stdin (else GATEWAY_PASSWORD)')
-    .option('--plain-http', 'talk HTTP instead of HTTPS')
-    .option('--ca-file <file>', 'PEM CA bundle to trust for the gateway')
-    .action(async (gateway: string, opts: { repository?: string; digest?: string; output: string; username?: string; passwordStdin?: boolean; plainHttp?: boolean; caFile?: string }) => {
-      const password = opts.passwordStdin ? await readSecret('Password: ') : process.env.GATEWAY_PASSWORD;
-      const result = await runRescan(gateway, { repository: opts.repository, digest: opts.digest }, {
-        output: opts.output === 'json' ? 'json' : 'table',
-        username: opts.username ?? process.env.GATEWAY_USERNAME,
-        password,
-        plainHttp: opts.plainHttp,
-        caFile: opts.caFile,
-      });
-      (result.exitCode === EXIT.error ? process.stderr : process.stdout).write(result.output);
-      process.exitCode = result.exitCode;
+    .option('-o, --output <format>', 'table or json', 'table');
+  withConnectionFlags(command, 'administrator').action(async (gateway: string, opts: { repository?: string; digest?: string; output: string } & ConnectionFlags) => {
+    const result = await runRescan(gateway, { repository: opts.repository, digest: opts.digest }, {
+      output: opts.output === 'json' ? 'json' : 'table',
+      ...(await connection(opts)),
     });
+    (result.exitCode === EXIT.error ? process.stderr : process.stdout).write(result.output);
+    process.exitCode = result.exitCode;
+  });
 }

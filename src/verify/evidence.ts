@@ -232,7 +232,7 @@ function pemToDerBase64(pem: string): string {
  * chain annotation is never trusted: the CA chain comes from the trusted root), with the
  * Rekor entry and timestamp cosign recorded. v0.1 allows SET-only tlog entries.
  */
-function messageBundle(signature: string, payload: Buffer, legacy: LegacyMaterial = {}) {
+function legacyMaterial(legacy: LegacyMaterial) {
   const tlogEntries = legacy.rekorBundle ? [tlogEntryFromLegacy(legacy.rekorBundle)] : [];
   const timestamps = legacy.rfc3161
     ? { timestampVerificationData: { rfc3161Timestamps: [{ signedTimestamp: (JSON.parse(legacy.rfc3161) as { SignedRFC3161Timestamp: string }).SignedRFC3161Timestamp }] } }
@@ -240,21 +240,22 @@ function messageBundle(signature: string, payload: Buffer, legacy: LegacyMateria
   const keyOrCert = legacy.certificate
     ? { x509CertificateChain: { certificates: [{ rawBytes: pemToDerBase64(legacy.certificate) }] } }
     : { publicKey: { hint: '' } };
-  return bundleFromJSON({
+  return {
     mediaType: legacy.certificate || tlogEntries.length > 0 ? 'application/vnd.dev.sigstore.bundle+json;version=0.1' : 'application/vnd.dev.sigstore.bundle.v0.3+json',
     verificationMaterial: { ...keyOrCert, tlogEntries, ...timestamps },
+  };
+}
+
+function messageBundle(signature: string, payload: Buffer, legacy: LegacyMaterial = {}) {
+  return bundleFromJSON({
+    ...legacyMaterial(legacy),
     messageSignature: { messageDigest: { algorithm: 'SHA2_256', digest: createHash('sha256').update(payload).digest('base64') }, signature },
   });
 }
 
 function dsseBundle(envelope: { payload: string; payloadType: string; signatures: Array<{ sig: string; keyid?: string }> }, legacy: LegacyMaterial = {}) {
-  const tlogEntries = legacy.rekorBundle ? [tlogEntryFromLegacy(legacy.rekorBundle)] : [];
-  const keyOrCert = legacy.certificate
-    ? { x509CertificateChain: { certificates: [{ rawBytes: pemToDerBase64(legacy.certificate) }] } }
-    : { publicKey: { hint: '' } };
   return bundleFromJSON({
-    mediaType: legacy.certificate || tlogEntries.length > 0 ? 'application/vnd.dev.sigstore.bundle+json;version=0.1' : 'application/vnd.dev.sigstore.bundle.v0.3+json',
-    verificationMaterial: { ...keyOrCert, tlogEntries },
+    ...legacyMaterial(legacy),
     dsseEnvelope: { payload: envelope.payload, payloadType: envelope.payloadType, signatures: envelope.signatures.map((s) => ({ sig: s.sig, keyid: s.keyid ?? '' })) },
   });
 }
