@@ -206,9 +206,10 @@ export class Gate {
       }
       let record = current;
       if (current.state !== 'admitted' && !sameDecision(current, decision)) {
-        await admissions.record(tx, repoId, digest, decision);
-        await this.auditDecision(tx, repository, digest, decision, trigger, scanDetail(evidence));
-        record = withDecision(current, decision);
+        const found = evidenceSummary(evidence);
+        await admissions.record(tx, repoId, digest, decision, found);
+        await this.auditDecision(tx, repository, digest, decision, trigger, { ...scanDetail(evidence), ...(Object.keys(found).length > 0 ? { evidence: found } : {}) });
+        record = { ...withDecision(current, decision), evidence: found };
       }
       if (decision.outcome === 'admitted') await this.switchVisible(tx, repository, repoId, digest, nodes, children, trigger);
       return { record, decision };
@@ -542,6 +543,19 @@ function withDecision(current: AdmissionRecord, decision: Decision): AdmissionRe
     evaluations: current.evaluations + 1,
     updatedAt: now,
     decidedAt: decision.outcome === 'pending' ? current.decidedAt : now,
+  };
+}
+
+/** What verified evidence said, kept with the admission: signers, attestations, SBOM packages. */
+function evidenceSummary(evidence: Evidence): Record<string, unknown> {
+  const verified = evidence.extra.verified as VerifiedEvidence | undefined;
+  if (!verified) return {};
+  const signerOf = (s: { signer: { keyRef?: string; identity?: { subject: string; issuer: string } } | null }) =>
+    s.signer ? (s.signer.keyRef ?? `${s.signer.identity?.subject} (${s.signer.identity?.issuer})`) : null;
+  return {
+    signatures: verified.signatures.map((s) => ({ source: s.source, signer: signerOf(s), digest: s.digest, problem: s.problem })),
+    attestations: verified.attestations.map((a) => ({ source: a.source, signer: signerOf(a), predicateType: a.predicateType, subjects: a.subjects, problem: a.problem })),
+    packages: verified.attestations.filter((a) => a.problem === null && a.subjects.includes(evidence.subject.digest)).flatMap((a) => a.packages ?? []),
   };
 }
 

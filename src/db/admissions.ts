@@ -20,6 +20,8 @@ export interface AdmissionRecord {
   reasons: string[];
   waitingFor: string[];
   warnings: string[];
+  /** Signers, attestations and SBOM packages found when it was decided. */
+  evidence: Record<string, unknown>;
   pushedBy: string | null;
   admittedWith: string | null;
   evaluations: number;
@@ -51,6 +53,7 @@ interface AdmissionRow {
   reasons: string[];
   waiting_for: string[];
   warnings: string[];
+  evidence: Record<string, unknown>;
   pushed_by: string | null;
   admitted_with: string | null;
   evaluations: number;
@@ -60,7 +63,7 @@ interface AdmissionRow {
 }
 
 const COLUMNS = `a.id, r.name AS repository, a.digest, a.media_type, a.state, a.tags, a.policy_name, a.policy_hash,
-  a.policy_mode, a.results, a.reasons, a.waiting_for, a.warnings, a.pushed_by, a.admitted_with, a.evaluations,
+  a.policy_mode, a.results, a.reasons, a.waiting_for, a.warnings, a.evidence, a.pushed_by, a.admitted_with, a.evaluations,
   a.created_at, a.updated_at, a.decided_at`;
 
 function toRecord(row: AdmissionRow): AdmissionRecord {
@@ -76,6 +79,7 @@ function toRecord(row: AdmissionRow): AdmissionRecord {
     reasons: row.reasons,
     waitingFor: row.waiting_for,
     warnings: row.warnings,
+    evidence: row.evidence ?? {},
     pushedBy: row.pushed_by,
     admittedWith: row.admitted_with,
     evaluations: row.evaluations,
@@ -134,11 +138,11 @@ export class AdmissionStore {
   }
 
   /** Writes a decision onto the admission. */
-  async record(tx: Queryable, repositoryId: number, digest: string, decision: Decision, admittedWith: string | null = null): Promise<void> {
+  async record(tx: Queryable, repositoryId: number, digest: string, decision: Decision, evidence: Record<string, unknown> = {}): Promise<void> {
     const state: AdmissionState = decision.outcome;
     await tx.query(
       `UPDATE admissions SET state = $3, policy_name = $4, policy_hash = $5, policy_mode = $6, results = $7,
-              reasons = $8, waiting_for = $9, warnings = $10, admitted_with = $11, evaluations = evaluations + 1,
+              reasons = $8, waiting_for = $9, warnings = $10, evidence = $11, evaluations = evaluations + 1,
               updated_at = now(), decided_at = CASE WHEN $3 = 'pending' THEN decided_at ELSE now() END
         WHERE repository_id = $1 AND digest = $2`,
       [
@@ -152,7 +156,7 @@ export class AdmissionStore {
         JSON.stringify(decision.reasons),
         JSON.stringify(decision.waitingFor),
         JSON.stringify(decision.warnings),
-        admittedWith,
+        JSON.stringify(evidence),
       ],
     );
   }

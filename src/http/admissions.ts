@@ -27,6 +27,7 @@ export function admissionJson(record: AdmissionRecord) {
     reasons: record.reasons,
     waitingFor: record.waitingFor,
     warnings: record.warnings,
+    evidence: record.evidence,
     pushedBy: record.pushedBy,
     admittedWith: record.admittedWith,
     evaluations: record.evaluations,

@@ -88,6 +88,10 @@ describe('signature and SBOM gate with real cosign', function () {
     await attest('ci.key', ref);
     expect((await admission(repo, digest)).state).to.equal('admitted');
     expect(await readerStatus(repo, 'v1')).to.equal(200);
+    // The normalized package list of the attested SBOM is kept with the admission.
+    const kept = (await (await alice.request('GET', `/gateway/v1/admissions/${digest}?repository=${repo}`)).json()) as { evidence: { packages: Array<{ name: string }>; signatures: Array<{ signer: string }> } };
+    expect(kept.evidence.packages.map((p) => p.name)).to.include('hello');
+    expect(kept.evidence.signatures.map((s) => s.signer)).to.include('keys/ci.pub');
     const readerEnv = { DOCKER_CONFIG: path.join(work, 'docker-reader'), COSIGN_PASSWORD: 'pw' };
     mkdirSync(readerEnv.DOCKER_CONFIG);
     writeFileSync(path.join(readerEnv.DOCKER_CONFIG, 'config.json'), '{"auths":{}}');

@@ -157,7 +157,8 @@ describe('signature and attestation rules on keys made in the test', () => {
   const ci = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const release = generateKeyPairSync('ed25519');
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const keys = [trusted('keys/ci.pub', ci.publicKey), trusted('keys/release.pub', release.publicKey), trusted('keys/rsa.pub', rsa.publicKey)];
+  const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const keys = [trusted('keys/ci.pub', ci.publicKey), trusted('keys/release.pub', release.publicKey), trusted('keys/rsa.pub', rsa.publicKey), trusted('keys/p384.pub', p384.publicKey)];
   const subject = `sha256:${'b'.repeat(64)}`;
   const verify = async (...sources: Array<{ manifest: Buffer; blobs: Record<string, Buffer> }>) => {
     const all: VerifiedEvidence = { signatures: [], attestations: [] };
@@ -168,20 +169,41 @@ describe('signature and attestation rules on keys made in the test', () => {
     }
     return all;
   };
-  const signatureRule = { id: 'signed', type: 'signature', keys: ['keys/ci.pub', 'keys/release.pub', 'keys/rsa.pub'] };
+  const signatureRule = { id: 'signed', type: 'signature', keys: ['keys/ci.pub', 'keys/release.pub', 'keys/rsa.pub', 'keys/p384.pub'] };
 
-  it('counts k of n distinct trusted signers over ECDSA, Ed25519 and RSA', async () => {
+  it('counts k of n distinct trusted signers over ECDSA P-256 and P-384, Ed25519 and RSA', async () => {
     const v = await verify(cosignSignature(ci.privateKey, subject, 'gw.example/demo/hello'), cosignSignature(ci.privateKey, subject, 'gw.example/demo/hello:v1'));
     const one = evaluate(policy([{ ...signatureRule, minSignatures: 2 }]), evidenceOf(v, 'demo/hello', subject), new Date());
     expect(one.outcome).to.equal('pending');
     expect(one.waitingFor[0]).to.match(/^signed: 1 of 2 required signatures by distinct trusted signers/);
     const ed = cosignSignature(release.privateKey, subject, 'gw.example/demo/hello');
     const rs = cosignSignature(rsa.privateKey, subject, 'gw.example/demo/hello');
-    const two = evaluate(policy([{ ...signatureRule, minSignatures: 3 }]), evidenceOf(await verify(cosignSignature(ci.privateKey, subject), ed, rs), 'demo/hello', subject), new Date());
+    const ps = cosignSignature(p384.privateKey, subject, 'gw.example/demo/hello');
+    const two = evaluate(policy([{ ...signatureRule, minSignatures: 4 }]), evidenceOf(await verify(cosignSignature(ci.privateKey, subject), ed, rs, ps), 'demo/hello', subject), new Date());
     expect(two.outcome).to.equal('admitted');
     expect(two.results[0].message).to.match(/^signed by keys\/ci\.pub \(SHA256:[0-9a-f]{16}\), keys\/release\.pub \(SHA256:[0-9a-f]{16}\), keys\/rsa\.pub/);
     const needsLog = evaluate(policy([{ ...signatureRule, requireTlog: true }]), evidenceOf(await verify(cosignSignature(ci.privateKey, subject)), 'demo/hello', subject), new Date());
     expect(needsLog.waitingFor[0]).to.include('without a verified transparency-log entry, which this rule requires');
+  });
+
+  it('counts a cosign 3 signature (a DSSE statement of predicate cosign/sign/v1 in a bundle) as a signature', async () => {
+    const statement = Buffer.from(JSON.stringify({ _type: 'https://in-toto.io/Statement/v1', subject: [{ name: 'x', digest: { sha256: subject.slice(7) } }], predicateType: 'https://sigstore.dev/cosign/sign/v1', predicate: {} }));
+    const type = 'application/vnd.in-toto+json';
+    const pae = Buffer.concat([Buffer.from(`DSSEv1 ${type.length} ${type} ${statement.length} `), statement]);
+    const bundle = Buffer.from(JSON.stringify({
+      mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+      verificationMaterial: { publicKey: { hint: 'ci' }, tlogEntries: [] },
+      dsseEnvelope: { payload: statement.toString('base64'), payloadType: type, signatures: [{ keyid: '', sig: sign('sha256', pae, ci.privateKey).toString('base64') }] },
+    }));
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha('{}'), size: 2 },
+      layers: [{ mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json', digest: sha(bundle), size: bundle.length }],
+    }));
+    const v = await verify({ manifest, blobs: { [sha(bundle)]: bundle } });
+    expect(v.attestations).to.deep.equal([]);
+    expect(v.signatures[0]).to.deep.include({ digest: subject, problem: null });
+    expect(evaluate(policy([signatureRule]), evidenceOf(v, 'demo/hello', subject), new Date()).outcome).to.equal('admitted');
   });
 
   it('lets an index signature cover its children, or asks each child for its own', async () => {
