@@ -464,6 +464,7 @@ export class Gate {
           const current = await this.options.admissions.get(repository, digest, tx);
           if (!current || current.state !== state || current.updatedAt >= before) return false;
           await this.options.admissions.setState(tx, repoId, digest, 'expired');
+          this.options.registry.metadata.invalidate();
           await tx.query(`DELETE FROM manifests WHERE repository_id = $1 AND digest = $2 AND state = 'staged'`, [repoId, digest]);
           await this.options.audit.append(tx, {
             action: 'expiry',

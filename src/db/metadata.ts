@@ -72,8 +72,37 @@ function toManifest(row: ManifestRow): ManifestRecord {
 export class MetadataStore {
   /** Ids of repositories known to be committed (rows are never renumbered; repositories are not deleted). */
   private readonly repositoryIds = new Map<string, number>();
+  /**
+   * Manifest lookups by digest and tag, kept only for the embedded database: this process is
+   * its only writer, and PGlite runs queries and transactions one at a time. Every write to
+   * manifests or tags bumps the generation; an entry counts only if filled in the current one
+   * (the generation is read before the query, so a lookup racing a write is never kept).
+   */
+  private readonly lookups: Map<string, { generation: number; value: ManifestRecord | null }> | null;
+  private generation = 0;
 
-  constructor(readonly db: Database) {}
+  constructor(readonly db: Database) {
+    this.lookups = db.kind === 'pglite' ? new Map() : null;
+  }
+
+  /** Forgets cached lookups; called by every write to manifests, tags or pending tags. */
+  invalidate(): void {
+    this.generation++;
+    this.lookups?.clear();
+  }
+
+  private async lookup(key: string, load: () => Promise<ManifestRecord | null>): Promise<ManifestRecord | null> {
+    if (!this.lookups) return load();
+    const hit = this.lookups.get(key);
+    if (hit && hit.generation === this.generation) return hit.value;
+    const generation = this.generation;
+    const value = await load();
+    if (generation === this.generation) {
+      if (this.lookups.size >= 10_000) this.lookups.clear();
+      this.lookups.set(key, { generation, value });
+    }
+    return value;
+  }
 
   async ensureRepository(name: string, q: Queryable = this.db): Promise<number> {
     const cached = this.repositoryIds.get(name);
@@ -252,6 +281,7 @@ export class MetadataStore {
     tags: string[] = [],
     inTransaction?: (tx: Queryable) => Promise<void>,
   ): Promise<{ created: boolean }> {
+    this.invalidate();
     return this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
       await this.linkBlob(repository, manifest.digest, manifest.size, tx);
@@ -292,6 +322,10 @@ export class MetadataStore {
   }
 
   async getManifest(repository: string, digest: string): Promise<ManifestRecord | null> {
+    return this.lookup(`d\u0000${repository}\u0000${digest}`, () => this.loadManifest(repository, digest));
+  }
+
+  private async loadManifest(repository: string, digest: string): Promise<ManifestRecord | null> {
     const rows = await this.db.query<ManifestRow>(
       `SELECT ${MANIFEST_COLUMNS} FROM manifests m JOIN repositories r ON r.id = m.repository_id
         WHERE r.name = $1 AND m.digest = $2`,
@@ -302,6 +336,10 @@ export class MetadataStore {
 
   /** The manifest a tag names; with `includePending`, a pending tag (the newest push) wins. */
   async getManifestByTag(repository: string, tag: string, includePending = false): Promise<ManifestRecord | null> {
+    return this.lookup(`t\u0000${repository}\u0000${tag}\u0000${includePending}`, () => this.loadManifestByTag(repository, tag, includePending));
+  }
+
+  private async loadManifestByTag(repository: string, tag: string, includePending: boolean): Promise<ManifestRecord | null> {
     if (includePending) {
       const pending = await this.db.query<ManifestRow>(
         `SELECT ${MANIFEST_COLUMNS} FROM pending_tags t
@@ -343,6 +381,7 @@ export class MetadataStore {
     tags: string[] = [],
     tagTarget?: string,
   ): Promise<Array<{ tag: string; digest: string }>> {
+    this.invalidate();
     const repoId = await this.ensureRepository(repository, tx);
     const digests = manifests.map((m) => m.digest);
     const content = [...new Set([...digests, ...manifests.flatMap((m) => m.contentDigests)])];
@@ -382,6 +421,7 @@ export class MetadataStore {
 
   /** Deletes a manifest and every tag pointing at it. */
   async deleteManifest(repository: string, digest: string, inTransaction?: (tx: Queryable) => Promise<void>): Promise<boolean> {
+    this.invalidate();
     return this.db.transaction(async (tx) => {
       const rows = await tx.query<{ digest: string }>(
         `DELETE FROM manifests m USING repositories r
@@ -402,6 +442,7 @@ export class MetadataStore {
   // ---- tags ---------------------------------------------------------------------------
 
   async deleteTag(repository: string, tag: string, inTransaction?: (tx: Queryable) => Promise<void>): Promise<boolean> {
+    this.invalidate();
     return this.db.transaction(async (tx) => {
       let deleted = 0;
       for (const table of ['tags', 'pending_tags']) {
