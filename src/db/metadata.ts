@@ -197,16 +197,7 @@ export class MetadataStore {
 
   /** The content a repository may serve under `digest`, with its state. */
   async findBlob(repository: string, digest: string): Promise<RepositoryBlob | null> {
-    const rows = await this.db.query<{ digest: string; size: number; state: ContentState; committed: boolean }>(
-      `SELECT b.digest, b.size, b.state, rb.committed FROM blobs b
-         JOIN repository_blobs rb ON rb.digest = b.digest
-         JOIN repositories r ON r.id = rb.repository_id
-        WHERE r.name = $1 AND b.digest = $2`,
-      [repository, digest],
-    );
-    if (rows.length === 0) return null;
-    const { committed, ...blob } = rows[0];
-    return { ...blob, committedInRepository: committed };
+    return (await this.findBlobs(repository, [digest])).get(digest) ?? null;
   }
 
   /** Global content record (any repository). */
@@ -483,16 +474,16 @@ export class MetadataStore {
    * (visible or pending) name, each with the tag that found it (null for referrers).
    */
   async subjectAndTagged(repository: string, subject: string, tags: string[]): Promise<Array<{ tag: string | null; record: ManifestRecord }>> {
+    const repoId = await this.repositoryId(repository);
+    if (repoId === null) return [];
     const rows = await this.db.query<ManifestRow & { tag: string | null }>(
-      `WITH repo AS (SELECT id FROM repositories WHERE name = $1)
-       SELECT NULL::text AS tag, ${MANIFEST_COLUMNS} FROM manifests m
-        WHERE m.repository_id = (SELECT id FROM repo) AND m.subject_digest = $2
+      `SELECT NULL::text AS tag, ${MANIFEST_COLUMNS} FROM manifests m WHERE m.repository_id = $1 AND m.subject_digest = $2
        UNION ALL
        SELECT t.name AS tag, ${MANIFEST_COLUMNS} FROM (
-           SELECT repository_id, name, manifest_digest FROM tags WHERE repository_id = (SELECT id FROM repo) AND name = ANY($3::text[])
-           UNION SELECT repository_id, name, manifest_digest FROM pending_tags WHERE repository_id = (SELECT id FROM repo) AND name = ANY($3::text[])) t
-         JOIN manifests m ON m.repository_id = t.repository_id AND m.digest = t.manifest_digest`,
-      [repository, subject, tags],
+           SELECT name, manifest_digest FROM tags WHERE repository_id = $1 AND name = ANY($3::text[])
+           UNION SELECT name, manifest_digest FROM pending_tags WHERE repository_id = $1 AND name = ANY($3::text[])) t
+         JOIN manifests m ON m.repository_id = $1 AND m.digest = t.manifest_digest`,
+      [repoId, subject, tags],
     );
     return rows.map((row) => ({ tag: row.tag, record: toManifest(row) }));
   }
