@@ -355,21 +355,27 @@ export class Registry {
     if (!(await this.metadata.unlinkBlob(repository, digest.value, (tx) => this.record(tx, event)))) throw blobUnknown(digest);
   }
 
-  /** Reads whole content a repository holds (staged or committed), refusing anything above `maxBytes`. */
+  /**
+   * Reads whole content a repository holds (staged or committed), refusing anything above
+   * `maxBytes`. For the gate's own reads (configs, signature payloads): content is addressed
+   * by digest, so small content is served from memory once read.
+   */
   async readContent(repository: string, digest: string, maxBytes: number): Promise<Buffer> {
+    const cached = this.manifestCache.get(digest);
+    if (cached && cached.length <= maxBytes) return cached;
     const parsed = parseDigest(digest);
     const blob = await this.metadata.findBlob(repository, digest);
     if (!blob) throw blobUnknown(parsed);
     if (blob.size > maxBytes) {
       throw new RegistryError('SIZE_INVALID', `${digest} is ${blob.size} bytes, more than the ${maxBytes} this reader accepts`);
     }
-    const cached = this.manifestCache.get(digest);
-    if (cached) return cached;
     const opened = await this.openContent(blob.state, parsed);
     if (!opened) throw blobUnknown(parsed);
     const chunks: Buffer[] = [];
     for await (const chunk of opened.stream) chunks.push(chunk as Buffer);
-    return Buffer.concat(chunks);
+    const body = Buffer.concat(chunks);
+    this.manifestCache.set(digest, body);
+    return body;
   }
 
   /** Moves content to the committed area in the order given (blobs before the manifests that need them). */
