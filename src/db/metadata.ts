@@ -252,13 +252,6 @@ export class MetadataStore {
     });
   }
 
-  async markBlobsCommitted(digests: string[], q: Queryable = this.db): Promise<void> {
-    if (digests.length === 0) return;
-    await q.query(`UPDATE blobs SET state = 'committed' WHERE digest = ANY($1::text[]) AND state <> 'committed'`, [
-      digests,
-    ]);
-  }
-
   // ---- manifests ----------------------------------------------------------------------
 
   /**
@@ -376,20 +369,17 @@ export class MetadataStore {
     const repoId = await this.ensureRepository(repository, tx);
     const digests = manifests.map((m) => m.digest);
     const content = [...new Set([...digests, ...manifests.flatMap((m) => m.contentDigests)])];
-    await this.markBlobsCommitted(content, tx);
-    await tx.query(
-      `UPDATE repository_blobs SET committed = true
-        WHERE repository_id = $1 AND digest = ANY($2::text[]) AND NOT committed`,
-      [repoId, content],
-    );
-    await tx.query(
-      `UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = ANY($2::text[]) AND state <> 'committed'`,
-      [repoId, digests],
-    );
+    // One statement flips content, links and manifests and takes the pending tags that name them.
     const moved = await tx.query<{ tag: string; digest: string }>(
-      `DELETE FROM pending_tags WHERE repository_id = $1 AND manifest_digest = ANY($2::text[])
+      `WITH content AS (
+         UPDATE blobs SET state = 'committed' WHERE digest = ANY($2::text[]) AND state <> 'committed'),
+       links AS (
+         UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest = ANY($2::text[]) AND NOT committed),
+       flipped AS (
+         UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = ANY($3::text[]) AND state <> 'committed')
+       DELETE FROM pending_tags WHERE repository_id = $1 AND manifest_digest = ANY($3::text[])
        RETURNING name AS tag, manifest_digest AS digest`,
-      [repoId, digests],
+      [repoId, content, digests],
     );
     const visible = [...moved];
     if (tagTarget) {
