@@ -1,18 +1,21 @@
 /**
  * The evaluator: a pure function of (policy, evidence, time) → decision with a result per
- * rule. Rules run in document order; a rule type that throws is an `error` (fail closed).
+ * rule. Rules run in document order; a rule type that throws, or answers with something
+ * that is not a result, is an `error` (fail closed).
  */
-import type { Decision, Evidence, LoadedPolicy, PolicyMode, RuleResult } from './types.js';
+import type { Decision, Evidence, LoadedPolicy, PolicyMode, RuleBase, RuleContext, RuleResult, RuleStatus } from './types.js';
 import { ruleType } from './registry.js';
+
+type Outcome = Pick<RuleResult, 'status' | 'message' | 'details'> & { mode?: PolicyMode };
+
+const STATUSES: readonly RuleStatus[] = ['passed', 'failed', 'missing', 'error'];
 
 export function evaluate(loaded: LoadedPolicy, evidence: Evidence, now: Date): Decision {
   const { policy } = loaded;
   const earlier = new Map<string, RuleResult>();
   const results: RuleResult[] = [];
   for (const rule of policy.rules) {
-    const mode: PolicyMode = rule.mode ?? policy.mode;
-    const outcome = runRule(rule, evidence, { now, policy: loaded, earlier });
-    const result: RuleResult = { id: rule.id, type: rule.type, ...outcome, mode: outcome.mode ?? mode };
+    const result = ruleResult(rule, policy.mode, runRule(rule, evidence, { now, policy: loaded, earlier }));
     earlier.set(rule.id, result);
     results.push(result);
   }
@@ -24,14 +27,31 @@ export function evaluate(loaded: LoadedPolicy, evidence: Evidence, now: Date): D
   return { outcome, policy: { name: policy.name, hash: loaded.hash, mode: policy.mode }, results, reasons, waitingFor, warnings };
 }
 
-function runRule(rule: LoadedPolicy['policy']['rules'][number], evidence: Evidence, ctx: Parameters<NonNullable<ReturnType<typeof ruleType>>['evaluate']>[2]) {
+/** Effective mode: the rule's own, else the policy's; a result may lower it to warn, never raise it. */
+function ruleResult(rule: RuleBase, policyMode: PolicyMode, outcome: Outcome): RuleResult {
+  const mode: PolicyMode = outcome.mode === 'warn' ? 'warn' : (rule.mode ?? policyMode);
+  const result: RuleResult = { id: rule.id, type: rule.type, mode, status: outcome.status, message: outcome.message };
+  if (outcome.details !== undefined) result.details = outcome.details;
+  return result;
+}
+
+function runRule(rule: RuleBase, evidence: Evidence, ctx: RuleContext): Outcome {
   const type = ruleType(rule.type);
-  if (!type) return { status: 'error' as const, message: `rule type ${rule.type} is not available in this gateway` };
+  if (!type) return { status: 'error', message: `rule type ${rule.type} is not available in this gateway` };
   try {
-    return type.evaluate(rule, evidence, ctx);
+    return checked(type.evaluate(rule, evidence, ctx));
   } catch (err) {
-    return { status: 'error' as const, message: `rule could not be evaluated: ${(err as Error).message}` };
+    return { status: 'error', message: `rule could not be evaluated: ${err instanceof Error ? err.message : String(err)}` };
   }
+}
+
+/** A rule type's answer as a result, or an error saying why it is not one. */
+function checked(outcome: unknown): Outcome {
+  const o = outcome as Partial<Outcome> | null;
+  if (typeof o !== 'object' || o === null || !STATUSES.includes(o.status as RuleStatus) || typeof o.message !== 'string') {
+    return { status: 'error', message: 'rule could not be evaluated: its rule type returned no valid result' };
+  }
+  return { status: o.status as RuleStatus, message: o.message, details: o.details, mode: o.mode };
 }
 
 function line(result: RuleResult): string {

@@ -4,7 +4,7 @@
  * directory with a bad file keeps the previous set and reports every problem.
  */
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, watch, type FSWatcher } from 'node:fs';
+import { readdirSync, readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { compileGlobs } from '../auth/access.js';
@@ -16,6 +16,8 @@ import { registerRuleType, ruleType } from './registry.js';
 
 export const SCHEMA_FILE = 'policy.schema.json';
 export const DENY = 'deny';
+/** Editors write a file in several steps; one reload after they settle. */
+const WATCH_DEBOUNCE_MS = 200;
 
 export interface FileProblem extends Problem {
   file: string;
@@ -99,12 +101,29 @@ function ruleReferenceProblems(policy: Policy): Problem[] {
   return problems;
 }
 
+/** Top-level `*.json`, not the schema, not hidden (editor lock files such as `.#prod.json`). */
+function isPolicyFileName(name: string): boolean {
+  return name.endsWith('.json') && name !== SCHEMA_FILE && !name.startsWith('.');
+}
+
+/**
+ * Symbolic links are followed: a Kubernetes ConfigMap mounts each file as a link into its
+ * `..data` directory. A dangling link is kept, so that reading it reports the problem.
+ */
+function isDirectory(file: string): boolean {
+  try {
+    return statSync(file).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** Every policy in a directory, or every problem found there. */
 export function readPolicyDir(dir: string): { policies: LoadedPolicy[]; problems: FileProblem[] } {
   let names: string[];
   try {
     names = readdirSync(dir, { withFileTypes: true })
-      .filter((e) => e.isFile() && e.name.endsWith('.json') && e.name !== SCHEMA_FILE)
+      .filter((e) => isPolicyFileName(e.name) && (e.isFile() || (e.isSymbolicLink() && !isDirectory(path.join(dir, e.name)))))
       .map((e) => e.name)
       .sort();
   } catch (err) {
@@ -154,6 +173,7 @@ export class PolicySet {
   private compiled: Compiled[] = [];
   private watcher: FSWatcher | null = null;
   private debounce: NodeJS.Timeout | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
     readonly dir: string,
@@ -163,18 +183,29 @@ export class PolicySet {
     private readonly onLoad?: (policies: LoadedPolicy[]) => Promise<void> | void,
   ) {}
 
-  /** Loads the directory; throws PolicyLoadError listing every problem and keeps the previous set. */
-  async load(): Promise<LoadedPolicy[]> {
+  /**
+   * Loads the directory; throws PolicyLoadError listing every problem and keeps the previous
+   * set. The new set takes effect only once `onLoad` (the audit record) has succeeded.
+   * Loads run one at a time, so a slow one never replaces a newer set.
+   */
+  load(): Promise<LoadedPolicy[]> {
+    const run = this.queue.then(() => this.loadNow());
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private async loadNow(): Promise<LoadedPolicy[]> {
     const { policies, problems } = readPolicyDir(this.dir);
     if (this.defaultPolicy !== DENY && problems.length === 0 && !policies.some((p) => p.policy.name === this.defaultPolicy)) {
       problems.push({ file: this.dir, pointer: '/', message: `policy.defaultPolicy names ${JSON.stringify(this.defaultPolicy)}, which no file here defines (use "deny" or add it)` });
     }
     if (problems.length > 0) throw new PolicyLoadError(problems);
-    this.compiled = policies
+    const compiled = policies
       .map((loaded) => ({ loaded, matches: compileGlobs(loaded.policy.repositories) }))
       .sort((a, b) => (b.loaded.policy.priority ?? 0) - (a.loaded.policy.priority ?? 0) || (a.loaded.policy.name < b.loaded.policy.name ? -1 : 1));
-    this.logger?.info({ dir: this.dir, policies: policies.map((p) => ({ name: p.policy.name, hash: p.hash })) }, 'policies loaded');
     await this.onLoad?.(policies);
+    this.compiled = compiled;
+    this.logger?.info({ dir: this.dir, policies: policies.map((p) => ({ name: p.policy.name, file: p.file, hash: p.hash })) }, 'policies loaded');
     return policies;
   }
 
@@ -198,12 +229,15 @@ export class PolicySet {
     return this.compiled.find((c) => c.matches(repository))?.loaded ?? null;
   }
 
-  /** The policy that applies, falling back to the configured default. */
-  resolve(repository: string): LoadedPolicy {
+  /**
+   * The policy that applies, falling back to the default (`deny`, or a loaded policy's name;
+   * the configured one unless another is given). A default that names no loaded policy denies.
+   */
+  resolve(repository: string, defaultPolicy: string = this.defaultPolicy): LoadedPolicy {
     const selected = this.select(repository);
     if (selected) return selected;
-    if (this.defaultPolicy === DENY) return denyPolicy();
-    const named = this.compiled.find((c) => c.loaded.policy.name === this.defaultPolicy);
+    if (defaultPolicy === DENY) return denyPolicy();
+    const named = this.compiled.find((c) => c.loaded.policy.name === defaultPolicy);
     return named ? named.loaded : denyPolicy();
   }
 
@@ -213,8 +247,13 @@ export class PolicySet {
     try {
       this.watcher = watch(this.dir, () => {
         if (this.debounce) clearTimeout(this.debounce);
-        this.debounce = setTimeout(() => void this.reload(), 200);
+        this.debounce = setTimeout(() => void this.reload(), WATCH_DEBOUNCE_MS);
         this.debounce.unref();
+      });
+      // An unhandled 'error' (the directory removed, too many watches) would end the process.
+      this.watcher.on('error', (err) => {
+        this.logger?.warn({ err, dir: this.dir }, 'stopped watching the policy directory; reload with SIGHUP');
+        this.close();
       });
       this.watcher.unref();
     } catch (err) {

@@ -21,9 +21,19 @@ export function ruleType(type: string): RuleType | undefined {
   return types.get(type);
 }
 
-/** Rule types policy files may use (built-in ones, such as the default deny, are internal). */
+/** Types named `builtin-…` (the default deny) serve the gateway itself; policy files cannot use them. */
+function isPublic(type: string): boolean {
+  return !type.startsWith('builtin-');
+}
+
+/** Rule types policy files may use, by name. */
+export function ruleTypes(): RuleType[] {
+  return [...types.values()].filter((t) => isPublic(t.type)).sort((a, b) => (a.type < b.type ? -1 : 1));
+}
+
+/** Names of the rule types policy files may use. */
 export function ruleTypeNames(): string[] {
-  return [...types.keys()].filter((t) => !t.startsWith('builtin-')).sort();
+  return ruleTypes().map((t) => t.type);
 }
 
 registerRuleType(manifestRule);

@@ -32,7 +32,7 @@ export const manifestRule: RuleType<ManifestRule> = {
       requireAnnotations: stringList,
       requireLabels: stringList,
       allowedMediaTypes: stringList,
-      allowedPlatforms: { ...stringList, items: { type: 'string', pattern: '^[a-z0-9_-]+/[a-z0-9_-]+(/[a-z0-9_-]+)?$' } },
+      allowedPlatforms: { ...stringList, items: { type: 'string', pattern: '^[a-z0-9_-]+/[a-z0-9_-]+(/[a-z0-9_-]+)?$', description: 'os/architecture or os/architecture/variant, like linux/arm64/v8' } },
       maxSizeBytes: { type: 'integer', minimum: 1 },
     },
   },
@@ -68,17 +68,20 @@ function isIndexType(mediaType: string): boolean {
 }
 
 function missingAnnotations(rule: ManifestRule, subject: ManifestFacts): string[] {
-  return (rule.requireAnnotations ?? [])
-    .filter((key) => !(key in subject.annotations) || subject.annotations[key] === '')
-    .map((key) => `annotation ${key} is missing on ${short(subject.digest)}`);
+  return (rule.requireAnnotations ?? []).flatMap((key) => absence('annotation', key, subject.annotations, `on ${short(subject.digest)}`));
+}
+
+/** `missing` or `empty` (an empty value says nothing, so it does not count). */
+function absence(what: string, key: string, values: Record<string, string>, where: string): string[] {
+  if (!Object.hasOwn(values, key)) return [`${what} ${key} is missing ${where}`];
+  if (values[key] === '') return [`${what} ${key} is empty ${where}`];
+  return [];
 }
 
 function missingLabels(rule: ManifestRule, subject: ManifestFacts): string[] {
   const problems: string[] = [];
   for (const image of images(subject)) {
-    for (const key of rule.requireLabels ?? []) {
-      if (!(key in image.labels) || image.labels[key] === '') problems.push(`label ${key} is missing in the config of ${short(image.digest)}`);
-    }
+    for (const key of rule.requireLabels ?? []) problems.push(...absence('label', key, image.labels, `in the config of ${short(image.digest)}`));
   }
   return problems;
 }
@@ -95,10 +98,23 @@ export function platformName(p: Platform): string {
   return [p.os, p.architecture, p.variant].filter(Boolean).join('/');
 }
 
+/**
+ * The variant a platform has when it names none, as containerd normalizes them: arm64 is
+ * v8, arm is v7, and amd64's v1 is the baseline no one writes.
+ */
+const DEFAULT_VARIANT: Record<string, string> = { arm64: 'v8', arm: 'v7', amd64: 'v1' };
+
+function normalVariant(architecture: string, variant: string | undefined): string | undefined {
+  return variant || DEFAULT_VARIANT[architecture];
+}
+
+/** `linux/arm64` allows any variant of it; `linux/arm64/v8` only that variant (which an arm64 image without one has). */
 function platformAllowed(p: Platform, allowed: string[]): boolean {
-  const full = platformName(p);
-  // `linux/arm64` allows any variant of it; `linux/arm64/v8` only that variant.
-  return allowed.some((a) => a === full || a === `${p.os}/${p.architecture}`);
+  return allowed.some((entry) => {
+    const [os, architecture, variant] = entry.split('/');
+    if (os !== p.os || architecture !== p.architecture) return false;
+    return variant === undefined || variant === normalVariant(p.architecture, p.variant);
+  });
 }
 
 function platformProblems(rule: ManifestRule, subject: ManifestFacts): string[] {
