@@ -102,3 +102,8 @@ export function parseAlgorithm(input: string): DigestAlgorithm {
 export function fallbackTag(digest: Digest): string {
   return `${digest.algorithm.slice(0, 32)}-${digest.hex.slice(0, 64)}`;
 }
+
+/** `sha256:` and the first 12 hex digits, for messages people read. */
+export function shortDigest(digest: string): string {
+  return digest.slice(0, digest.indexOf(':') + 13);
+}

@@ -11,7 +11,7 @@ import type { Area, BlobStore, ByteRange, OpenedBlob } from '../storage/blobstor
 import type { ContentState, ManifestRecord, MetadataStore } from '../db/metadata.js';
 import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
-import { ByteMeter, digestStream, newHash } from './streams.js';
+import { ByteMeter, digestStream, newHash, readAll } from './streams.js';
 import { parseManifest, type ParsedManifest } from './manifest.js';
 import { MEDIA_TYPES } from './mediatypes.js';
 import { admitEverything, type Admit, type AdmissionDecision } from './admission.js';
@@ -371,9 +371,7 @@ export class Registry {
     }
     const opened = await this.openContent(blob.state, parsed);
     if (!opened) throw blobUnknown(parsed);
-    const chunks: Buffer[] = [];
-    for await (const chunk of opened.stream) chunks.push(chunk as Buffer);
-    const body = Buffer.concat(chunks);
+    const body = await readAll(opened.stream);
     this.manifestCache.set(digest, body);
     return body;
   }
@@ -472,9 +470,7 @@ export class Registry {
     const digest = parseDigest(record.digest);
     const opened = await this.openContent(record.state, digest);
     if (!opened) throw manifestUnknown(reference);
-    const chunks: Buffer[] = [];
-    for await (const chunk of opened.stream) chunks.push(chunk as Buffer);
-    const body = Buffer.concat(chunks);
+    const body = await readAll(opened.stream);
     this.manifestCache.set(record.digest, body);
     return { record, body };
   }

@@ -41,3 +41,10 @@ export async function digestStream(
   }
   return { hex: hash.digest('hex'), size };
 }
+
+/** Every byte of a (small) stream. */
+export async function readAll(source: AsyncIterable<Buffer>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of source) chunks.push(chunk);
+  return Buffer.concat(chunks);
+}

@@ -317,8 +317,7 @@ function isBundleType(mediaType: string): boolean {
  * Checks every signature and attestation an evidence manifest carries. `subjectBytes` are the
  * subject manifest's bytes (what a message-signature bundle signs).
  */
-export async function verifyEvidenceManifest(source: EvidenceSource, trust: PolicyTrust | TrustedKey[], subjectBytes: Buffer): Promise<VerifiedEvidence> {
-  const keys: PolicyTrust = Array.isArray(trust) ? { keys: trust, roots: [] } : trust;
+export async function verifyEvidenceManifest(source: EvidenceSource, trust: PolicyTrust, subjectBytes: Buffer): Promise<VerifiedEvidence> {
   const out: VerifiedEvidence = { signatures: [], attestations: [] };
   for (const layer of source.manifest.layers) {
     if (layer.mediaType === SIMPLE_SIGNING) {
@@ -335,7 +334,7 @@ export async function verifyEvidenceManifest(source: EvidenceSource, trust: Poli
       };
       let verified: { signer: Signer | null; problem: string | null };
       try {
-        verified = verifySigner(messageBundle(signature, payload, legacy), keys, payload);
+        verified = verifySigner(messageBundle(signature, payload, legacy), trust, payload);
       } catch (err) {
         verified = { signer: null, problem: `unreadable cosign signature material: ${(err as Error).message}` };
       }
@@ -346,7 +345,7 @@ export async function verifyEvidenceManifest(source: EvidenceSource, trust: Poli
       const legacy: LegacyMaterial = { certificate: layer.annotations?.['dev.sigstore.cosign/certificate'], rekorBundle: layer.annotations?.['dev.sigstore.cosign/bundle'] };
       let verified: { signer: Signer | null; problem: string | null };
       try {
-        verified = verifySigner(dsseBundle(envelope, legacy), keys);
+        verified = verifySigner(dsseBundle(envelope, legacy), trust);
       } catch (err) {
         verified = { signer: null, problem: `unreadable cosign attestation material: ${(err as Error).message}` };
       }
@@ -361,7 +360,7 @@ export async function verifyEvidenceManifest(source: EvidenceSource, trust: Poli
       }
       if (bundle.content.$case === 'dsseEnvelope') {
         const env = bundle.content.dsseEnvelope;
-        const verified = verifySigner(bundle, keys);
+        const verified = verifySigner(bundle, trust);
         const statement = statementOf(env.payloadType, env.payload.toString('base64'));
         if (statement.predicateType === COSIGN_SIGN_PREDICATE) {
           out.signatures.push({ source: source.digest, signer: verified.signer, digest: statement.subjects[0] ?? null, dockerReference: null, problem: verified.problem ?? statement.problem });
@@ -369,7 +368,7 @@ export async function verifyEvidenceManifest(source: EvidenceSource, trust: Poli
           out.attestations.push(attestation(source.digest, verified, statement));
         }
       } else {
-        const verified = verifySigner(bundle, keys, subjectBytes);
+        const verified = verifySigner(bundle, trust, subjectBytes);
         const digest = `sha256:${createHash('sha256').update(subjectBytes).digest('hex')}`;
         out.signatures.push({ source: source.digest, signer: verified.signer, digest: verified.problem ? null : digest, dockerReference: null, problem: verified.problem });
       }

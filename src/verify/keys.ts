@@ -20,11 +20,16 @@ export function keyIdOf(key: KeyObject): string {
 }
 
 /** Loads `ref` relative to `dir`; throws with a message a policy author can act on. */
-export function loadTrustedKey(dir: string, ref: string): TrustedKey {
+/** The file `ref` names inside the policy directory; never a path outside it. */
+function insidePolicyDir(dir: string, ref: string, what: string): string {
   const file = path.resolve(dir, ref);
-  if (path.relative(dir, file).startsWith('..') || path.isAbsolute(path.relative(dir, file))) {
-    throw new Error(`key ${ref} is outside the policy directory`);
-  }
+  const relative = path.relative(dir, file);
+  if (relative.startsWith('..') || path.isAbsolute(relative)) throw new Error(`${what} ${ref} is outside the policy directory`);
+  return file;
+}
+
+export function loadTrustedKey(dir: string, ref: string): TrustedKey {
+  const file = insidePolicyDir(dir, ref, 'key');
   let key: KeyObject;
   try {
     key = createPublicKey(readFileSync(file, 'utf8'));
@@ -44,10 +49,7 @@ export function shortId(id: string): string {
 
 /** Reads a Sigstore `trusted_root.json` (Fulcio CAs, Rekor and CT log keys, TSAs) from the policy directory. */
 export function loadTrustedRoot(dir: string, ref: string): TrustedRoot {
-  const file = path.resolve(dir, ref);
-  if (path.relative(dir, file).startsWith('..') || path.isAbsolute(path.relative(dir, file))) {
-    throw new Error(`trusted root ${ref} is outside the policy directory`);
-  }
+  const file = insidePolicyDir(dir, ref, 'trusted root');
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(file, 'utf8'));

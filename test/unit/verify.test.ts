@@ -53,7 +53,7 @@ describe('verifying what cosign wrote (real fixtures)', () => {
     const key = trusted('keys/cosign.pub', createPublicKey(read('cosign.pub').toString()));
     const manifest = read('cosign-sig-manifest.json');
     const payload = read('cosign-sig-payload.json');
-    const found = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: payload }), [key], Buffer.alloc(0));
+    const found = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: payload }), { keys: [key], roots: [] }, Buffer.alloc(0));
     expect(found.signatures).to.deep.equal([
       { source: sha(manifest), signer: { keyRef: 'keys/cosign.pub', keyId: key.id, tlog: false, timestamp: false }, digest: IMAGE, dockerReference: '127.0.0.1:5102/demo/hello', problem: null },
     ]);
@@ -63,7 +63,7 @@ describe('verifying what cosign wrote (real fixtures)', () => {
     const key = trusted('keys/cosign.pub', createPublicKey(read('cosign.pub').toString()));
     const manifest = read('cosign-att-manifest.json');
     const envelopes = [read('cosign-att-dsse-envelope-0.json'), read('cosign-att-dsse-envelope-1.json')];
-    const found = await verifyEvidenceManifest(source(manifest, Object.fromEntries(envelopes.map((e) => [sha(e), e]))), [key], Buffer.alloc(0));
+    const found = await verifyEvidenceManifest(source(manifest, Object.fromEntries(envelopes.map((e) => [sha(e), e]))), { keys: [key], roots: [] }, Buffer.alloc(0));
     expect(found.attestations.map((a) => [a.predicateType, a.problem, a.subjects])).to.deep.equal([
       ['https://spdx.dev/Document', null, [IMAGE]],
       ['https://cyclonedx.org/bom', null, [IMAGE]],
@@ -75,7 +75,7 @@ describe('verifying what cosign wrote (real fixtures)', () => {
     const key = trusted('keys/cosign.pub', createPublicKey(read('cosign.pub').toString()));
     const manifest = read('cosign-bundle-manifest.json');
     const bundle = read('cosign-bundle.sigstore.json');
-    const found = await verifyEvidenceManifest(source(manifest, { [sha(bundle)]: bundle }), [key], Buffer.alloc(0));
+    const found = await verifyEvidenceManifest(source(manifest, { [sha(bundle)]: bundle }), { keys: [key], roots: [] }, Buffer.alloc(0));
     expect(found.attestations).to.have.length(1);
     expect(found.attestations[0]).to.deep.include({ predicateType: 'https://spdx.dev/Document', problem: null, subjects: ['sha256:3cd95dbcdc432525933509994e06311f1aaeede095a6b231ba2ca57b8fdb8e7b'] });
   });
@@ -86,7 +86,7 @@ describe('verifying what cosign wrote (real fixtures)', () => {
     const bundle = read('npm-keyed-dsse.sigstore.json');
     // The fixture file is the bundle pretty-printed; the registry held it compact (the layer digest).
     const layer = (JSON.parse(manifest.toString()) as { layers: Array<{ digest: string }> }).layers[0].digest;
-    const found = await verifyEvidenceManifest(source(manifest, { [layer]: bundle }), [key], Buffer.alloc(0));
+    const found = await verifyEvidenceManifest(source(manifest, { [layer]: bundle }), { keys: [key], roots: [] }, Buffer.alloc(0));
     expect(found.attestations).to.have.length(1);
     expect(found.attestations[0]).to.deep.include({ signer: { keyRef: 'keys/npm.pub', keyId: key.id, tlog: false, timestamp: false }, problem: null, predicateType: 'https://spdx.dev/Document' });
     expect(found.attestations[0].packages).to.deep.equal([{ name: 'hello', version: '1.0.0', purl: null, licenses: ['MIT'] }]);
@@ -121,7 +121,7 @@ describe('verifying what cosign wrote (real fixtures)', () => {
     const other = trusted('keys/other.pub', generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey);
     const manifest = read('cosign-sig-manifest.json');
     const payload = read('cosign-sig-payload.json');
-    const found = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: payload }), [other], Buffer.alloc(0));
+    const found = await verifyEvidenceManifest(source(manifest, { [sha(payload)]: payload }), { keys: [other], roots: [] }, Buffer.alloc(0));
     expect(found.signatures[0].signer).to.equal(null);
     expect(found.signatures[0].problem).to.match(/^not signed by any trusted key \(keys\/other\.pub SHA256:[0-9a-f]{16}\)/);
   });
@@ -163,7 +163,7 @@ describe('signature and attestation rules on keys made in the test', () => {
   const verify = async (...sources: Array<{ manifest: Buffer; blobs: Record<string, Buffer> }>) => {
     const all: VerifiedEvidence = { signatures: [], attestations: [] };
     for (const s of sources) {
-      const found = await verifyEvidenceManifest(source(s.manifest, s.blobs), keys, Buffer.alloc(0));
+      const found = await verifyEvidenceManifest(source(s.manifest, s.blobs), { keys, roots: [] }, Buffer.alloc(0));
       all.signatures.push(...found.signatures);
       all.attestations.push(...found.attestations);
     }

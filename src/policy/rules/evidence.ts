@@ -6,6 +6,7 @@
  * that has not arrived, or does not count, leaves the rule `missing` with the reasons.
  */
 import { signerKey, signerName, type AttestationCheck, type Signer, type SignatureCheck, type VerifiedEvidence } from '../../verify/evidence.js';
+import { shortDigest } from '../../registry/names.js';
 import type { SbomPackage } from '../../sbom/packages.js';
 import type { Evidence, RuleBase, RuleContext, RuleType } from '../types.js';
 
@@ -120,7 +121,7 @@ function verified(evidence: Evidence): VerifiedEvidence {
 }
 
 function short(digest: string | null): string {
-  return digest ? digest.slice(0, digest.indexOf(':') + 13) : 'nothing';
+  return digest ? shortDigest(digest) : 'nothing';
 }
 
 /** `host:port/team/app:tag` → `team/app` (the registry host and any tag or digest dropped). */

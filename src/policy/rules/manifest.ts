@@ -4,6 +4,7 @@
  * and every child), and a maximum total size. A manifest cannot change under its digest,
  * so every failure is final.
  */
+import { shortDigest } from '../../registry/names.js';
 import type { ManifestFacts, Platform, RuleBase, RuleType } from '../types.js';
 
 export interface ManifestRule extends RuleBase {
@@ -50,9 +51,6 @@ export const manifestRule: RuleType<ManifestRule> = {
   },
 };
 
-function short(digest: string): string {
-  return digest.slice(0, digest.indexOf(':') + 13);
-}
 
 /** The subject and, for an index, every manifest below it. */
 function everyManifest(facts: ManifestFacts): ManifestFacts[] {
@@ -68,7 +66,7 @@ function isIndexType(mediaType: string): boolean {
 }
 
 function missingAnnotations(rule: ManifestRule, subject: ManifestFacts): string[] {
-  return (rule.requireAnnotations ?? []).flatMap((key) => absence('annotation', key, subject.annotations, `on ${short(subject.digest)}`));
+  return (rule.requireAnnotations ?? []).flatMap((key) => absence('annotation', key, subject.annotations, `on ${shortDigest(subject.digest)}`));
 }
 
 /** `missing` or `empty` (an empty value says nothing, so it does not count). */
@@ -81,7 +79,7 @@ function absence(what: string, key: string, values: Record<string, string>, wher
 function missingLabels(rule: ManifestRule, subject: ManifestFacts): string[] {
   const problems: string[] = [];
   for (const image of images(subject)) {
-    for (const key of rule.requireLabels ?? []) problems.push(...absence('label', key, image.labels, `in the config of ${short(image.digest)}`));
+    for (const key of rule.requireLabels ?? []) problems.push(...absence('label', key, image.labels, `in the config of ${shortDigest(image.digest)}`));
   }
   return problems;
 }
@@ -91,7 +89,7 @@ function mediaTypeProblems(rule: ManifestRule, subject: ManifestFacts): string[]
   if (!allowed) return [];
   return everyManifest(subject)
     .filter((m) => !allowed.includes(m.mediaType))
-    .map((m) => `media type ${m.mediaType} of ${short(m.digest)} is not allowed (allowed: ${allowed.join(', ')})`);
+    .map((m) => `media type ${m.mediaType} of ${shortDigest(m.digest)} is not allowed (allowed: ${allowed.join(', ')})`);
 }
 
 export function platformName(p: Platform): string {
@@ -122,7 +120,7 @@ function platformProblems(rule: ManifestRule, subject: ManifestFacts): string[] 
   if (!allowed) return [];
   const problems: string[] = [];
   for (const image of images(subject)) {
-    if (image.platforms.length === 0) problems.push(`${short(image.digest)} names no platform (os/architecture) in its config`);
+    if (image.platforms.length === 0) problems.push(`${shortDigest(image.digest)} names no platform (os/architecture) in its config`);
   }
   const platforms = subject.children.length > 0 ? images(subject).flatMap((i) => i.platforms) : subject.platforms;
   for (const p of [...new Map([...platforms, ...subject.platforms].map((x) => [platformName(x), x])).values()]) {
