@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --initial-old-space-size=128
 /** CLI entry: `gateway serve` (what `npm start` runs). */
 import { Command } from 'commander';
 import { ConfigError, environmentKeys, loadConfig } from './config/config.js';

@@ -115,7 +115,7 @@ export interface StartOptions {
 export async function startGateway(config: GatewayConfig, options: StartOptions = {}): Promise<RunningGateway> {
   const logger = options.logger ?? createLogger(config.log.level);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
-  const store = instrumentBlobStore(new FsBlobStore(config.storage.root), metrics);
+  const store = instrumentBlobStore(new FsBlobStore(config.storage.root, { fsync: config.storage.fsync }), metrics);
   await store.init();
   const db = await openDatabase({
     url: config.database.url || undefined,

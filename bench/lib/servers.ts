@@ -5,7 +5,7 @@
  *  - the reference registry, `docker-registry` (CNCF distribution 2.8.2, Debian package).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -160,11 +160,19 @@ function getStatus(url: string): Promise<number> {
   });
 }
 
-/** Starts the built gateway (`dist/src/main.js`) from `repoRoot`. */
+/** The node options `npm start` gives the gateway (its V8 heap settings), so the bench runs it as users do. */
+export function gatewayNodeFlags(repoRoot: string): string[] {
+  const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { scripts?: { start?: string } };
+  const words = (pkg.scripts?.start ?? '').split(/\s+/);
+  return words.slice(words.indexOf('node') + 1).filter((w) => w.startsWith('--'));
+}
+
+/** Starts the built gateway (`dist/src/main.js`) from `repoRoot`, with the node options of `npm start`. */
 export async function startGateway(repoRoot: string, extraEnv: Record<string, string> = {}): Promise<Target> {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-gateway-'));
-  const child = spawn(process.execPath, [path.join(repoRoot, 'dist', 'src', 'main.js'), 'serve'], {
+  const args = [...gatewayNodeFlags(repoRoot), path.join(repoRoot, 'dist', 'src', 'main.js'), 'serve'];
+  const child = spawn(process.execPath, args, {
     cwd: repoRoot,
     env: {
       ...process.env,

@@ -22,7 +22,7 @@ export interface GatewayConfig {
     trustedProxies: string[];
   };
   auth: AuthConfig;
-  storage: { root: string; deleteEnabled: boolean };
+  storage: { root: string; deleteEnabled: boolean; fsync: boolean };
   database: { url: string; poolSize: number };
   policy: {
     dir: string;
@@ -129,7 +129,7 @@ export const DEFAULT_CONFIG: GatewayConfig = {
     lockoutWindowSeconds: 300,
     lockoutSeconds: 900,
   },
-  storage: { root: './data', deleteEnabled: true },
+  storage: { root: './data', deleteEnabled: true, fsync: true },
   database: { url: '', poolSize: 20 },
   policy: { dir: './policies', defaultPolicy: 'default' },
   gate: {
@@ -212,7 +212,7 @@ const schema = {
     storage: {
       type: 'object',
       additionalProperties: false,
-      properties: { root: { type: 'string', minLength: 1 }, deleteEnabled: { type: 'boolean' } },
+      properties: { root: { type: 'string', minLength: 1 }, deleteEnabled: { type: 'boolean' }, fsync: { type: 'boolean' } },
     },
     database: {
       type: 'object',

@@ -7,24 +7,33 @@
  * Paths are built only from validated digests and upload ids, then checked to stay
  * below the root, so no network input can name a file elsewhere.
  */
-import { createWriteStream, promises as fsp } from 'node:fs';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { Area, BlobStore, ByteRange, OpenedBlob } from './blobstore.js';
 import { BlobNotFoundError } from './blobstore.js';
 import { parseDigest, type Digest } from '../registry/names.js';
+import { FileAppender, syncFile } from './file-appender.js';
 
 const UPLOAD_ID_RE = /^[a-f0-9-]{36}$/;
 const HIGH_WATER_MARK = 1024 * 1024;
+
+export interface FsBlobStoreOptions {
+  /** Flush bytes to disk before a blob or manifest counts as stored (default true). */
+  fsync?: boolean;
+}
 
 export class FsBlobStore implements BlobStore {
   readonly driver = 'filesystem';
   private readonly root: string;
   private readonly knownDirs = new Set<string>();
 
-  constructor(root: string) {
+  private readonly fsync: boolean;
+
+  constructor(root: string, options: FsBlobStoreOptions = {}) {
     this.root = path.resolve(root);
+    this.fsync = options.fsync ?? true;
   }
 
   async init(): Promise<void> {
@@ -32,9 +41,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async openUploadWriter(uploadId: string, offset: number): Promise<Writable> {
-    const file = this.uploadPath(uploadId);
-    const flags = offset === 0 ? 'w' : 'r+';
-    return createWriteStream(file, { flags, start: offset, highWaterMark: HIGH_WATER_MARK });
+    return FileAppender.open(this.uploadPath(uploadId), offset);
   }
 
   async truncateUpload(uploadId: string, size: number): Promise<void> {
@@ -55,6 +62,7 @@ export class FsBlobStore implements BlobStore {
     const target = this.contentPath('staging', digest);
     await this.ensureDir(path.dirname(target));
     try {
+      if (this.fsync) await syncFile(source);
       await fsp.rename(source, target);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
@@ -71,7 +79,13 @@ export class FsBlobStore implements BlobStore {
     const target = this.contentPath('staging', digest);
     await this.ensureDir(path.dirname(target));
     const temp = path.join(this.root, 'tmp', randomUUID());
-    await fsp.writeFile(temp, data);
+    const handle = await fsp.open(temp, 'w');
+    try {
+      await handle.writeFile(data);
+      if (this.fsync) await handle.datasync();
+    } finally {
+      await handle.close();
+    }
     await fsp.rename(temp, target);
   }
 

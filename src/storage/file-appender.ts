@@ -1,0 +1,162 @@
+/**
+ * Writes a request body into a file through a few reused, page-aligned 1 MiB buffers, with
+ * direct I/O (O_DIRECT) where the filesystem allows it.
+ *
+ * Why not fs.WriteStream and the page cache: on the machines this was measured on, buffered
+ * writes fall to about 450 MB/s as soon as a few hundred MiB are dirty (the kernel throttles the
+ * writer while it writes back), and a blob must reach the disk before it is acknowledged
+ * anyway; direct writes of whole aligned MiBs run at 1.5-2 GB/s and leave a cheap flush at the
+ * end. Copying each incoming chunk into a pooled buffer also lets the socket's buffers die
+ * young instead of waiting for their write.
+ *
+ * Direct I/O needs the memory, the file offset and the length aligned to the block size. The
+ * buffers are carved from a WebAssembly.Memory, whose base V8 allocates page-aligned; the
+ * first buffer of an append that starts mid-block is shortened so later writes start on a
+ * block boundary; the unaligned tail and any write the kernel refuses go through the ordinary
+ * descriptor instead.
+ */
+import { constants, promises as fsp } from 'node:fs';
+import { Writable } from 'node:stream';
+
+export const APPEND_BUFFER_BYTES = 1024 * 1024;
+const ALIGN = 4096;
+const WASM_PAGE = 64 * 1024;
+const SLAB_BUFFERS = 8;
+const POOL_LIMIT = 32;
+
+const pool: Buffer[] = [];
+
+function takeBuffer(): Buffer {
+  if (pool.length === 0) {
+    const pages = (SLAB_BUFFERS * APPEND_BUFFER_BYTES) / WASM_PAGE;
+    const slab = new WebAssembly.Memory({ initial: pages, maximum: pages });
+    for (let i = 0; i < SLAB_BUFFERS; i++) pool.push(Buffer.from(slab.buffer, i * APPEND_BUFFER_BYTES, APPEND_BUFFER_BYTES));
+  }
+  return pool.pop() as Buffer;
+}
+
+function giveBuffer(buffer: Buffer): void {
+  if (pool.length < POOL_LIMIT) pool.push(buffer);
+}
+
+export interface FileAppenderOptions {
+  /** Try O_DIRECT for aligned writes (default true; off, or unsupported, means buffered only). */
+  direct?: boolean;
+}
+
+export class FileAppender extends Writable {
+  private current: Buffer | null = null;
+  private filled = 0;
+  private limit = APPEND_BUFFER_BYTES;
+  private inFlight: Promise<void> | null = null;
+
+  private constructor(
+    private readonly handle: fsp.FileHandle,
+    private direct: fsp.FileHandle | null,
+    private position: number,
+  ) {
+    super({ highWaterMark: APPEND_BUFFER_BYTES });
+  }
+
+  /** Opens `file` for writing at `offset` (truncating when 0, as a new upload). */
+  static async open(file: string, offset: number, options: FileAppenderOptions = {}): Promise<FileAppender> {
+    const handle = await fsp.open(file, offset === 0 ? 'w' : 'r+');
+    let direct: fsp.FileHandle | null = null;
+    if ((options.direct ?? true) && constants.O_DIRECT !== undefined) {
+      // EINVAL where the filesystem has no direct I/O (tmpfs, some FUSE): buffered it is.
+      direct = await fsp.open(file, constants.O_WRONLY | constants.O_DIRECT).catch(() => null);
+    }
+    return new FileAppender(handle, direct, offset);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.append(chunk).then(() => callback(), callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.writeCurrent()
+      .then(() => this.inFlight)
+      .then(() => this.closeHandles())
+      .then(() => callback(), callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    // After _final the handles are closed already; closing again is harmless and ignored.
+    (this.inFlight ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => this.closeHandles().catch(() => undefined))
+      .then(() => {
+        if (this.current) giveBuffer(this.current);
+        this.current = null;
+        callback(error);
+      });
+  }
+
+  private async append(chunk: Buffer): Promise<void> {
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (!this.current) {
+        this.current = takeBuffer();
+        // Shortened once when starting mid-block, so that the next write starts aligned.
+        this.limit = APPEND_BUFFER_BYTES - (this.position % ALIGN);
+      }
+      const copied = chunk.copy(this.current, this.filled, offset, offset + Math.min(chunk.length - offset, this.limit - this.filled));
+      this.filled += copied;
+      offset += copied;
+      if (this.filled === this.limit) await this.writeCurrent();
+    }
+  }
+
+  /** Starts writing the current buffer once the previous write is done (one write in flight). */
+  private async writeCurrent(): Promise<void> {
+    if (this.inFlight) await this.inFlight;
+    const buffer = this.current;
+    const length = this.filled;
+    this.current = null;
+    this.filled = 0;
+    if (!buffer) return;
+    if (length === 0) return giveBuffer(buffer);
+    const position = this.position;
+    this.position += length;
+    const write = this.writeAt(buffer, length, position).finally(() => giveBuffer(buffer));
+    write.catch(() => undefined); // awaited by the next write or _final, which report the error
+    this.inFlight = write;
+  }
+
+  private async writeAt(buffer: Buffer, length: number, position: number): Promise<void> {
+    if (this.direct && position % ALIGN === 0 && length % ALIGN === 0) {
+      try {
+        return await writeFully(this.direct, buffer, length, position);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+        // The kernel wants another alignment: from here on, buffered writes only.
+        await this.direct.close().catch(() => undefined);
+        this.direct = null;
+      }
+    }
+    await writeFully(this.handle, buffer, length, position);
+  }
+
+  private async closeHandles(): Promise<void> {
+    await Promise.all([this.handle.close(), this.direct?.close()]);
+  }
+}
+
+async function writeFully(handle: fsp.FileHandle, buffer: Buffer, length: number, position: number): Promise<void> {
+  let done = 0;
+  while (done < length) {
+    const { bytesWritten } = await handle.write(buffer, done, length - done, position + done);
+    if (bytesWritten === 0) throw new Error(`short write at ${position + done}`);
+    done += bytesWritten;
+  }
+}
+
+/** Flushes a file's data to disk (before a blob is acknowledged as stored). */
+export async function syncFile(file: string): Promise<void> {
+  const handle = await fsp.open(file, 'r+');
+  try {
+    await handle.datasync();
+  } finally {
+    await handle.close();
+  }
+}

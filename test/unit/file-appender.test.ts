@@ -1,0 +1,55 @@
+import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { FileAppender } from '../../src/storage/file-appender.js';
+
+describe('FileAppender (pooled, direct-I/O file writes)', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'appender-'));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  for (const direct of [true, false]) {
+    it(`writes the same bytes ${direct ? 'with' : 'without'} direct I/O, from any offset`, async () => {
+      const file = path.join(dir, 'f');
+      const head = randomBytes(5000);
+      const body = randomBytes(2 * 1024 * 1024 + 777);
+      writeFileSync(file, head);
+      const chunks = [body.subarray(0, 3), body.subarray(3, 1024 * 1024), body.subarray(1024 * 1024)];
+      await pipeline(Readable.from(chunks), await FileAppender.open(file, head.length, { direct }));
+      expect(readFileSync(file).equals(Buffer.concat([head, body]))).to.equal(true);
+    });
+  }
+
+  it('truncates when it starts at offset 0', async () => {
+    const file = path.join(dir, 'f');
+    writeFileSync(file, randomBytes(10_000));
+    await pipeline(Readable.from([Buffer.from('short')]), await FileAppender.open(file, 0));
+    expect(readFileSync(file, 'utf8')).to.equal('short');
+  });
+
+  it('fails the pipeline when its source fails, leaving what was written', async () => {
+    const file = path.join(dir, 'f');
+    const first = randomBytes(1024 * 1024);
+    const appender = await FileAppender.open(file, 0);
+    const source = new Readable({ read() {} });
+    source.push(first);
+    setImmediate(() => source.destroy(new Error('client went away')));
+    let error: Error | undefined;
+    await pipeline(source, appender).catch((e: Error) => (error = e));
+    expect(error?.message).to.equal('client went away');
+    expect(readFileSync(file).length).to.be.at.most(first.length);
+  });
+
+  it('is a Writable that honours backpressure', async () => {
+    const appender = await FileAppender.open(path.join(dir, 'f'), 0);
+    expect(appender).to.be.instanceOf(Writable);
+    expect(appender.writableHighWaterMark).to.equal(1024 * 1024);
+    appender.destroy();
+  });
+});
