@@ -9,6 +9,7 @@ import { readdir, readFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { serialize } from 'pg-protocol';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
 
 export interface Queryable {
@@ -23,25 +24,129 @@ export interface Database extends Queryable {
 
 const INT8_OID = 20;
 
+/**
+ * PGlite through its wire-protocol entry point. PGlite's own query() parses, describes,
+ * binds, describes again and executes every statement, one call into WebAssembly each; here
+ * each statement text is prepared once under a name, and a query is one Bind + Execute +
+ * Sync batch and one call. DDL and transaction control go as simple queries. One mutex
+ * orders standalone statements and whole transactions, as PGlite's own query() does.
+ */
 class PgliteDatabase implements Database {
   readonly kind = 'pglite' as const;
+  private readonly statements = new Map<string, Prepared>();
+  private tail: Promise<unknown> = Promise.resolve();
+
   constructor(private readonly db: PGlite) {}
 
-  async query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
-    const result = await this.db.query<T>(sql, params);
-    return result.rows;
+  query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+    return this.exclusive(() => this.run<T>(sql, params, true));
   }
 
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
-    return this.db.transaction(async (tx) =>
-      fn({ query: async <R>(sql: string, params: unknown[] = []) => (await tx.query<R>(sql, params)).rows }),
-    );
+    return this.exclusive(async () => {
+      await this.run('BEGIN', [], false);
+      let open = true;
+      const tx: Queryable = {
+        query: <R>(sql: string, params: unknown[] = []) => {
+          if (!open) return Promise.reject(new Error('the transaction has ended'));
+          return this.run<R>(sql, params, false);
+        },
+      };
+      try {
+        const value = await fn(tx);
+        open = false;
+        await this.run('COMMIT', [], true);
+        return value;
+      } catch (err) {
+        open = false;
+        await this.run('ROLLBACK', [], true).catch(() => undefined);
+        throw err;
+      }
+    });
   }
 
   async close(): Promise<void> {
-    await this.db.close();
+    await this.exclusive(() => this.db.close());
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.tail.then(fn);
+    this.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private async run<T>(sql: string, params: unknown[], syncToFs: boolean): Promise<T[]> {
+    if (params.length === 0 && !PREPARABLE.test(sql)) return this.rows<T>(await this.exec(serialize.query(sql), syncToFs), null);
+    const statement = this.statements.get(sql) ?? (await this.prepare(sql));
+    const values = params.map((value, i) => this.serializeParam(value, statement.paramTypes[i] as number));
+    const batch = Buffer.concat([serialize.bind({ statement: statement.name, values }), serialize.execute({}), serialize.sync()]);
+    return this.rows<T>(await this.exec(batch, syncToFs), statement.fields);
+  }
+
+  /** Parses a statement under a new name and learns its parameter and result types. */
+  private async prepare(sql: string): Promise<Prepared> {
+    const name = this.statements.size < MAX_PREPARED ? `s${this.statements.size + 1}` : '';
+    const messages = await this.exec(
+      Buffer.concat([serialize.parse({ name, text: sql }), serialize.describe({ type: 'S', name }), serialize.sync()]),
+      false,
+    );
+    const params = messages.find((m): m is ParamsMessage => m.name === 'parameterDescription');
+    const row = messages.find((m): m is RowMessage => m.name === 'rowDescription');
+    const prepared: Prepared = {
+      name,
+      paramTypes: params?.dataTypeIDs ?? [],
+      fields: row ? row.fields.map((f) => ({ name: f.name, type: f.dataTypeID })) : [],
+    };
+    if (name) this.statements.set(sql, prepared);
+    return prepared;
+  }
+
+  private async exec(message: Uint8Array, syncToFs: boolean): Promise<BackendMessage[]> {
+    return (await this.db.execProtocol(message, { syncToFs })).messages;
+  }
+
+  private serializeParam(value: unknown, type: number): string | null {
+    if (value === null || value === undefined) return null;
+    const serializer = this.db.serializers[type];
+    return serializer ? (serializer(value) as string) : String(value);
+  }
+
+  /** Rows of the (last) result: typed by the prepared statement's fields, or by a row description. */
+  private rows<T>(messages: BackendMessage[], known: Prepared['fields'] | null): T[] {
+    let fields = known ?? [];
+    const rows: T[] = [];
+    for (const message of messages) {
+      if (message.name === 'rowDescription') {
+        fields = (message as RowMessage).fields.map((f) => ({ name: f.name, type: f.dataTypeID }));
+        if (!known) rows.length = 0;
+      } else if (message.name === 'dataRow') {
+        const row: Record<string, unknown> = {};
+        (message as DataMessage).fields.forEach((value, i) => {
+          const field = fields[i] as { name: string; type: number };
+          row[field.name] = value === null ? null : pgliteTypes.parseType(value, field.type, this.db.parsers);
+        });
+        rows.push(row as T);
+      }
+    }
+    return rows;
   }
 }
+
+/** Statements worth preparing even without parameters; DDL and transaction control go as simple queries. */
+const PREPARABLE = /^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b/i;
+/** Beyond this many distinct statement texts, statements are parsed unnamed each time. */
+const MAX_PREPARED = 1000;
+
+interface Prepared {
+  name: string;
+  paramTypes: number[];
+  fields: Array<{ name: string; type: number }>;
+}
+
+type BackendMessage = { name: string };
+type ParamsMessage = BackendMessage & { dataTypeIDs: number[] };
+type RowMessage = BackendMessage & { fields: Array<{ name: string; dataTypeID: number }> };
+type DataMessage = BackendMessage & { fields: Array<string | null> };
 
 class PostgresDatabase implements Database {
   readonly kind = 'postgres' as const;
