@@ -1,0 +1,96 @@
+/**
+ * The Database seam itself, on PGlite (statements prepared once and run through PGlite's
+ * wire-protocol entry point) and on PostgreSQL (pg): the same answers, types and errors.
+ */
+import { expect } from 'chai';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { openDatabase, type Database } from '../../src/db/database.js';
+import { createTestDatabase } from '../helpers/postgres.js';
+import { DATABASE_KINDS } from '../helpers/gateway.js';
+
+for (const kind of DATABASE_KINDS) {
+  describe(`database seam on ${kind}`, () => {
+    let db: Database;
+    let dir: string;
+
+    before(async () => {
+      dir = mkdtempSync(path.join(tmpdir(), 'db-'));
+      db = await openDatabase({ url: kind === 'postgres' ? await createTestDatabase() : undefined, pgliteDir: dir });
+      await db.query('CREATE TABLE seam_test (id bigint PRIMARY KEY, name text, tags text[], doc jsonb, at timestamptz, ok boolean)');
+    });
+    after(async () => {
+      await db.close();
+      rmSync(dir, { recursive: true, force: true });
+    });
+
+    it('sends parameters and reads columns with their types, the same each time a statement runs again', async () => {
+      const insert = 'INSERT INTO seam_test (id, name, tags, doc, at, ok) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id, tags, doc, at, ok';
+      const when = new Date('2026-11-30T10:00:00.000Z');
+      for (const id of [1, 2]) {
+        const [row] = await db.query<Record<string, unknown>>(insert, [id, `n${id}`, ['a', 'b c', 'd"e'], JSON.stringify({ k: id }), when.toISOString(), id === 1]);
+        expect(row).to.deep.equal({ id, tags: ['a', 'b c', 'd"e'], doc: { k: id }, at: when, ok: id === 1 });
+      }
+      const rows = await db.query<{ id: number; name: string | null }>('SELECT id, name FROM seam_test WHERE id = ANY($1::bigint[]) ORDER BY id', [[1, 2, 3]]);
+      expect(rows).to.deep.equal([
+        { id: 1, name: 'n1' },
+        { id: 2, name: 'n2' },
+      ]);
+      expect(await db.query('SELECT name FROM seam_test WHERE id = $1', [null])).to.deep.equal([]);
+      expect(await db.query<{ n: number }>('SELECT count(*) AS n FROM seam_test')).to.deep.equal([{ n: 2 }]);
+    });
+
+    it('reports a violated constraint with its SQLSTATE and keeps working', async () => {
+      let error: (Error & { code?: string }) | undefined;
+      await db.query('INSERT INTO seam_test (id) VALUES ($1)', [1]).catch((e: Error) => (error = e));
+      expect(error?.code).to.equal('23505');
+      expect(await db.query<{ id: number }>('SELECT id FROM seam_test WHERE id = $1', [1])).to.deep.equal([{ id: 1 }]);
+    });
+
+    it('rolls a transaction back when its callback throws, and commits otherwise', async () => {
+      await db
+        .transaction(async (tx) => {
+          await tx.query('INSERT INTO seam_test (id) VALUES ($1)', [10]);
+          throw new Error('abandon');
+        })
+        .catch(() => undefined);
+      expect(await db.query('SELECT id FROM seam_test WHERE id = $1', [10])).to.deep.equal([]);
+      // A failed statement aborts the transaction; the whole of it is rolled back.
+      await db
+        .transaction(async (tx) => {
+          await tx.query('INSERT INTO seam_test (id) VALUES ($1)', [11]);
+          await tx.query('INSERT INTO seam_test (id) VALUES ($1)', [11]);
+        })
+        .catch(() => undefined);
+      expect(await db.query('SELECT id FROM seam_test WHERE id = $1', [11])).to.deep.equal([]);
+      const value = await db.transaction(async (tx) => {
+        await tx.query('INSERT INTO seam_test (id) VALUES ($1)', [12]);
+        return (await tx.query<{ id: number }>('SELECT id FROM seam_test WHERE id = $1', [12]))[0]?.id;
+      });
+      expect(value).to.equal(12);
+    });
+
+    it('runs standalone statements in order with transactions, never inside one', async () => {
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      const tx = db.transaction(async (q) => {
+        await q.query('INSERT INTO seam_test (id) VALUES ($1)', [20]);
+        await held;
+        await q.query('DELETE FROM seam_test WHERE id = $1', [20]);
+      });
+      // Started while the transaction is open: it must see the state after it, not inside it.
+      const seen = db.query('SELECT id FROM seam_test WHERE id = $1', [20]);
+      setTimeout(release, 20);
+      await tx;
+      expect(await seen).to.deep.equal([]);
+    });
+
+    it('runs many distinct statement texts (more than it keeps prepared)', async () => {
+      for (let i = 0; i < 1100; i++) {
+        const [row] = await db.query<{ v: number }>(`SELECT $1::int + ${i} AS v`, [1]);
+        expect(row?.v).to.equal(i + 1);
+      }
+    });
+  });
+}
