@@ -5,7 +5,9 @@
  *   committed/<alg>/<hex[0:2]>/<hex>    admitted
  *   tmp/                                temp files, renamed into place (atomic writes)
  * Paths are built only from validated digests and upload ids, then checked to stay
- * below the root, so no network input can name a file elsewhere.
+ * below the root, so no network input can name a file elsewhere. Upload bytes are written
+ * by FileAppender (direct I/O where possible); with `fsync` on, a blob's or manifest's
+ * bytes are flushed to disk before it is staged, so a 201 never names bytes a crash loses.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
