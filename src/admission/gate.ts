@@ -395,9 +395,11 @@ export class Gate {
   private async commitFiles(nodes: ManifestNode[]): Promise<void> {
     const manifests = new Set(nodes.map((n) => n.digest));
     const order = commitOrder(nodes);
-    await this.options.registry.commitContentInOrder(order.filter((d) => !manifests.has(d)));
+    // States read once: a commit by another request meanwhile is harmless (commits are idempotent).
+    const states = await this.options.registry.metadata.blobStates(order);
+    await this.options.registry.commitContentInOrder(order.filter((d) => !manifests.has(d)), states);
     failpoint('commit:after-blobs');
-    await this.options.registry.commitContentInOrder(order.filter((d) => manifests.has(d)));
+    await this.options.registry.commitContentInOrder(order.filter((d) => manifests.has(d)), states);
     failpoint('commit:after-manifests');
   }
 

@@ -377,8 +377,8 @@ export class Registry {
   }
 
   /** Moves content to the committed area in the order given (blobs before the manifests that need them). */
-  async commitContentInOrder(digests: string[]): Promise<void> {
-    const states = await this.metadata.blobStates(digests);
+  async commitContentInOrder(digests: string[], known?: Map<string, ContentState>): Promise<void> {
+    const states = known ?? (await this.metadata.blobStates(digests));
     for (const digest of digests) {
       if (states.has(digest) && states.get(digest) !== 'committed') await this.store.commit(parseDigest(digest));
     }
