@@ -1,6 +1,6 @@
 /**
  * Writes a request body into a file through a few reused, page-aligned 1 MiB buffers, with
- * direct I/O (O_DIRECT) where the filesystem allows it.
+ * direct I/O (O_DIRECT) where the filesystem allows it, up to four writes at once.
  *
  * Why not fs.WriteStream and the page cache: on the machines this was measured on, buffered
  * writes fall to about 450 MB/s as soon as a few hundred MiB are dirty (the kernel throttles the
@@ -23,6 +23,8 @@ const ALIGN = 4096;
 const WASM_PAGE = 64 * 1024;
 const SLAB_BUFFERS = 8;
 const POOL_LIMIT = 32;
+/** Writes of one appender that may run at once (positional, so their order does not matter). */
+const MAX_IN_FLIGHT = 4;
 
 const pool: Buffer[] = [];
 
@@ -48,11 +50,13 @@ export class FileAppender extends Writable {
   private current: Buffer | null = null;
   private filled = 0;
   private limit = APPEND_BUFFER_BYTES;
-  private inFlight: Promise<void> | null = null;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: Error | null = null;
+  private directRefused = false;
 
   private constructor(
     private readonly handle: fsp.FileHandle,
-    private direct: fsp.FileHandle | null,
+    private readonly direct: fsp.FileHandle | null,
     private position: number,
   ) {
     super({ highWaterMark: APPEND_BUFFER_BYTES });
@@ -60,13 +64,20 @@ export class FileAppender extends Writable {
 
   /** Opens `file` for writing at `offset` (truncating when 0, as a new upload). */
   static async open(file: string, offset: number, options: FileAppenderOptions = {}): Promise<FileAppender> {
-    const handle = await fsp.open(file, offset === 0 ? 'w' : 'r+');
-    let direct: fsp.FileHandle | null = null;
-    if ((options.direct ?? true) && constants.O_DIRECT !== undefined) {
-      // EINVAL where the filesystem has no direct I/O (tmpfs, some FUSE): buffered it is.
-      direct = await fsp.open(file, constants.O_WRONLY | constants.O_DIRECT).catch(() => null);
+    const useDirect = (options.direct ?? true) && constants.O_DIRECT !== undefined;
+    // Both at once. A new upload (offset 0) may be created by either open; a later append
+    // must find the file, so neither creates it then.
+    const create = offset === 0 ? constants.O_CREAT : 0;
+    const [plain, direct] = await Promise.allSettled([
+      fsp.open(file, offset === 0 ? 'w' : 'r+'),
+      useDirect ? fsp.open(file, constants.O_WRONLY | create | constants.O_DIRECT) : Promise.resolve(null),
+    ]);
+    if (plain.status === 'rejected') {
+      if (direct.status === 'fulfilled') await direct.value?.close();
+      throw plain.reason;
     }
-    return new FileAppender(handle, direct, offset);
+    // A refused direct open (EINVAL where the filesystem has no direct I/O: tmpfs, some FUSE) means buffered writes.
+    return new FileAppender(plain.value, direct.status === 'fulfilled' ? direct.value : null, offset);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -75,14 +86,14 @@ export class FileAppender extends Writable {
 
   override _final(callback: (error?: Error | null) => void): void {
     this.writeCurrent()
-      .then(() => this.inFlight)
+      .then(() => this.settle())
       .then(() => this.closeHandles())
       .then(() => callback(), callback);
   }
 
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     // After _final the handles are closed already; closing again is harmless and ignored.
-    (this.inFlight ?? Promise.resolve())
+    this.settle()
       .catch(() => undefined)
       .then(() => this.closeHandles().catch(() => undefined))
       .then(() => {
@@ -107,9 +118,10 @@ export class FileAppender extends Writable {
     }
   }
 
-  /** Starts writing the current buffer once the previous write is done (one write in flight). */
+  /** Starts writing the current buffer, once fewer than MAX_IN_FLIGHT writes are running. */
   private async writeCurrent(): Promise<void> {
-    if (this.inFlight) await this.inFlight;
+    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
     const buffer = this.current;
     const length = this.filled;
     this.current = null;
@@ -118,20 +130,31 @@ export class FileAppender extends Writable {
     if (length === 0) return giveBuffer(buffer);
     const position = this.position;
     this.position += length;
-    const write = this.writeAt(buffer, length, position).finally(() => giveBuffer(buffer));
-    write.catch(() => undefined); // awaited by the next write or _final, which report the error
-    this.inFlight = write;
+    const write: Promise<void> = this.writeAt(buffer, length, position)
+      .catch((err: Error) => {
+        this.failure ??= err; // reported by the next write or by _final
+      })
+      .finally(() => {
+        giveBuffer(buffer);
+        this.inFlight.delete(write);
+      });
+    this.inFlight.add(write);
+  }
+
+  /** Waits for every running write; throws the first write error. */
+  private async settle(): Promise<void> {
+    await Promise.all(this.inFlight);
+    if (this.failure) throw this.failure;
   }
 
   private async writeAt(buffer: Buffer, length: number, position: number): Promise<void> {
-    if (this.direct && position % ALIGN === 0 && length % ALIGN === 0) {
+    if (this.direct && !this.directRefused && position % ALIGN === 0 && length % ALIGN === 0) {
       try {
         return await writeFully(this.direct, buffer, length, position);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
         // The kernel wants another alignment: from here on, buffered writes only.
-        await this.direct.close().catch(() => undefined);
-        this.direct = null;
+        this.directRefused = true;
       }
     }
     await writeFully(this.handle, buffer, length, position);

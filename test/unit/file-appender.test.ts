@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -31,6 +31,14 @@ describe('FileAppender (pooled, direct-I/O file writes)', () => {
     writeFileSync(file, randomBytes(10_000));
     await pipeline(Readable.from([Buffer.from('short')]), await FileAppender.open(file, 0));
     expect(readFileSync(file, 'utf8')).to.equal('short');
+  });
+
+  it('refuses to append to a file that is not there, and creates nothing', async () => {
+    const file = path.join(dir, 'missing');
+    let error: NodeJS.ErrnoException | undefined;
+    await FileAppender.open(file, 100).catch((e: NodeJS.ErrnoException) => (error = e));
+    expect(error?.code).to.equal('ENOENT');
+    expect(existsSync(file)).to.equal(false);
   });
 
   it('fails the pipeline when its source fails, leaving what was written', async () => {
