@@ -73,12 +73,12 @@ export class MetadataStore {
   /** Ids of repositories known to be committed (rows are never renumbered; repositories are not deleted). */
   private readonly repositoryIds = new Map<string, number>();
   /**
-   * Manifest lookups by digest and tag, kept only for the embedded database: this process is
+   * Manifest lookups by digest and tag, and tag listings, kept only for the embedded database: this process is
    * its only writer, and PGlite runs queries and transactions one at a time. Every write to
    * manifests or tags bumps the generation; an entry counts only if filled in the current one
    * (the generation is read before the query, so a lookup racing a write is never kept).
    */
-  private readonly lookups: Map<string, { generation: number; value: ManifestRecord | null }> | null;
+  private readonly lookups: Map<string, { generation: number; value: unknown }> | null;
   private generation = 0;
 
   constructor(readonly db: Database) {
@@ -91,10 +91,10 @@ export class MetadataStore {
     this.lookups?.clear();
   }
 
-  private async lookup(key: string, load: () => Promise<ManifestRecord | null>): Promise<ManifestRecord | null> {
+  private async lookup<T>(key: string, load: () => Promise<T>): Promise<T> {
     if (!this.lookups) return load();
     const hit = this.lookups.get(key);
-    if (hit && hit.generation === this.generation) return hit.value;
+    if (hit && hit.generation === this.generation) return hit.value as T;
     const generation = this.generation;
     const value = await load();
     if (generation === this.generation) {
@@ -450,11 +450,15 @@ export class MetadataStore {
     const source = includeStaged ? `${branch('tags')} UNION ${branch('pending_tags')}` : branch('tags');
     // One aggregated row instead of one row per tag: PGlite spends most of a long listing on rows.
     // Tag names never contain a newline (tag grammar), so it separates them safely.
-    const rows = await this.db.query<{ names: string | null }>(
-      `SELECT string_agg(name, E'\n' ORDER BY name) AS names FROM (${source} ORDER BY name LIMIT $3) page`,
-      [repository, last ?? null, limit],
-    );
-    return rows[0]?.names ? rows[0].names.split('\n') : [];
+    const load = async () => {
+      const rows = await this.db.query<{ names: string | null }>(
+        `SELECT string_agg(name, E'\n' ORDER BY name) AS names FROM (${source} ORDER BY name LIMIT $3) page`,
+        [repository, last ?? null, limit],
+      );
+      return Object.freeze(rows[0]?.names ? rows[0].names.split('\n') : []);
+    };
+    // A page is one frozen array however many tags it holds (the registry caps pages), shared by readers.
+    return [...(await this.lookup(`tags\0${includeStaged}\0${limit}\0${last ?? ''}\0${repository}`, load))];
   }
 
   // ---- referrers ----------------------------------------------------------------------

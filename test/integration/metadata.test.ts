@@ -89,6 +89,19 @@ for (const kind of DATABASE_KINDS) {
       expect(await meta.listTags('c/tags', 'a', 2)).to.deep.equal(['a1', 'b']);
     });
 
+    it('lists tags as they change: pending to pushers only, committed to all, deleted to none', async () => {
+      const listings = async () => [await meta.listTags('c/tags', undefined, 10, true), await meta.listTags('c/tags', undefined, 10, false)];
+      const before = ['B', '_x', 'a', 'a1', 'b'];
+      expect(await listings()).to.deep.equal([before, before]);
+      const manifest = { digest: d('u'), mediaType: 'application/vnd.oci.image.index.v1+json', size: 1, artifactType: null, subjectDigest: null, annotations: null, references: [] };
+      await meta.putManifest('c/tags', manifest, ['c']);
+      expect(await listings()).to.deep.equal([[...before, 'c'], before]);
+      await meta.commitManifest('c/tags', d('u'), [], ['c']);
+      expect(await listings()).to.deep.equal([[...before, 'c'], [...before, 'c']]);
+      expect(await meta.deleteTag('c/tags', 'c')).to.equal(true);
+      expect(await listings()).to.deep.equal([before, before]);
+    });
+
     it('finds referrers by subject', async () => {
       await meta.putManifest('d/ref', {
         digest: d('r'), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 7,
