@@ -443,7 +443,7 @@ export class MetadataStore {
    * Tag names in byte order, strictly after `last`, at most `limit`. Readers see tags of
    * admitted manifests only; pushers (`includeStaged`) also see tags pending admission.
    */
-  async listTags(repository: string, last: string | undefined, limit: number, includeStaged = true): Promise<string[]> {
+  async listTags(repository: string, last: string | undefined, limit: number, includeStaged = true): Promise<readonly string[]> {
     const branch = (table: string) =>
       `SELECT name FROM ${table} WHERE repository_id = (SELECT id FROM repositories WHERE name = $1)
           AND ($2::text IS NULL OR name > $2::text)`;
@@ -457,8 +457,8 @@ export class MetadataStore {
       );
       return Object.freeze(rows[0]?.names ? rows[0].names.split('\n') : []);
     };
-    // A page is one frozen array however many tags it holds (the registry caps pages), shared by readers.
-    return [...(await this.lookup(`tags\0${includeStaged}\0${limit}\0${last ?? ''}\0${repository}`, load))];
+    // One frozen array per page (the registry caps pages), shared by every reader of the cache.
+    return this.lookup(`tags\0${includeStaged}\0${limit}\0${last ?? ''}\0${repository}`, load);
   }
 
   // ---- referrers ----------------------------------------------------------------------

@@ -590,7 +590,7 @@ export class Registry {
   }
 
   /** Fetches one more than the page size to know whether a next page exists. */
-  private async page(n: number | undefined, fetch: (limit: number) => Promise<string[]>) {
+  private async page(n: number | undefined, fetch: (limit: number) => Promise<readonly string[]>) {
     const size = Math.min(n ?? this.limits.maxPageSize, this.limits.maxPageSize);
     if (size === 0) return { items: [] as string[], more: false };
     const rows = await fetch(size + 1);

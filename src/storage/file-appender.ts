@@ -6,8 +6,8 @@
  * writes fall to about 450 MB/s as soon as a few hundred MiB are dirty (the kernel throttles the
  * writer while it writes back), and a blob must reach the disk before it is acknowledged
  * anyway; direct writes of whole aligned MiBs run at 1.5-2 GB/s and leave a cheap flush at the
- * end. Copying each incoming chunk into a pooled buffer also lets the socket's buffers die
- * young instead of waiting for their write.
+ * end. (The garbage collector's share of an upload is a matter of V8's heap sizing: see the
+ * node options in package.json's start script and the README's Benchmarks section.)
  *
  * Direct I/O needs the memory, the file offset and the length aligned to the block size. The
  * buffers are carved from a WebAssembly.Memory, whose base V8 allocates page-aligned; the
@@ -18,7 +18,7 @@
 import { constants, promises as fsp } from 'node:fs';
 import { Writable } from 'node:stream';
 
-export const APPEND_BUFFER_BYTES = 1024 * 1024;
+const APPEND_BUFFER_BYTES = 1024 * 1024;
 const ALIGN = 4096;
 const WASM_PAGE = 64 * 1024;
 const SLAB_BUFFERS = 8;
