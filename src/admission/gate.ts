@@ -192,24 +192,20 @@ export class Gate {
     const children = tree.nodes.filter((n) => n.digest !== digest).map((n) => n.digest);
     const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
       const repoId = await this.lock(tx, repository, digest);
-      const current = await admissions.open(tx, repoId, {
-        repository,
-        digest,
-        mediaType: tree.facts.mediaType,
-        tags: trigger.tags ?? [],
-        pushedBy: trigger.principal ?? null,
-      });
+      const found = evidenceSummary(evidence);
+      const subject = { repository, digest, mediaType: tree.facts.mediaType, tags: trigger.tags ?? [], pushedBy: trigger.principal ?? null };
+      // A new admission is opened with this decision; an existing one is updated below if it changed.
+      const { record: current, created } = await admissions.open(tx, repoId, subject, { decision, evidence: found });
       if (current.state === 'admitted' && decision.outcome !== 'admitted') {
         // Never un-admit: the new verdict is recorded, the content stays; new tags wait.
         await this.auditDecision(tx, repository, digest, decision, trigger, { admissionKept: 'admitted' });
         return { record: current, decision };
       }
       let record = current;
-      if (current.state !== 'admitted' && !sameDecision(current, decision)) {
-        const found = evidenceSummary(evidence);
-        await admissions.record(tx, repoId, digest, decision, found);
+      if (created || (current.state !== 'admitted' && !sameDecision(current, decision))) {
+        if (!created) await admissions.record(tx, repoId, digest, decision, found);
         await this.auditDecision(tx, repository, digest, decision, trigger, { ...scanDetail(evidence), ...(Object.keys(found).length > 0 ? { evidence: found } : {}) });
-        record = { ...withDecision(current, decision), evidence: found };
+        if (!created) record = { ...withDecision(current, decision), evidence: found };
       }
       if (decision.outcome === 'admitted') await this.switchVisible(tx, repository, repoId, digest, nodes, children, trigger);
       return { record, decision };
@@ -361,7 +357,7 @@ export class Gate {
     const { admissions } = this.options;
     const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
       const repoId = await this.lock(tx, repository, digest);
-      const record = await admissions.open(tx, repoId, { repository, digest, mediaType: '', tags: trigger.tags ?? [], pushedBy: null });
+      const { record } = await admissions.open(tx, repoId, { repository, digest, mediaType: '', tags: trigger.tags ?? [], pushedBy: null });
       if (record.state === 'admitted') await this.switchVisible(tx, repository, repoId, digest, [{ digest, contentDigests: [] }], [], trigger);
       return { record, decision: null };
     });

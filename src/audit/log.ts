@@ -8,7 +8,7 @@
 import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Database, Queryable } from '../db/database.js';
+import { advisoryLock, type Database, type Queryable, type Transaction } from '../db/database.js';
 import { canonicalJson } from './canonical.js';
 
 export const GENESIS_HASH = `sha256:${'0'.repeat(64)}`;
@@ -120,6 +120,12 @@ export function keyId(publicKey: KeyObject): string {
   return `sha256:${createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex')}`;
 }
 
+type AuditHead = { seq: number; hash: string };
+
+function isTransaction(q: Queryable): q is Transaction {
+  return typeof (q as Partial<Transaction>).afterCommit === 'function';
+}
+
 export interface AuditLogOptions {
   /** EC P-256 private key that signs checkpoints; without it no checkpoints are written. */
   checkpointKey?: KeyObject;
@@ -130,7 +136,9 @@ export interface AuditLogOptions {
 
 export class AuditLog {
   /** Head written by the last append of each open transaction (the lock is held until it ends). */
-  private readonly heads = new WeakMap<Queryable, { seq: number; hash: string }>();
+  private readonly heads = new WeakMap<Queryable, AuditHead>();
+  /** The committed head, kept only for a serial database (no other writer can move it). */
+  private committedHead: AuditHead | null = null;
 
   constructor(
     readonly db: Database,
@@ -140,7 +148,7 @@ export class AuditLog {
   /** Appends inside the caller's transaction; throws (and so fails the caller) if it cannot. */
   async append(q: Queryable, event: AuditEvent): Promise<AuditRecord> {
     const head = await this.lockedHead(q);
-    const seq = head.length > 0 ? head[0].seq + 1 : 1;
+    const seq = head ? head.seq + 1 : 1;
     const content = {
       at: new Date().toISOString(),
       action: event.action,
@@ -149,7 +157,7 @@ export class AuditLog {
       principal: event.principal ?? null,
       requestId: event.requestId ?? null,
       detail: JSON.parse(JSON.stringify(event.detail ?? {})) as Record<string, unknown>,
-      prevHash: head.length > 0 ? head[0].hash : GENESIS_HASH,
+      prevHash: head ? head.hash : GENESIS_HASH,
     };
     const hash = recordHash(content);
     await q.query(
@@ -157,7 +165,7 @@ export class AuditLog {
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
       [seq, content.at, content.action, content.repository, content.digest, content.principal, content.requestId, JSON.stringify(content.detail), content.prevHash, hash],
     );
-    if (q !== this.db) this.heads.set(q, { seq, hash });
+    this.wrote(q, { seq, hash });
     const every = this.options.checkpointEvery ?? 0;
     if (this.options.checkpointKey && every > 0 && seq % every === 0) await this.writeCheckpoint(q, seq, hash);
     return { seq, hash, ...content };
@@ -165,14 +173,27 @@ export class AuditLog {
 
   /**
    * Takes the append lock (held to the end of the transaction) and reads the head. A second
-   * append in the same transaction already holds the lock and knows the head it wrote.
+   * append in the same transaction already holds the lock and knows the head it wrote; on a
+   * serial database the head the last committed append wrote is still the head.
    * Two statements on purpose: the head must be read after the lock is granted.
    */
-  private async lockedHead(q: Queryable): Promise<Array<{ seq: number; hash: string }>> {
+  private async lockedHead(q: Queryable): Promise<AuditHead | null> {
     const known = q !== this.db ? this.heads.get(q) : undefined;
-    if (known) return [known];
-    await q.query('SELECT pg_advisory_xact_lock($1)', [APPEND_LOCK]);
-    return q.query<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1');
+    if (known) return known;
+    if (this.db.serial && this.committedHead && q !== this.db) return this.committedHead;
+    await advisoryLock(this.db, q, APPEND_LOCK);
+    const rows = await q.query<AuditHead>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1');
+    return rows[0] ?? null;
+  }
+
+  /** Remembers the head an append wrote: for the rest of its transaction, and once it commits. */
+  private wrote(q: Queryable, head: AuditHead): void {
+    if (q === this.db) {
+      this.committedHead = null;
+      return;
+    }
+    this.heads.set(q, head);
+    if (this.db.serial && isTransaction(q)) q.afterCommit(() => (this.committedHead = head));
   }
 
   /** For events with no other state change (authentication failures, policy loads). */
@@ -189,7 +210,7 @@ export class AuditLog {
   async checkpoint(): Promise<{ seq: number; hash: string } | null> {
     if (!this.options.checkpointKey) return null;
     return this.db.transaction(async (tx) => {
-      await tx.query('SELECT pg_advisory_xact_lock($1)', [APPEND_LOCK]);
+      await advisoryLock(this.db, tx, APPEND_LOCK);
       const head = await tx.query<{ seq: number; hash: string }>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1');
       if (head.length === 0) return null;
       const done = await tx.query('SELECT 1 FROM audit_checkpoints WHERE seq = $1', [head[0].seq]);

@@ -3,7 +3,7 @@
  * the tags pushes asked for, the policy that applied (name and content hash) and a result
  * per rule. Writers run inside the gate's transactions, under a per-subject lock.
  */
-import type { Database, Queryable } from './database.js';
+import { advisoryLock, type Database, type Queryable } from './database.js';
 import type { Decision, RuleResult } from '../policy/types.js';
 
 export type AdmissionState = 'pending' | 'admitted' | 'denied' | 'expired';
@@ -89,6 +89,22 @@ function toRecord(row: AdmissionRow): AdmissionRecord {
   };
 }
 
+/** State, policy (name, hash, mode), results, reasons, waiting for, warnings and evidence, as stored. */
+function decisionColumns(decision: Decision, evidence: Record<string, unknown>): unknown[] {
+  const state: AdmissionState = decision.outcome;
+  return [
+    state,
+    decision.policy.name,
+    decision.policy.hash,
+    decision.policy.mode,
+    JSON.stringify(decision.results),
+    JSON.stringify(decision.reasons),
+    JSON.stringify(decision.waitingFor),
+    JSON.stringify(decision.warnings),
+    JSON.stringify(evidence),
+  ];
+}
+
 /** Lock key space for per-subject advisory locks (the second key is a hash of repository and digest). */
 const LOCK_CLASS = 0x6761;
 
@@ -97,7 +113,7 @@ export class AdmissionStore {
 
   /** Serialises every decision about one subject until the transaction ends. */
   async lockSubject(tx: Queryable, repository: string, digest: string): Promise<void> {
-    await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [LOCK_CLASS, `${repository}@${digest}`]);
+    await advisoryLock(this.db, tx, LOCK_CLASS, `${repository}@${digest}`);
   }
 
   async get(repository: string, digest: string, q: Queryable = this.db): Promise<AdmissionRecord | null> {
@@ -119,45 +135,40 @@ export class AdmissionStore {
     return rows.map(toRecord);
   }
 
-  /** Opens the admission (pending) or adds the tags to the existing one; returns it as it now is. */
+  /**
+   * Opens the admission, with `first` as its decision when given (pending otherwise), or adds
+   * the tags to the existing one, whose decision stays as it was; `created` says which.
+   */
   async open(
     tx: Queryable,
     repositoryId: number,
     subject: { repository: string; digest: string; mediaType: string; tags: string[]; pushedBy: string | null },
-  ): Promise<AdmissionRecord> {
-    const rows = await tx.query<AdmissionRow>(
-      `INSERT INTO admissions AS a (repository_id, digest, media_type, state, tags, pushed_by)
-       VALUES ($1, $2, $3, 'pending', $4, $5)
+    first?: { decision: Decision; evidence: Record<string, unknown> },
+  ): Promise<{ record: AdmissionRecord; created: boolean }> {
+    const decided = first ? decisionColumns(first.decision, first.evidence) : null;
+    const rows = await tx.query<AdmissionRow & { created: boolean }>(
+      `INSERT INTO admissions AS a (repository_id, digest, media_type, state, tags, pushed_by, policy_name, policy_hash,
+              policy_mode, results, reasons, waiting_for, warnings, evidence, evaluations, decided_at)
+       VALUES ($1, $2, $3, COALESCE($7::text, 'pending'), $4, $5, $8::text, $9::text, $10::text, COALESCE($11::jsonb, '[]'),
+               COALESCE($12::jsonb, '[]'), COALESCE($13::jsonb, '[]'), COALESCE($14::jsonb, '[]'), COALESCE($15::jsonb, '{}'),
+               CASE WHEN $7::text IS NULL THEN 0 ELSE 1 END, CASE WHEN $7::text IN ('admitted', 'denied') THEN now() END)
        ON CONFLICT (repository_id, digest) DO UPDATE
          SET tags = ARRAY(SELECT DISTINCT unnest(a.tags || EXCLUDED.tags)),
              updated_at = now()
-       RETURNING ${COLUMNS.replace('r.name AS repository', '$6::text AS repository')}`,
-      [repositoryId, subject.digest, subject.mediaType, subject.tags, subject.pushedBy, subject.repository],
+       RETURNING ${COLUMNS.replace('r.name AS repository', '$6::text AS repository')}, (xmax = 0) AS created`,
+      [repositoryId, subject.digest, subject.mediaType, subject.tags, subject.pushedBy, subject.repository, ...(decided ?? Array(9).fill(null))],
     );
-    return toRecord(rows[0]);
+    return { record: toRecord(rows[0]), created: rows[0].created };
   }
 
   /** Writes a decision onto the admission. */
   async record(tx: Queryable, repositoryId: number, digest: string, decision: Decision, evidence: Record<string, unknown> = {}): Promise<void> {
-    const state: AdmissionState = decision.outcome;
     await tx.query(
       `UPDATE admissions SET state = $3, policy_name = $4, policy_hash = $5, policy_mode = $6, results = $7,
               reasons = $8, waiting_for = $9, warnings = $10, evidence = $11, evaluations = evaluations + 1,
               updated_at = now(), decided_at = CASE WHEN $3 = 'pending' THEN decided_at ELSE now() END
         WHERE repository_id = $1 AND digest = $2`,
-      [
-        repositoryId,
-        digest,
-        state,
-        decision.policy.name,
-        decision.policy.hash,
-        decision.policy.mode,
-        JSON.stringify(decision.results),
-        JSON.stringify(decision.reasons),
-        JSON.stringify(decision.waitingFor),
-        JSON.stringify(decision.warnings),
-        JSON.stringify(evidence),
-      ],
+      [repositoryId, digest, ...decisionColumns(decision, evidence)],
     );
   }
 

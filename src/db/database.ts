@@ -16,10 +16,33 @@ export interface Queryable {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
 }
 
+export interface Transaction extends Queryable {
+  /** Runs `fn` after the transaction has committed; never when it rolls back. */
+  afterCommit(fn: () => void): void;
+}
+
 export interface Database extends Queryable {
   readonly kind: 'pglite' | 'postgres';
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>;
+  /**
+   * True when transactions never overlap (PGlite: one connection, one transaction at a
+   * time). Advisory locks are then no-ops, and state read in one committed transaction is
+   * still current when the next one starts.
+   */
+  readonly serial: boolean;
+  transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
   close(): Promise<void>;
+}
+
+/** A transaction-scoped advisory lock on `key` (and the hash of `text`); a serial database needs none. */
+export async function advisoryLock(db: Database, tx: Queryable, key: number, text?: string): Promise<void> {
+  if (db.serial) return;
+  if (text === undefined) await tx.query('SELECT pg_advisory_xact_lock($1)', [key]);
+  else await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [key, text]);
+}
+
+/** Runs the callbacks a transaction registered, once it has committed. */
+function runAfterCommit(callbacks: Array<() => void>): void {
+  for (const fn of callbacks) fn();
 }
 
 const INT8_OID = 20;
@@ -33,6 +56,7 @@ const INT8_OID = 20;
  */
 class PgliteDatabase implements Database {
   readonly kind = 'pglite' as const;
+  readonly serial = true;
   private readonly statements = new Map<string, Prepared>();
   private tail: Promise<unknown> = Promise.resolve();
 
@@ -42,20 +66,23 @@ class PgliteDatabase implements Database {
     return this.exclusive(() => this.run<T>(sql, params, true));
   }
 
-  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
     return this.exclusive(async () => {
       await this.run('BEGIN', [], false);
       let open = true;
-      const tx: Queryable = {
+      const committed: Array<() => void> = [];
+      const tx: Transaction = {
         query: <R>(sql: string, params: unknown[] = []) => {
           if (!open) return Promise.reject(new Error('the transaction has ended'));
           return this.run<R>(sql, params, false);
         },
+        afterCommit: (fn) => committed.push(fn),
       };
       try {
         const value = await fn(tx);
         open = false;
         await this.run('COMMIT', [], true);
+        runAfterCommit(committed);
         return value;
       } catch (err) {
         open = false;
@@ -150,6 +177,7 @@ type DataMessage = BackendMessage & { fields: Array<string | null> };
 
 class PostgresDatabase implements Database {
   readonly kind = 'postgres' as const;
+  readonly serial = false;
   constructor(private readonly pool: pg.Pool) {}
 
   async query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
@@ -157,14 +185,17 @@ class PostgresDatabase implements Database {
     return result.rows as T[];
   }
 
-  async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+  async transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
+      const committed: Array<() => void> = [];
       const value = await fn({
         query: async <R>(sql: string, params: unknown[] = []) => (await client.query(sql, params)).rows as R[],
+        afterCommit: (fn) => committed.push(fn),
       });
       await client.query('COMMIT');
+      runAfterCommit(committed);
       return value;
     } catch (err) {
       await client.query('ROLLBACK').catch(() => undefined);
@@ -237,7 +268,7 @@ const MIGRATION_LOCK = 7_340_021;
 export async function migrate(db: Database): Promise<string[]> {
   const files = (await readdir(MIGRATIONS_DIR)).filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f)).sort();
   return db.transaction(async (tx) => {
-    await tx.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await advisoryLock(db, tx, MIGRATION_LOCK);
     await tx.query(
       'CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
     );

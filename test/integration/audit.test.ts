@@ -62,6 +62,24 @@ for (const kind of DATABASE_KINDS) {
       expect((await audit.verify()).ok).to.equal(true);
     });
 
+    it('chains the next append to the committed head after a rollback between appends', async () => {
+      await fill(2);
+      await db
+        .transaction(async (tx) => {
+          await audit.append(tx, { action: 'commit', repository: 'team/app' });
+          await audit.append(tx, { action: 'commit', repository: 'team/app' });
+          throw new Error('the state change failed');
+        })
+        .catch(() => undefined);
+      await db.transaction(async (tx) => {
+        await audit.append(tx, { action: 'push', repository: 'team/app' });
+      });
+      const records = await audit.query({ limit: 10 });
+      expect(records.map((r) => [r.seq, r.action])).to.deep.equal([[1, 'push'], [2, 'push'], [3, 'push']]);
+      expect(records[2].prevHash).to.equal(records[1].hash);
+      expect((await audit.verify()).problems).to.deep.equal([]);
+    });
+
     it('keeps one linear chain under concurrent appends', async () => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => audit.appendNow({ action: 'auth.failure', principal: `p${i}`, detail: { i } })));
       const report = await audit.verify();

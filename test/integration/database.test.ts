@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { openDatabase, type Database } from '../../src/db/database.js';
+import { advisoryLock, openDatabase, type Database } from '../../src/db/database.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 
@@ -69,6 +69,48 @@ for (const kind of DATABASE_KINDS) {
         return (await tx.query<{ id: number }>('SELECT id FROM seam_test WHERE id = $1', [12]))[0]?.id;
       });
       expect(value).to.equal(12);
+    });
+
+    it('runs after-commit callbacks once the transaction commits, never when it rolls back', async () => {
+      const ran: string[] = [];
+      await db
+        .transaction(async (tx) => {
+          tx.afterCommit(() => ran.push('rolled back'));
+          await tx.query('INSERT INTO seam_test (id) VALUES ($1)', [20]);
+          throw new Error('abandon');
+        })
+        .catch(() => undefined);
+      await db
+        .transaction(async (tx) => {
+          tx.afterCommit(() => ran.push('failed commit'));
+          // A deferred constraint fails at COMMIT itself.
+          await tx.query('CREATE TEMP TABLE seam_deferred (id int UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP');
+          await tx.query('INSERT INTO seam_deferred VALUES (1), (1)');
+        })
+        .catch(() => undefined);
+      await db.transaction(async (tx) => {
+        tx.afterCommit(() => ran.push('committed'));
+        await tx.query('INSERT INTO seam_test (id) VALUES ($1)', [21]);
+        expect(ran).to.deep.equal([]);
+      });
+      expect(ran).to.deep.equal(['committed']);
+    });
+
+    it('takes advisory locks on PostgreSQL and needs none on PGlite, whose transactions never overlap', async () => {
+      expect(db.serial).to.equal(kind === 'pglite');
+      const order: string[] = [];
+      const hold = (name: string, ms: number) =>
+        db.transaction(async (tx) => {
+          await advisoryLock(db, tx, 4242, 'subject');
+          order.push(`${name} in`);
+          await new Promise((r) => setTimeout(r, ms));
+          order.push(`${name} out`);
+        });
+      await Promise.all([hold('a', 100), hold('b', 0)]);
+      // Either by the lock (PostgreSQL) or by the one connection (PGlite): never interleaved.
+      const first = order[0].split(' ')[0];
+      const second = first === 'a' ? 'b' : 'a';
+      expect(order).to.deep.equal([`${first} in`, `${first} out`, `${second} in`, `${second} out`]);
     });
 
     it('runs standalone statements in order with transactions, never inside one', async () => {

@@ -85,6 +85,8 @@ interface AdmissionView {
   warnings: string[];
   admittedWith: string | null;
   policy: { name: string; hash: string };
+  evaluations: number;
+  decidedAt: string | null;
 }
 
 for (const kind of DATABASE_KINDS) {
@@ -136,6 +138,8 @@ for (const kind of DATABASE_KINDS) {
       expect(view.results).to.have.length(1);
       expect(view.results[0]).to.include({ id: 'source', status: 'failed', mode: 'enforce' });
       expect(view.policy.name).to.equal('enforce');
+      expect(view.evaluations).to.equal(1);
+      expect(view.decidedAt).to.be.a('string');
       expect((await admission(reader, 'team/enforce/app', image.digest)).status).to.equal(404);
       // The verdict is frozen: the same push under the same policy is denied again without a new decision.
       expect((await alice.putManifest('team/enforce/app', 'v1', image.body)).status).to.equal(403);
@@ -181,6 +185,9 @@ for (const kind of DATABASE_KINDS) {
       expect(res.headers.get('warning')).to.match(/quarantine, waiting for: sig: no application\/vnd\.example\.signature/);
       expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(404);
       expect((await alice.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(200);
+      const pending = await json<AdmissionView>(await admission(alice, repo, image.digest));
+      expect([pending.state, pending.evaluations, pending.decidedAt, pending.policy.name]).to.deep.equal(['pending', 1, null, 'signed']);
+      expect(pending.waitingFor).to.have.length(1);
       const waiting = admission(alice, repo, image.digest, '20s');
       await new Promise((r) => setTimeout(r, 300));
       const sig = await signatureFor(alice, repo, image);
@@ -189,6 +196,8 @@ for (const kind of DATABASE_KINDS) {
       expect(sigRes.headers.get('oci-subject')).to.equal(image.digest);
       const view = await json<AdmissionView>(await waiting);
       expect(view.state).to.equal('admitted');
+      expect(view.evaluations).to.equal(2);
+      expect(view.decidedAt).to.be.a('string');
       expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(200);
       const referrers = await json<{ manifests: Array<{ digest: string }> }>(await reader.request('GET', `/v2/${repo}/referrers/${image.digest}`));
       expect(referrers.manifests.map((m) => m.digest)).to.deep.equal([sig.digest]);
