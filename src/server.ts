@@ -31,6 +31,9 @@ import { evaluate } from './policy/evaluate.js';
 import { TrivyScanner } from './scan/trivy.js';
 import { ScanService } from './scan/service.js';
 
+/** How often the embedded database is offered its housekeeping (it runs only after enough writes). */
+const DB_MAINTENANCE_INTERVAL_MS = 60_000;
+
 /** TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are always on). */
 const MODERN_CIPHERS = [
   'ECDHE-ECDSA-AES128-GCM-SHA256',
@@ -200,6 +203,12 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     audit.checkpoint().catch((err) => logger.error({ err }, 'audit checkpoint failed'));
   }, config.audit.checkpointIntervalSeconds * 1000);
   checkpointTimer.unref();
+  const maintenanceTimer = setInterval(() => {
+    db.maintain()
+      .then((done) => done && logger.info({ writes: done.writes, ms: Math.round(done.ms) }, 'embedded database vacuumed and analysed'))
+      .catch((err) => logger.error({ err }, 'database maintenance failed'));
+  }, DB_MAINTENANCE_INTERVAL_MS);
+  maintenanceTimer.unref();
 
   logger.info(
     { url, storage: config.storage.root, database: db.kind, addr: `${address.address}:${address.port}` },
@@ -218,6 +227,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     async close() {
       clearInterval(purgeTimer);
       clearInterval(checkpointTimer);
+      clearInterval(maintenanceTimer);
       gated?.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -30,6 +30,13 @@ export interface Database extends Queryable {
    */
   readonly serial: boolean;
   transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
+  /**
+   * The housekeeping a server's autovacuum would do. PGlite has none: without VACUUM its
+   * tables and indexes keep every dead row, its planner works without statistics, and
+   * transaction ids are never frozen. Here it runs VACUUM (ANALYZE) once enough writes have
+   * accumulated, and says so; on PostgreSQL it does nothing and returns null.
+   */
+  maintain(): Promise<{ writes: number; ms: number } | null>;
   close(): Promise<void>;
 }
 
@@ -59,11 +66,28 @@ class PgliteDatabase implements Database {
   readonly serial = true;
   private readonly statements = new Map<string, Prepared>();
   private tail: Promise<unknown> = Promise.resolve();
+  /** Committed transactions and standalone statements other than SELECT since the last VACUUM. */
+  private writes = 0;
 
-  constructor(private readonly db: PGlite) {}
+  constructor(
+    private readonly db: PGlite,
+    private readonly maintainAfterWrites: number,
+  ) {}
 
   query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+    if (!READ_ONLY.test(sql)) this.writes++;
     return this.exclusive(() => this.run<T>(sql, params, true));
+  }
+
+  async maintain(): Promise<{ writes: number; ms: number } | null> {
+    if (this.writes < this.maintainAfterWrites) return null;
+    return this.exclusive(async () => {
+      const started = performance.now();
+      const writes = this.writes;
+      await this.run('VACUUM (ANALYZE)', [], true);
+      this.writes = 0;
+      return { writes, ms: performance.now() - started };
+    });
   }
 
   transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
@@ -82,6 +106,7 @@ class PgliteDatabase implements Database {
         const value = await fn(tx);
         open = false;
         await this.run('COMMIT', [], true);
+        this.writes++;
         runAfterCommit(committed);
         return value;
       } catch (err) {
@@ -159,6 +184,8 @@ class PgliteDatabase implements Database {
   }
 }
 
+/** Standalone statements that write nothing (they do not count towards maintenance). */
+const READ_ONLY = /^\s*(SELECT|SHOW|EXPLAIN)\b/i;
 /** Statements worth preparing even without parameters; DDL and transaction control go as simple queries. */
 const PREPARABLE = /^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b/i;
 /** Beyond this many distinct statement texts, statements are parsed unnamed each time. */
@@ -205,6 +232,10 @@ class PostgresDatabase implements Database {
     }
   }
 
+  async maintain(): Promise<null> {
+    return null; // the server's autovacuum does it
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }
@@ -217,6 +248,8 @@ export interface DatabaseOptions {
   poolSize?: number;
   /** Errors of idle pooled connections (server restart, admin termination); they must not crash the process. */
   onIdleError?: (err: Error) => void;
+  /** PGlite: writes after which maintain() vacuums (default 1,000). */
+  maintainAfterWrites?: number;
 }
 
 export async function openDatabase(options: DatabaseOptions): Promise<Database> {
@@ -234,16 +267,19 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     if (!existsSync(path.join(options.pgliteDir, 'PG_VERSION'))) await initPgliteDir(options.pgliteDir);
     const lite = await PGlite.create(options.pgliteDir, {
       parsers: { [pgliteTypes.INT8]: (value: string) => Number(value) },
-      // An embedded database for one process: a small buffer cache keeps the WASM heap small.
-      postgresqlconf: [`shared_buffers = ${PGLITE_SHARED_BUFFERS}`],
+      // An embedded database for one process: a small buffer cache keeps the WASM heap small,
+      // and coarse statistics keep the ANALYZE that maintain() runs short (every lookup is by key).
+      postgresqlconf: [`shared_buffers = ${PGLITE_SHARED_BUFFERS}`, `default_statistics_target = ${PGLITE_STATISTICS_TARGET}`],
     });
-    db = new PgliteDatabase(lite);
+    db = new PgliteDatabase(lite, options.maintainAfterWrites ?? PGLITE_MAINTAIN_AFTER_WRITES);
   }
   await migrate(db);
   return db;
 }
 
 const PGLITE_SHARED_BUFFERS = '32MB';
+const PGLITE_MAINTAIN_AFTER_WRITES = 1000;
+const PGLITE_STATISTICS_TARGET = 10;
 
 /** Runs initdb for a new PGlite directory in a child process (see pglite-init.ts). */
 async function initPgliteDir(dir: string): Promise<void> {

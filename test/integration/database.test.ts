@@ -128,6 +128,30 @@ for (const kind of DATABASE_KINDS) {
       expect(await seen).to.deep.equal([]);
     });
 
+    it('vacuums and analyses PGlite once enough writes have accumulated, and leaves PostgreSQL to its autovacuum', async () => {
+      const dir2 = mkdtempSync(path.join(tmpdir(), 'db-maintain-'));
+      const small = await openDatabase({ url: kind === 'postgres' ? await createTestDatabase() : undefined, pgliteDir: dir2, maintainAfterWrites: 50 });
+      try {
+        await small.query('CREATE TABLE churn (id int PRIMARY KEY, n int)');
+        for (let i = 0; i < 20; i++) await small.query('INSERT INTO churn VALUES ($1, 0)', [i]);
+        const analysed = async () => (await small.query<{ reltuples: number }>(`SELECT reltuples FROM pg_class WHERE relname = 'churn'`))[0].reltuples;
+        expect(await small.maintain()).to.equal(null);
+        for (let i = 0; i < 40; i++) await small.transaction((tx) => tx.query('UPDATE churn SET n = n + 1 WHERE id = $1', [i % 20]));
+        const done = await small.maintain();
+        if (kind === 'postgres') {
+          expect(done).to.equal(null);
+          return;
+        }
+        // The migrations' transaction, the CREATE TABLE, 20 inserts and 40 transactions; SELECTs do not count.
+        expect(done?.writes).to.equal(62);
+        expect(await analysed()).to.equal(20);
+        expect(await small.maintain()).to.equal(null); // nothing written since
+      } finally {
+        await small.close();
+        rmSync(dir2, { recursive: true, force: true });
+      }
+    });
+
     it('runs many distinct statement texts (more than it keeps prepared)', async () => {
       for (let i = 0; i < 1100; i++) {
         const [row] = await db.query<{ v: number }>(`SELECT $1::int + ${i} AS v`, [1]);
