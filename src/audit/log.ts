@@ -149,6 +149,8 @@ export class AuditLog {
   async append(q: Queryable, event: AuditEvent): Promise<AuditRecord> {
     const head = await this.lockedHead(q);
     const seq = head ? head.seq + 1 : 1;
+    // Serialised once: what is stored, and (parsed back) what is hashed and returned.
+    const detailJson = JSON.stringify(event.detail ?? {});
     const content = {
       at: new Date().toISOString(),
       action: event.action,
@@ -156,14 +158,14 @@ export class AuditLog {
       digest: event.digest ?? null,
       principal: event.principal ?? null,
       requestId: event.requestId ?? null,
-      detail: JSON.parse(JSON.stringify(event.detail ?? {})) as Record<string, unknown>,
+      detail: JSON.parse(detailJson) as Record<string, unknown>,
       prevHash: head ? head.hash : GENESIS_HASH,
     };
     const hash = recordHash(content);
     await q.query(
       `INSERT INTO audit_log (seq, at, action, repository, digest, principal, request_id, detail, prev_hash, hash)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [seq, content.at, content.action, content.repository, content.digest, content.principal, content.requestId, JSON.stringify(content.detail), content.prevHash, hash],
+      [seq, content.at, content.action, content.repository, content.digest, content.principal, content.requestId, detailJson, content.prevHash, hash],
     );
     this.wrote(q, { seq, hash });
     const every = this.options.checkpointEvery ?? 0;
