@@ -77,7 +77,7 @@ class PgliteDatabase implements Database {
 
   query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
     if (!READ_ONLY.test(sql)) this.writes++;
-    return this.exclusive(() => this.run<T>(sql, params, true));
+    return this.exclusive(() => this.run<T>(sql, params));
   }
 
   /** One table at a time, so that requests waiting for the database run between tables. */
@@ -92,7 +92,7 @@ class PgliteDatabase implements Database {
     for (const { name } of tables) {
       ms += await this.exclusive(async () => {
         const started = performance.now();
-        await this.run(`VACUUM (ANALYZE) ${name}`, [], true);
+        await this.run(`VACUUM (ANALYZE) ${name}`, []);
         return performance.now() - started;
       });
     }
@@ -101,26 +101,26 @@ class PgliteDatabase implements Database {
 
   transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T> {
     return this.exclusive(async () => {
-      await this.run('BEGIN', [], false);
+      await this.run('BEGIN', []);
       let open = true;
       const committed: Array<() => void> = [];
       const tx: Transaction = {
         query: <R>(sql: string, params: unknown[] = []) => {
           if (!open) return Promise.reject(new Error('the transaction has ended'));
-          return this.run<R>(sql, params, false);
+          return this.run<R>(sql, params);
         },
         afterCommit: (fn) => committed.push(fn),
       };
       try {
         const value = await fn(tx);
         open = false;
-        await this.run('COMMIT', [], true);
+        await this.run('COMMIT', []);
         this.writes++;
         runAfterCommit(committed);
         return value;
       } catch (err) {
         open = false;
-        await this.run('ROLLBACK', [], true).catch(() => undefined);
+        await this.run('ROLLBACK', []).catch(() => undefined);
         throw err;
       }
     });
@@ -136,21 +136,18 @@ class PgliteDatabase implements Database {
     return result;
   }
 
-  private async run<T>(sql: string, params: unknown[], syncToFs: boolean): Promise<T[]> {
-    if (params.length === 0 && !PREPARABLE.test(sql)) return this.rows<T>(await this.exec(serialize.query(sql), syncToFs), null);
+  private async run<T>(sql: string, params: unknown[]): Promise<T[]> {
+    if (params.length === 0 && !PREPARABLE.test(sql)) return this.rows<T>(await this.exec(serialize.query(sql)), null);
     const statement = this.statements.get(sql) ?? (await this.prepare(sql));
     const values = params.map((value, i) => this.serializeParam(value, statement.paramTypes[i] as number));
     const batch = Buffer.concat([serialize.bind({ statement: statement.name, values }), serialize.execute({}), serialize.sync()]);
-    return this.rows<T>(await this.exec(batch, syncToFs), statement.fields);
+    return this.rows<T>(await this.exec(batch), statement.fields);
   }
 
   /** Parses a statement under a new name and learns its parameter and result types. */
   private async prepare(sql: string): Promise<Prepared> {
     const name = this.statements.size < MAX_PREPARED ? `s${this.statements.size + 1}` : '';
-    const messages = await this.exec(
-      Buffer.concat([serialize.parse({ name, text: sql }), serialize.describe({ type: 'S', name }), serialize.sync()]),
-      false,
-    );
+    const messages = await this.exec(Buffer.concat([serialize.parse({ name, text: sql }), serialize.describe({ type: 'S', name }), serialize.sync()]));
     const params = messages.find((m): m is ParamsMessage => m.name === 'parameterDescription');
     const row = messages.find((m): m is RowMessage => m.name === 'rowDescription');
     const prepared: Prepared = {
@@ -162,8 +159,13 @@ class PgliteDatabase implements Database {
     return prepared;
   }
 
-  private async exec(message: Uint8Array, syncToFs: boolean): Promise<BackendMessage[]> {
-    return (await this.db.execProtocol(message, { syncToFs })).messages;
+  /**
+   * The data directory is a NodeFS mount: PostgreSQL's writes reach the files as it makes
+   * them and PGlite's syncToFs does nothing there, so it is not asked for (it would only
+   * queue on PGlite's own mutex after every statement).
+   */
+  private async exec(message: Uint8Array): Promise<BackendMessage[]> {
+    return (await this.db.execProtocol(message, { syncToFs: false })).messages;
   }
 
   private serializeParam(value: unknown, type: number): string | null {

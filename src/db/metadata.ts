@@ -268,11 +268,21 @@ export class MetadataStore {
     this.invalidate();
     return this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
-      await this.linkBlob(repository, manifest.digest, manifest.size, tx);
-      const inserted = await tx.query(
-        `INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type, subject_digest, annotations, state)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'staged')
-         ON CONFLICT (repository_id, digest) DO NOTHING RETURNING digest`,
+      // One statement: the bytes as content linked to the repository, the manifest, its
+      // references and its pending tags (foreign keys are checked at the statement's end).
+      const rows = await tx.query<{ created: number }>(
+        `WITH content AS (INSERT INTO blobs (digest, size, state) VALUES ($2, $4, 'staged') ON CONFLICT (digest) DO NOTHING),
+         link AS (INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING),
+         manifest AS (
+           INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type, subject_digest, annotations, state)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'staged') ON CONFLICT (repository_id, digest) DO NOTHING RETURNING digest),
+         refs AS (
+           INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind)
+           SELECT $1, $2, r.child, r.kind FROM unnest($8::text[], $9::text[]) AS r(child, kind) ON CONFLICT DO NOTHING),
+         pending AS (
+           INSERT INTO pending_tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($10::text[]) AS t
+           ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
+         SELECT count(*)::int AS created FROM manifest`,
         [
           repoId,
           manifest.digest,
@@ -281,28 +291,14 @@ export class MetadataStore {
           manifest.artifactType,
           manifest.subjectDigest,
           manifest.annotations ? JSON.stringify(manifest.annotations) : null,
+          manifest.references.map((r) => r.digest),
+          manifest.references.map((r) => r.kind),
+          tags,
         ],
       );
-      if (manifest.references.length > 0) {
-        await tx.query(
-          `INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind)
-           SELECT $1, $2, r.child, r.kind FROM unnest($3::text[], $4::text[]) AS r(child, kind)
-           ON CONFLICT DO NOTHING`,
-          [repoId, manifest.digest, manifest.references.map((r) => r.digest), manifest.references.map((r) => r.kind)],
-        );
-      }
-      if (tags.length > 0) await this.setPendingTags(tx, repoId, manifest.digest, tags);
       if (inTransaction) await inTransaction(tx);
-      return { created: inserted.length > 0 };
+      return { created: rows[0].created > 0 };
     });
-  }
-
-  private async setPendingTags(tx: Queryable, repoId: number, digest: string, tags: string[]): Promise<void> {
-    await tx.query(
-      `INSERT INTO pending_tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($3::text[]) AS t
-       ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now()`,
-      [repoId, digest, tags],
-    );
   }
 
   async getManifest(repository: string, digest: string): Promise<ManifestRecord | null> {
@@ -369,25 +365,36 @@ export class MetadataStore {
     const repoId = await this.ensureRepository(repository, tx);
     const digests = manifests.map((m) => m.digest);
     const content = [...new Set([...digests, ...manifests.flatMap((m) => m.contentDigests)])];
-    // One statement flips content, links and manifests and takes the pending tags that name them.
-    const moved = await tx.query<{ tag: string; digest: string }>(
-      `WITH content AS (
+    // Flips content, links and manifests and takes the pending tags that name them.
+    const flip = `WITH content AS (
          UPDATE blobs SET state = 'committed' WHERE digest = ANY($2::text[]) AND state <> 'committed'),
        links AS (
          UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest = ANY($2::text[]) AND NOT committed),
        flipped AS (
-         UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = ANY($3::text[]) AND state <> 'committed')
-       DELETE FROM pending_tags WHERE repository_id = $1 AND manifest_digest = ANY($3::text[])
-       RETURNING name AS tag, manifest_digest AS digest`,
-      [repoId, content, digests],
-    );
+         UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = ANY($3::text[]) AND state <> 'committed'),
+       moved AS (
+         DELETE FROM pending_tags WHERE repository_id = $1 AND manifest_digest = ANY($3::text[]) RETURNING name, manifest_digest)`;
+    if (!tagTarget) {
+      // Nothing else to tag: the taken tags become visible in the same statement.
+      return tx.query<{ tag: string; digest: string }>(
+        `${flip},
+         tagged AS (
+           INSERT INTO tags (repository_id, name, manifest_digest) SELECT $1, name, manifest_digest FROM moved
+           ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
+         SELECT name AS tag, manifest_digest AS digest FROM moved`,
+        [repoId, content, digests],
+      );
+    }
+    const moved = await tx.query<{ tag: string; digest: string }>(`${flip} SELECT name AS tag, manifest_digest AS digest FROM moved`, [
+      repoId,
+      content,
+      digests,
+    ]);
     const visible = [...moved];
-    if (tagTarget) {
-      for (const tag of tags) if (!visible.some((v) => v.tag === tag)) visible.push({ tag, digest: tagTarget });
-      // A tag set directly on committed content is the newest push of that tag.
-      if (tags.length > 0) {
-        await tx.query('DELETE FROM pending_tags WHERE repository_id = $1 AND name = ANY($2::text[])', [repoId, tags]);
-      }
+    for (const tag of tags) if (!visible.some((v) => v.tag === tag)) visible.push({ tag, digest: tagTarget });
+    // A tag set directly on committed content is the newest push of that tag.
+    if (tags.length > 0) {
+      await tx.query('DELETE FROM pending_tags WHERE repository_id = $1 AND name = ANY($2::text[])', [repoId, tags]);
     }
     if (visible.length > 0) {
       await tx.query(
