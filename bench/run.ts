@@ -29,6 +29,7 @@ const SIZES = QUICK
       bigReps: 1,
       chunk: 8 * MiB,
       loadMs: 700,
+      warmupMs: 200,
       concurrency: [1, 16, 64],
       tags: 1000,
       tagListMs: 700,
@@ -46,6 +47,7 @@ const SIZES = QUICK
       bigReps: 5,
       chunk: 8 * MiB,
       loadMs: 3000,
+      warmupMs: 1000,
       concurrency: [1, 16, 64],
       tags: 1000,
       tagListMs: 3000,
@@ -193,7 +195,7 @@ const pull: BenchCase = {
 
 const manifestPut: BenchCase = {
   id: 'manifest-put',
-  title: `4. manifest PUT by tag (distinct manifests), ${SIZES.loadMs} ms per concurrency`,
+  title: `4. manifest PUT by tag (distinct manifests), ${SIZES.loadMs} ms per concurrency after ${SIZES.warmupMs} ms of warm-up`,
   group: GROUP.manifests,
   async run(ctx) {
     const setup = ctx.client(1);
@@ -201,7 +203,7 @@ const manifestPut: BenchCase = {
     const { config, layer } = await pushBaseImage(setup, repo);
     for (const c of SIZES.concurrency) {
       const client = ctx.client(c);
-      const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2 }, async (seq) => {
+      const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs }, async (seq) => {
         const body = imageManifest(config, [layer], { 'bench.seq': `${c}-${seq}` });
         await client.putManifest(repo, `c${c}-${seq}`, body);
       });
@@ -219,7 +221,7 @@ const manifestPut: BenchCase = {
  */
 const gateOverhead: BenchCase = {
   id: 'gate-overhead',
-  title: `4b. admission overhead: manifest PUT with the gate on vs off, ${SIZES.loadMs} ms per concurrency`,
+  title: `4b. admission overhead: manifest PUT with the gate on vs off, ${SIZES.loadMs} ms per concurrency after ${SIZES.warmupMs} ms of warm-up`,
   group: GROUP.manifests,
   async run(ctx) {
     if (ctx.target.kind !== 'gateway') return;
@@ -232,7 +234,7 @@ const gateOverhead: BenchCase = {
           try {
             const repo = ctx.repo(`gate-${name}`);
             const { config, layer } = await pushBaseImage(client, repo);
-            const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2 }, async (seq) => {
+            const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs }, async (seq) => {
               await client.putManifest(repo, `g${c}-${seq}`, imageManifest(config, [layer], { 'bench.seq': `${name}-${c}-${seq}` }));
             });
             rates[name] = res.perSecond;
@@ -371,7 +373,7 @@ const signedAdmission: BenchCase = {
 
 const manifestRead: BenchCase = {
   id: 'manifest-read',
-  title: `5. manifest GET and HEAD (half by tag, half by digest), ${SIZES.loadMs} ms per concurrency and method`,
+  title: `5. manifest GET and HEAD (half by tag, half by digest), ${SIZES.loadMs} ms per concurrency and method after ${SIZES.warmupMs} ms of warm-up`,
   group: GROUP.manifests,
   async run(ctx) {
     const setup = ctx.client(8);
@@ -387,7 +389,7 @@ const manifestRead: BenchCase = {
     for (const method of ['GET', 'HEAD'] as const) {
       for (const c of SIZES.concurrency) {
         const client = ctx.client(c);
-        const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2 }, async (seq) => {
+        const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs }, async (seq) => {
           const m = manifests[seq % count];
           const byDigest = Math.floor(seq / count) % 2 === 1;
           const reference = byDigest ? m.digest : m.tag;

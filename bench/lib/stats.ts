@@ -39,6 +39,8 @@ export interface LoadOptions {
   durationMs: number;
   /** Requests run (and not measured) before the timed window, spread over the workers. */
   warmup?: number;
+  /** Keep warming up (every worker, back to back) until this long has passed, whatever `warmup` says. */
+  warmupMs?: number;
   /** Stop early after this many measured requests. */
   maxRequests?: number;
 }
@@ -53,9 +55,12 @@ export async function closedLoop(options: LoadOptions, op: (seq: number) => Prom
   let failure: unknown;
   const warmup = options.warmup ?? 0;
   let warmupLeft = warmup;
+  const warmUntil = now() + (options.warmupMs ?? 0);
+  const warming = () => warmupLeft > 0 || now() < warmUntil;
+  const warmers = options.warmupMs ? options.concurrency : Math.min(options.concurrency, Math.max(warmup, 0));
   await Promise.all(
-    Array.from({ length: Math.min(options.concurrency, Math.max(warmup, 0)) }, async () => {
-      while (warmupLeft > 0 && failure === undefined) {
+    Array.from({ length: warmers }, async () => {
+      while (warming() && failure === undefined) {
         warmupLeft--;
         try {
           await op(seq++);
