@@ -69,6 +69,8 @@ class PgliteDatabase implements Database {
   private tail: Promise<unknown> = Promise.resolve();
   /** Committed transactions and standalone statements other than SELECT since the last VACUUM. */
   private writes = 0;
+  /** Set by close(): housekeeping under way stops at the next table. */
+  private closing = false;
 
   constructor(
     private readonly db: PGlite,
@@ -82,7 +84,7 @@ class PgliteDatabase implements Database {
 
   /** One table at a time, so that requests waiting for the database run between tables. */
   async maintain(): Promise<{ writes: number; ms: number } | null> {
-    if (this.writes < this.maintainAfterWrites) return null;
+    if (this.closing || this.writes < this.maintainAfterWrites) return null;
     const writes = this.writes;
     this.writes = 0;
     let ms = 0;
@@ -90,6 +92,7 @@ class PgliteDatabase implements Database {
       `SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename`,
     );
     for (const { name } of tables) {
+      if (this.closing) break;
       ms += await this.exclusive(async () => {
         const started = performance.now();
         await this.run(`VACUUM (ANALYZE) ${name}`, []);
@@ -127,6 +130,7 @@ class PgliteDatabase implements Database {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await this.exclusive(() => this.db.close());
   }
 
