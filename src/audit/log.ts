@@ -1,7 +1,7 @@
 /**
  * The audit trail. `append` runs inside the transaction of the state change it records, so
- * a failed audit write fails the operation. Appends are serialised by an advisory lock so
- * the chain is linear: hash = sha256(prev_hash + "\n" + canonical JSON of the record's
+ * a failed audit write fails the operation. Appends are serialised so the chain is linear
+ * (an advisory lock on PostgreSQL; PGlite runs one transaction at a time): hash = sha256(prev_hash + "\n" + canonical JSON of the record's
  * content). The sequence number is the storage order and is not hashed: the chain itself
  * says what follows what, which is how reordering is told from editing.
  */
