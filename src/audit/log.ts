@@ -1,9 +1,10 @@
 /**
  * The audit trail. `append` runs inside the transaction of the state change it records, so
  * a failed audit write fails the operation. Appends are serialised so the chain is linear
- * (an advisory lock on PostgreSQL; PGlite runs one transaction at a time): hash = sha256(prev_hash + "\n" + canonical JSON of the record's
- * content). The sequence number is the storage order and is not hashed: the chain itself
- * says what follows what, which is how reordering is told from editing.
+ * (an advisory lock on PostgreSQL; PGlite runs one transaction at a time):
+ * hash = sha256(prev_hash + "\n" + canonical JSON of the record's content). The sequence
+ * number is the storage order and is not hashed: the chain itself says what follows what,
+ * which is how reordering is told from editing.
  */
 import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import type { Writable } from 'node:stream';
