@@ -205,7 +205,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
   checkpointTimer.unref();
   const maintenanceTimer = setInterval(() => {
     db.maintain()
-      .then((done) => done && logger.info({ writes: done.writes, ms: Math.round(done.ms) }, 'embedded database vacuumed and analysed'))
+      .then((done) => done && logger.info({ writes: done.writes, ms: Math.round(done.ms) }, 'embedded database vacuumed, analysed and checkpointed'))
       .catch((err) => logger.error({ err }, 'database maintenance failed'));
   }, DB_MAINTENANCE_INTERVAL_MS);
   maintenanceTimer.unref();

@@ -31,11 +31,11 @@ export interface Database extends Queryable {
   readonly serial: boolean;
   transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
   /**
-   * The housekeeping a server's autovacuum would do. PGlite has none: without VACUUM its
-   * tables and indexes keep every dead row, its planner works without statistics, and
-   * transaction ids are never frozen. Here it runs VACUUM (ANALYZE) once enough writes have
-   * accumulated, and says how long the database was busy with it; on PostgreSQL it does
-   * nothing and returns null.
+   * The housekeeping a server's autovacuum and checkpointer would do. PGlite has neither:
+   * without VACUUM its tables and indexes keep every dead row, its planner works without
+   * statistics, and transaction ids are never frozen. Here it runs VACUUM (ANALYZE) and a
+   * CHECKPOINT once enough writes have accumulated, and says how long the database was
+   * busy with it; on PostgreSQL it does nothing and returns null.
    */
   maintain(): Promise<{ writes: number; ms: number } | null>;
   close(): Promise<void>;
@@ -91,11 +91,14 @@ class PgliteDatabase implements Database {
     const tables = await this.query<{ name: string }>(
       `SELECT quote_ident(tablename) AS name FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename`,
     );
-    for (const { name } of tables) {
+    // Then a checkpoint: it bounds the write-ahead log kept on disk and what crash recovery
+    // replays at the next start (a standalone backend only checkpoints when asked, or when the
+    // log outgrows max_wal_size).
+    for (const sql of [...tables.map(({ name }) => `VACUUM (ANALYZE) ${name}`), 'CHECKPOINT']) {
       if (this.closing) break;
       ms += await this.exclusive(async () => {
         const started = performance.now();
-        await this.run(`VACUUM (ANALYZE) ${name}`, []);
+        await this.run(sql, []);
         return performance.now() - started;
       });
     }
@@ -284,7 +287,13 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
       parsers: { [pgliteTypes.INT8]: (value: string) => Number(value) },
       // An embedded database for one process: a small buffer cache keeps the WASM heap small,
       // and coarse statistics keep the ANALYZE that maintain() runs short (every lookup is by key).
-      postgresqlconf: [`shared_buffers = ${PGLITE_SHARED_BUFFERS}`, `default_statistics_target = ${PGLITE_STATISTICS_TARGET}`],
+      // The log is capped well below PostgreSQL's 1 GB default: recovery after a crash replays it.
+      postgresqlconf: [
+        `shared_buffers = ${PGLITE_SHARED_BUFFERS}`,
+        `default_statistics_target = ${PGLITE_STATISTICS_TARGET}`,
+        `max_wal_size = ${PGLITE_MAX_WAL_SIZE}`,
+        `min_wal_size = ${PGLITE_MIN_WAL_SIZE}`,
+      ],
     });
     db = new PgliteDatabase(lite, options.maintainAfterWrites ?? PGLITE_MAINTAIN_AFTER_WRITES);
   }
@@ -295,6 +304,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 const PGLITE_SHARED_BUFFERS = '32MB';
 const PGLITE_MAINTAIN_AFTER_WRITES = 1000;
 const PGLITE_STATISTICS_TARGET = 10;
+const PGLITE_MAX_WAL_SIZE = '256MB';
+const PGLITE_MIN_WAL_SIZE = '32MB';
 
 /** Runs initdb for a new PGlite directory in a child process (see pglite-init.ts). */
 async function initPgliteDir(dir: string): Promise<void> {

@@ -137,6 +137,7 @@ for (const kind of DATABASE_KINDS) {
         const analysed = async () => (await small.query<{ reltuples: number }>(`SELECT reltuples FROM pg_class WHERE relname = 'churn'`))[0].reltuples;
         expect(await small.maintain()).to.equal(null);
         for (let i = 0; i < 40; i++) await small.transaction((tx) => tx.query('UPDATE churn SET n = n + 1 WHERE id = $1', [i % 20]));
+        const redoBefore = (await small.query<{ lsn: string }>('SELECT redo_lsn::text AS lsn FROM pg_control_checkpoint()'))[0].lsn;
         const done = await small.maintain();
         if (kind === 'postgres') {
           expect(done).to.equal(null);
@@ -145,6 +146,14 @@ for (const kind of DATABASE_KINDS) {
         // The migrations' transaction, the CREATE TABLE, 20 inserts and 40 transactions; SELECTs do not count.
         expect(done?.writes).to.equal(62);
         expect(await analysed()).to.equal(20);
+        // And a checkpoint: its redo point moved up to the end of the log (bar the checkpoint record).
+        const [{ behind, moved }] = await small.query<{ behind: number; moved: number }>(
+          `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), redo_lsn)::float8 AS behind,
+                  pg_wal_lsn_diff(redo_lsn, $1::pg_lsn)::float8 AS moved FROM pg_control_checkpoint()`,
+          [redoBefore],
+        );
+        expect(moved).to.be.greaterThan(0);
+        expect(behind).to.be.lessThan(1024);
         expect(await small.maintain()).to.equal(null); // nothing written since
       } finally {
         await small.close();
