@@ -8,6 +8,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Queryable } from '../db/database.js';
+import type { ContentState } from '../db/metadata.js';
 import type { AdmissionRecord, AdmissionStore } from '../db/admissions.js';
 import type { Registry } from '../registry/registry.js';
 import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/admission.js';
@@ -46,8 +47,8 @@ export interface Trigger {
   requestId?: string | null;
   /** The evidence manifest whose arrival caused this evaluation. */
   evidence?: string;
-  /** The subject as just pushed (saves reading it back) and whether it was new in the repository. */
-  pushed?: { manifest: ParsedManifest; size: number; firstPush: boolean };
+  /** The subject as just pushed (saves reading it back), whether it was new in the repository, and the states of its content. */
+  pushed?: { manifest: ParsedManifest; size: number; firstPush: boolean; contentStates?: ReadonlyMap<string, ContentState> };
 }
 
 export interface Outcome {
@@ -101,7 +102,10 @@ export class Gate {
       tags: request.tags,
       principal: request.principal,
       requestId: request.requestId,
-      pushed: request.size === undefined ? undefined : { manifest: request.manifest, size: request.size, firstPush: Boolean(request.firstPush) },
+      pushed:
+        request.size === undefined
+          ? undefined
+          : { manifest: request.manifest, size: request.size, firstPush: Boolean(request.firstPush), contentStates: request.contentStates },
     };
     let outcome = await withDeadline(this.decide(request.repository, request.digest, trigger), this.options.putWaitMs, this.options.logger);
     if (!outcome) return { outcome: 'pending', waitingFor: ['the evaluation, still running'] };
@@ -187,7 +191,7 @@ export class Gate {
       nodes = [...tree.nodes, ...(await this.reader.evidenceNodes(repository, digest, items))];
       // Evidence about the children of an index (their own signatures) is committed with them.
       for (const child of tree.nodes) if (child.digest !== digest) nodes.push(...(await this.reader.evidenceNodes(repository, child.digest)));
-      await this.commitFiles(nodes);
+      await this.commitFiles(nodes, trigger.pushed?.contentStates);
     }
     const children = tree.nodes.filter((n) => n.digest !== digest).map((n) => n.digest);
     const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
@@ -388,11 +392,12 @@ export class Gate {
   }
 
   /** Commit steps 1 and 2: blobs, then the manifests that need them, into the committed area. */
-  private async commitFiles(nodes: ManifestNode[]): Promise<void> {
+  private async commitFiles(nodes: ManifestNode[], known?: ReadonlyMap<string, ContentState>): Promise<void> {
     const manifests = new Set(nodes.map((n) => n.digest));
     const order = commitOrder(nodes);
-    // States read once: a commit by another request meanwhile is harmless (commits are idempotent).
-    const states = await this.options.registry.metadata.blobStates(order);
+    // States read once (or as the push read them): a commit by another request meanwhile is
+    // harmless (commits are idempotent).
+    const states = known && order.every((d) => known.has(d)) ? known : await this.options.registry.metadata.blobStates(order);
     await this.options.registry.commitContentInOrder(order.filter((d) => !manifests.has(d)), states);
     failpoint('commit:after-blobs');
     await this.options.registry.commitContentInOrder(order.filter((d) => manifests.has(d)), states);

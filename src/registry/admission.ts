@@ -3,6 +3,7 @@
  * then handed to `admit`; only an `admitted` decision moves content to committed storage.
  * The registry core ships `admitEverything`; the gate replaces it.
  */
+import type { ContentState } from '../db/metadata.js';
 import type { ParsedManifest } from './manifest.js';
 
 export interface AdmissionRequest {
@@ -18,6 +19,12 @@ export interface AdmissionRequest {
   byDigest?: boolean;
   principal?: string | null;
   requestId?: string | null;
+  /**
+   * States of the manifest's bytes and of the blobs it references, as read while storing it
+   * (saves reading them again to commit; a commit by another request meanwhile is harmless,
+   * commits are idempotent).
+   */
+  contentStates?: ReadonlyMap<string, ContentState>;
 }
 
 export type AdmissionDecision =

@@ -377,8 +377,8 @@ export class Registry {
   }
 
   /** Moves content to the committed area in the order given (blobs before the manifests that need them). */
-  async commitContentInOrder(digests: string[], known?: Map<string, ContentState>): Promise<void> {
-    const states = known ?? (await this.metadata.blobStates(digests));
+  async commitContentInOrder(digests: string[], known?: ReadonlyMap<string, ContentState>): Promise<void> {
+    const states = known && digests.every((d) => known.has(d)) ? known : await this.metadata.blobStates(digests);
     for (const digest of digests) {
       if (states.has(digest) && states.get(digest) !== 'committed') await this.store.commit(parseDigest(digest));
     }
@@ -411,9 +411,11 @@ export class Registry {
     }
     const manifest = parseManifest(body, contentType);
     await this.checkPreconditions(repository, tags, options);
-    await this.requireReferencedContent(repository, manifest);
+    const contentStates = await this.requireReferencedContent(repository, manifest);
 
-    if (!(await this.metadata.getBlob(digest.value))) await this.store.putStaged(digest, body);
+    const stored = await this.metadata.getBlob(digest.value);
+    if (!stored) await this.store.putStaged(digest, body);
+    contentStates.set(digest.value, stored?.state ?? 'staged');
     this.manifestCache.set(digest.value, body);
     const actor: Actor = { principal: options.principal ?? null, requestId: options.requestId ?? null };
     const pushed: RegistryEvent = {
@@ -447,8 +449,9 @@ export class Registry {
       tags,
       byDigest: ref.kind === 'digest',
       ...actor,
+      contentStates,
     });
-    if (decision.outcome === 'admitted' && !decision.committed) await this.commitManifest(repository, digest.value, manifest, tags);
+    if (decision.outcome === 'admitted' && !decision.committed) await this.commitManifest(repository, digest.value, manifest, tags, contentStates);
     return { digest: digest.value, subject: manifest.subject?.digest ?? null, tags, decision };
   }
 
@@ -457,9 +460,15 @@ export class Registry {
    * switch (states and tags) in one database transaction. A crash before the switch
    * leaves only unreferenced committed bytes, which garbage collection removes.
    */
-  async commitManifest(repository: string, digest: string, manifest: ParsedManifest, tags: string[]): Promise<void> {
+  async commitManifest(
+    repository: string,
+    digest: string,
+    manifest: ParsedManifest,
+    tags: string[],
+    known?: ReadonlyMap<string, ContentState>,
+  ): Promise<void> {
     const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
-    await this.commitContentInOrder([...contentDigests, digest]);
+    await this.commitContentInOrder([...contentDigests, digest], known);
     await this.metadata.commitManifest(repository, digest, contentDigests, tags);
   }
 
@@ -525,8 +534,11 @@ export class Registry {
     }
   }
 
-  /** Config, layers (except external `urls` layers) and index children must already be in the repository. */
-  private async requireReferencedContent(repository: string, manifest: ParsedManifest): Promise<void> {
+  /**
+   * Config, layers (except external `urls` layers) and index children must already be in the
+   * repository. Returns the states of the blobs found (not the well-known empty blob's).
+   */
+  private async requireReferencedContent(repository: string, manifest: ParsedManifest): Promise<Map<string, ContentState>> {
     const missing: string[] = [];
     const blobs = await this.metadata.findBlobs(
       repository,
@@ -551,6 +563,7 @@ export class Registry {
         detail: { missing },
       });
     }
+    return new Map([...blobs.values()].map((b) => [b.digest, b.state]));
   }
 
   /** The empty descriptor's `{}` is known to everyone; clients may reference it without pushing it. */
