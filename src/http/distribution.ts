@@ -280,8 +280,8 @@ class DistributionHandlers {
     res.setHeader('Location', `/v2/${name}/manifests/${result.digest}`);
     res.setHeader('Docker-Content-Digest', result.digest);
     if (result.subject) res.setHeader('OCI-Subject', result.subject);
-    const queryTags = queryList(req, 'tag');
-    if (queryTags.length > 0) res.setHeader('OCI-Tag', queryTags.join(', '));
+    const queryTags = new Set(queryList(req, 'tag'));
+    if (queryTags.size > 0) res.setHeader('OCI-Tag', [...queryTags].join(', '));
     res.setHeader('Content-Length', 0);
     res.status(201).end();
   }

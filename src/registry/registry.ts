@@ -401,7 +401,8 @@ export class Registry {
     options: { extraTags?: string[]; ifMatch?: string; ifNoneMatch?: string } & Actor = {},
   ): Promise<ManifestPutResult> {
     const ref = parseReference(reference);
-    const tags = [...(ref.kind === 'tag' ? [ref.tag] : []), ...(options.extraTags ?? []).map(assertTag)];
+    // A tag named twice (in the path and as ?tag=, or twice as ?tag=) is one tag.
+    const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...(options.extraTags ?? []).map(assertTag)])];
     const algorithm = ref.kind === 'digest' ? ref.digest.algorithm : 'sha256';
     const digest = parseDigest(`${algorithm}:${createHash(algorithm).update(body).digest('hex')}`);
     if (ref.kind === 'digest' && ref.digest.value !== digest.value) {

@@ -298,6 +298,18 @@ for (const kind of DATABASE_KINDS) {
         expect((await c.request('HEAD', '/v2/m/tags/manifests/b')).headers.get('docker-content-digest')).to.equal(digest);
       });
 
+      it('takes a tag named twice (in the path and as ?tag=, or twice as ?tag=) as one tag', async () => {
+        const { body, digest } = await c.pushImage('m/twice', 'seed');
+        const twice = await c.request('PUT', `/v2/m/twice/manifests/${digest}?tag=x&tag=x`, { body, headers: { 'Content-Type': OCI_MANIFEST } });
+        expect(twice.status).to.equal(201);
+        expect(twice.headers.get('oci-tag')).to.equal('x');
+        const both = await c.request('PUT', '/v2/m/twice/manifests/y?tag=y&tag=z', { body, headers: { 'Content-Type': OCI_MANIFEST } });
+        expect(both.status).to.equal(201);
+        expect(both.headers.get('oci-tag')).to.equal('y, z');
+        const listed = (await (await c.request('GET', '/v2/m/twice/tags/list')).json()) as { tags: string[] };
+        expect(listed.tags).to.deep.equal(['seed', 'x', 'y', 'z']);
+      });
+
       it('honours If-Match on manifest PUT (412 on mismatch) and If-None-Match on GET (304)', async () => {
         const first = await c.pushImage('m/cond', 'latest');
         const second = await c.pushImage('m/cond', 'other');
