@@ -9,7 +9,7 @@
 import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { advisoryLock, type Database, type Queryable, type Transaction } from '../db/database.js';
+import { advisoryLock, jsonParam, type Database, type Queryable, type Transaction } from '../db/database.js';
 import { canonicalJson } from './canonical.js';
 
 export const GENESIS_HASH = `sha256:${'0'.repeat(64)}`;
@@ -151,7 +151,7 @@ export class AuditLog {
     const head = await this.lockedHead(q);
     const seq = head ? head.seq + 1 : 1;
     // Serialised once: what is stored, and (parsed back) what is hashed and returned.
-    const detailJson = JSON.stringify(event.detail ?? {});
+    const detailJson = jsonParam(event.detail ?? {});
     const content = {
       at: new Date().toISOString(),
       action: event.action,

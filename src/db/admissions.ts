@@ -3,7 +3,7 @@
  * the tags pushes asked for, the policy that applied (name and content hash) and a result
  * per rule. Writers run inside the gate's transactions, under a per-subject lock.
  */
-import { advisoryLock, type Database, type Queryable } from './database.js';
+import { advisoryLock, jsonParam, type Database, type Queryable } from './database.js';
 import type { Decision, RuleResult } from '../policy/types.js';
 
 export type AdmissionState = 'pending' | 'admitted' | 'denied' | 'expired';
@@ -97,11 +97,11 @@ function decisionColumns(decision: Decision, evidence: Record<string, unknown>):
     decision.policy.name,
     decision.policy.hash,
     decision.policy.mode,
-    JSON.stringify(decision.results),
-    JSON.stringify(decision.reasons),
-    JSON.stringify(decision.waitingFor),
-    JSON.stringify(decision.warnings),
-    JSON.stringify(evidence),
+    jsonParam(decision.results),
+    jsonParam(decision.reasons),
+    jsonParam(decision.waitingFor),
+    jsonParam(decision.warnings),
+    jsonParam(evidence),
   ];
 }
 

@@ -48,6 +48,21 @@ export async function advisoryLock(db: Database, tx: Queryable, key: number, tex
   else await tx.query('SELECT pg_advisory_xact_lock($1, hashtext($2))', [key, text]);
 }
 
+/**
+ * JSON text for a json/jsonb parameter. PostgreSQL cannot store U+0000 in text or jsonb, and
+ * content read from images (SBOM package names, scanner findings, rule messages quoting
+ * them) may hold it: it becomes U+FFFD, in strings and in keys.
+ */
+export function jsonParam(value: unknown): string {
+  return JSON.stringify(value, (_key, member: unknown) => {
+    if (typeof member === 'string') return member.includes('\0') ? member.replaceAll('\0', '\uFFFD') : member;
+    if (member !== null && typeof member === 'object' && !Array.isArray(member) && Object.keys(member).some((k) => k.includes('\0'))) {
+      return Object.fromEntries(Object.entries(member).map(([k, v]) => [k.replaceAll('\0', '\uFFFD'), v]));
+    }
+    return member;
+  });
+}
+
 /** Runs the callbacks a transaction registered, once it has committed. */
 function runAfterCommit(callbacks: Array<() => void>): void {
   for (const fn of callbacks) fn();

@@ -21,9 +21,10 @@ const validateNewRobot = ajv.compile<{
   required: ['name', 'repositories', 'actions'],
   properties: {
     name: { type: 'string', pattern: '^[a-z0-9][a-z0-9._-]{0,63}$' },
-    repositories: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1, maxLength: 256 } },
+    // No U+0000: PostgreSQL text cannot hold it.
+    repositories: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1, maxLength: 256, pattern: '^[^\\u0000]+$' } },
     actions: { type: 'array', minItems: 1, items: { enum: ['pull', 'push', 'delete'] } },
-    description: { type: 'string', maxLength: 1024 },
+    description: { type: 'string', maxLength: 1024, pattern: '^[^\\u0000]*$' },
     expiresInDays: { type: 'integer', minimum: 1, maximum: 3650 },
   },
 });

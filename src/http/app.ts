@@ -5,6 +5,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { Registry } from '../registry/registry.js';
 import { distributionRouter } from './distribution.js';
 import { errorHandler } from './errors.js';
+import { RegistryError } from '../registry/errors.js';
 import { observeRequests } from './observe.js';
 import { adminRouter } from './admin.js';
 import { OPEN_GUARD, type HttpAuth } from './auth.js';
@@ -39,6 +40,11 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', deps.trustedProxies.length > 0 ? deps.trustedProxies : false);
   app.locals.logger = deps.logger;
   app.use(observeRequests(deps.logger, deps.metrics));
+  // No name, tag, digest or parameter of these APIs can hold U+0000 (nor can PostgreSQL text).
+  app.use((req, _res, next) => {
+    if (/%00/i.test(req.url)) return next(new RegistryError('UNSUPPORTED', 'the request URL contains a NUL character (%00)', { status: 400 }));
+    next();
+  });
 
   app.get('/healthz', (_req, res) => {
     res.locals.route = 'healthz';

@@ -114,6 +114,16 @@ function checkDescriptorDigests(descriptors: Descriptor[], where: string): void 
   });
 }
 
+/** Whether a parsed JSON value holds U+0000 in any string or key (PostgreSQL text cannot). */
+function hasNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\0');
+  if (Array.isArray(value)) return value.some(hasNul);
+  if (value !== null && typeof value === 'object') {
+    return Object.entries(value).some(([key, member]) => key.includes('\0') || hasNul(member));
+  }
+  return false;
+}
+
 export function parseManifest(body: Buffer, contentType: string | undefined): ParsedManifest {
   let doc: unknown;
   try {
@@ -122,6 +132,7 @@ export function parseManifest(body: Buffer, contentType: string | undefined): Pa
     throw invalid(`manifest is not valid JSON: ${(err as Error).message}`);
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw invalid('manifest must be a JSON object');
+  if (hasNul(doc)) throw invalid('manifest contains a NUL character (\\u0000), which the registry cannot store');
   const record = doc as Record<string, unknown>;
   const mediaType = resolveMediaType(record, contentType);
   const kind = MANIFEST_KINDS[mediaType];

@@ -5,7 +5,7 @@
  */
 import { rm } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import type { Database } from '../db/database.js';
+import { jsonParam, type Database } from '../db/database.js';
 import type { Registry } from '../registry/registry.js';
 import type { ScanEvidence } from '../policy/rules/vulnerabilities.js';
 import { summarize, type Finding, type ScanResult } from './report.js';
@@ -97,7 +97,7 @@ export class ScanService {
         await this.options.db.query(
           `INSERT INTO scan_results (subject_digest, db_version, scanner, result) VALUES ($1, $2, $3, $4)
            ON CONFLICT (subject_digest, db_version) DO UPDATE SET result = EXCLUDED.result, created_at = now()`,
-          [subject, dbVersion, result.scanner, JSON.stringify(result)],
+          [subject, dbVersion, result.scanner, jsonParam(result)],
         );
         this.failures.delete(subject);
         return result;

@@ -80,6 +80,15 @@ for (const kind of DATABASE_KINDS) {
       expect((await audit.verify()).problems).to.deep.equal([]);
     });
 
+    it('records details holding U+0000 (a package name read from an image) with U+FFFD, and the chain verifies', async () => {
+      const record = await audit.appendNow({ action: 'admission.decision', repository: 'team/app', detail: { packages: ['libc\u0000'] } });
+      expect(record.detail).to.deep.equal({ packages: ['libc\uFFFD'] });
+      const [stored] = await audit.query({ limit: 1 });
+      expect(stored.detail).to.deep.equal({ packages: ['libc\uFFFD'] });
+      expect(recordHash(stored)).to.equal(stored.hash);
+      expect((await audit.verify()).problems).to.deep.equal([]);
+    });
+
     it('keeps one linear chain under concurrent appends', async () => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => audit.appendNow({ action: 'auth.failure', principal: `p${i}`, detail: { i } })));
       const report = await audit.verify();

@@ -173,6 +173,9 @@ for (const kind of DATABASE_KINDS) {
         expect((await post({ name: 'Bad Name', repositories: ['x'], actions: ['pull'] })).status).to.equal(400);
         expect((await post({ name: 'ok', repositories: [], actions: ['pull'] })).status).to.equal(400);
         expect((await post({ name: 'ok', repositories: ['x'], actions: ['admin'] })).status).to.equal(400);
+        // U+0000 cannot be stored (PostgreSQL text): a clear 400, not a 500.
+        expect((await post({ name: 'ok', repositories: ['x\u0000'], actions: ['pull'] })).status).to.equal(400);
+        expect((await post({ name: 'ok', repositories: ['x'], actions: ['pull'], description: 'a\u0000b' })).status).to.equal(400);
         expect((await post({ name: 'ci-builder', repositories: ['x'], actions: ['pull'] })).status).to.equal(409);
       });
 

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { advisoryLock, openDatabase, type Database } from '../../src/db/database.js';
+import { advisoryLock, jsonParam, openDatabase, type Database } from '../../src/db/database.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 
@@ -159,6 +159,14 @@ for (const kind of DATABASE_KINDS) {
         await small.close();
         rmSync(dir2, { recursive: true, force: true });
       }
+    });
+
+    it('stores JSON holding U+0000 (which PostgreSQL cannot) with U+FFFD in its place, in strings and keys', async () => {
+      const doc = { name: 'pkg\u0000evil', ['key\u0000']: ['a\u0000', 1, null, { deep: '\u0000' }], plain: 'ok' };
+      await db.query('INSERT INTO seam_test (id, doc) VALUES ($1, $2)', [30, jsonParam(doc)]);
+      const [row] = await db.query<{ doc: unknown }>('SELECT doc FROM seam_test WHERE id = $1', [30]);
+      expect(row.doc).to.deep.equal({ name: 'pkg\uFFFDevil', ['key\uFFFD']: ['a\uFFFD', 1, null, { deep: '\uFFFD' }], plain: 'ok' });
+      expect(jsonParam({ a: 'no nul here' })).to.equal(JSON.stringify({ a: 'no nul here' }));
     });
 
     it('runs many distinct statement texts (more than it keeps prepared)', async () => {

@@ -42,6 +42,15 @@ for (const kind of DATABASE_KINDS) {
         }
       });
 
+      it('answers a NUL character anywhere in the URL with 400, never 500', async () => {
+        await c.pushImage('m/nul', 'v1');
+        for (const p of ['/v2/m/nul/tags/list?last=%00', '/v2/_catalog?last=a%00b', '/v2/m/nul/manifests/v1%00', '/gateway/v1/audit?repository=%00']) {
+          const res = await c.request('GET', p);
+          expect(res.status, p).to.equal(400);
+          expect(await errorCode(res), p).to.equal('UNSUPPORTED');
+        }
+      });
+
       it('answers an unknown method with 405 UNSUPPORTED and an Allow header', async () => {
         const res = await c.request('POST', '/v2/x/tags/list');
         expect(res.status).to.equal(405);
@@ -239,6 +248,19 @@ for (const kind of DATABASE_KINDS) {
         expect((await c.putManifest('m/raw', 'pretty', body)).status).to.equal(201);
         const get = await c.request('GET', '/v2/m/raw/manifests/pretty');
         expect(Buffer.from(await get.arrayBuffer()).equals(body)).to.equal(true);
+      });
+
+      it('refuses a manifest holding a NUL character (which PostgreSQL cannot store) with 400, storing nothing', async () => {
+        const { body } = await c.pushImage('m/nulmanifest', 'seed');
+        const doc = JSON.parse(body.toString()) as Record<string, unknown>;
+        for (const annotations of [{ 'org.example': 'a\u0000b' }, { 'org.example\u0000': 'b' }]) {
+          const bad = Buffer.from(JSON.stringify({ ...doc, annotations }));
+          const res = await c.putManifest('m/nulmanifest', 'bad', bad);
+          expect(res.status).to.equal(400);
+          expect(await errorCode(res)).to.equal('MANIFEST_INVALID');
+          expect((await c.request('GET', `/v2/m/nulmanifest/manifests/${sha256(bad)}`)).status).to.equal(404);
+        }
+        expect((await c.request('GET', '/v2/m/nulmanifest/manifests/bad')).status).to.equal(404);
       });
 
       it('refuses manifests that reference content the repository does not have', async () => {
