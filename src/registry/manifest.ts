@@ -41,7 +41,8 @@ const descriptor = {
   properties: {
     mediaType: { type: 'string', minLength: 1 },
     digest: { type: 'string' },
-    size: { type: 'integer', minimum: 0 },
+    // int64 in the spec; beyond 2^53 a JSON number is no longer exact here.
+    size: { type: 'integer', minimum: 0, maximum: Number.MAX_SAFE_INTEGER },
     urls: { type: 'array', items: { type: 'string' } },
     annotations,
     artifactType: { type: 'string' },

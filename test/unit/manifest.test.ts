@@ -80,6 +80,8 @@ describe('manifest parsing', () => {
     expectInvalid(() => parseManifest(Buffer.from('{nope'), MEDIA_TYPES.ociManifest), /not valid JSON/);
     expectInvalid(() => parseManifest(buf(image({ layers: [{ mediaType: 'x', digest: 'sha256:zz', size: 1 }] })), undefined), /layers\[0\]\.digest/);
     expectInvalid(() => parseManifest(buf(image({ layers: [{ mediaType: 'x', digest: d('1'), size: -1 }] })), undefined), /size/);
+    expectInvalid(() => parseManifest(buf(image({ layers: [{ mediaType: 'x', digest: d('1'), size: 1e300 }] })), undefined), /size/);
+    expectInvalid(() => parseManifest(buf(image({ annotations: { a: 'b\u0000' } })), undefined), /NUL character/);
     expectInvalid(() => parseManifest(buf(image({ annotations: { a: 1 } })), undefined), /annotations/);
     expectInvalid(() => parseManifest(buf([1, 2]), undefined), /JSON object/);
   });
