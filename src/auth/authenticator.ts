@@ -69,9 +69,10 @@ export class Authenticator {
 
   async authenticate(authorization: string | undefined, ip: string, log: Logger): Promise<Caller> {
     if (!authorization) return { principal: ANONYMOUS, via: 'anonymous' };
+    // "Basic" alone (no space, no credentials) is the scheme with an empty value.
     const space = authorization.indexOf(' ');
-    const scheme = authorization.slice(0, space).toLowerCase();
-    const value = authorization.slice(space + 1).trim();
+    const scheme = (space < 0 ? authorization : authorization.slice(0, space)).toLowerCase();
+    const value = space < 0 ? '' : authorization.slice(space + 1).trim();
     if (scheme === 'basic') {
       const decoded = Buffer.from(value, 'base64').toString('utf8');
       const colon = decoded.indexOf(':');

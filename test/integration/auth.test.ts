@@ -48,6 +48,19 @@ for (const kind of DATABASE_KINDS) {
         }
       });
 
+      it('names what is wrong with a malformed Authorization header, whatever its shape', async () => {
+        const messages: string[] = [];
+        for (const authorization of ['Basic', 'Bearer', 'Basic !!!', 'Negotiate abc']) {
+          const res = await anon.request('GET', '/v2/', { headers: { Authorization: authorization } });
+          expect(res.status, authorization).to.equal(401);
+          messages.push(((await res.json()) as { errors: Array<{ message: string }> }).errors[0].message);
+        }
+        expect(messages[0]).to.equal('malformed Basic credentials');
+        expect(messages[1]).to.match(/^invalid token/);
+        expect(messages[2]).to.equal('malformed Basic credentials');
+        expect(messages[3]).to.equal('unsupported authorization scheme negotiate');
+      });
+
       it('accepts Basic directly on /v2/ as Distribution does', async () => {
         expect((await alice.request('GET', '/v2/')).status).to.equal(200);
         await alice.pushImage('team/app', 'v1');
