@@ -206,10 +206,13 @@ export class Gate {
         return { record: current, decision };
       }
       let record = current;
-      if (created || (current.state !== 'admitted' && !sameDecision(current, decision))) {
-        if (!created) await admissions.record(tx, repoId, digest, decision, found);
+      const changed = !created && current.state !== 'admitted' && !sameDecision(current, decision);
+      if (changed) {
+        await admissions.record(tx, repoId, digest, decision, found);
+        record = { ...withDecision(current, decision), evidence: found };
+      }
+      if (created || changed) {
         await this.auditDecision(tx, repository, digest, decision, trigger, { ...scanDetail(evidence), ...(Object.keys(found).length > 0 ? { evidence: found } : {}) });
-        if (!created) record = { ...withDecision(current, decision), evidence: found };
       }
       if (decision.outcome === 'admitted') await this.switchVisible(tx, repository, repoId, digest, nodes, children, trigger);
       return { record, decision };
@@ -395,9 +398,8 @@ export class Gate {
   private async commitFiles(nodes: ManifestNode[], known?: ReadonlyMap<string, ContentState>): Promise<void> {
     const manifests = new Set(nodes.map((n) => n.digest));
     const order = commitOrder(nodes);
-    // States read once (or as the push read them): a commit by another request meanwhile is
-    // harmless (commits are idempotent).
-    const states = known && order.every((d) => known.has(d)) ? known : await this.options.registry.metadata.blobStates(order);
+    // States read once for both steps (or as the push read them).
+    const states = await this.options.registry.contentStates(order, known);
     await this.options.registry.commitContentInOrder(order.filter((d) => !manifests.has(d)), states);
     failpoint('commit:after-blobs');
     await this.options.registry.commitContentInOrder(order.filter((d) => manifests.has(d)), states);

@@ -376,9 +376,18 @@ export class Registry {
     return body;
   }
 
+  /**
+   * States of content by digest: `known` when it covers every digest (states read earlier, as
+   * a push read them), else read now. A commit by another request meanwhile is harmless:
+   * commits are idempotent.
+   */
+  async contentStates(digests: string[], known?: ReadonlyMap<string, ContentState>): Promise<ReadonlyMap<string, ContentState>> {
+    return known && digests.every((d) => known.has(d)) ? known : this.metadata.blobStates(digests);
+  }
+
   /** Moves content to the committed area in the order given (blobs before the manifests that need them). */
   async commitContentInOrder(digests: string[], known?: ReadonlyMap<string, ContentState>): Promise<void> {
-    const states = known && digests.every((d) => known.has(d)) ? known : await this.metadata.blobStates(digests);
+    const states = await this.contentStates(digests, known);
     for (const digest of digests) {
       if (states.has(digest) && states.get(digest) !== 'committed') await this.store.commit(parseDigest(digest));
     }
