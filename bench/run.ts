@@ -30,6 +30,7 @@ const SIZES = QUICK
       chunk: 8 * MiB,
       loadMs: 700,
       warmupMs: 200,
+      sustainMs: 3000,
       concurrency: [1, 16, 64],
       tags: 1000,
       tagListMs: 700,
@@ -48,6 +49,7 @@ const SIZES = QUICK
       chunk: 8 * MiB,
       loadMs: 3000,
       warmupMs: 1000,
+      sustainMs: 40_000,
       concurrency: [1, 16, 64],
       tags: 1000,
       tagListMs: 3000,
@@ -211,6 +213,30 @@ const manifestPut: BenchCase = {
       ctx.record({ label: `manifest PUT c=${c} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
       ctx.record({ label: `manifest PUT c=${c} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
     }
+  },
+};
+
+/**
+ * Whether the manifest PUT rate holds as a repository grows: PUTs at c=16 into one new
+ * repository for 40 s, then the rate over the next 3 s. A plan that scans
+ * what the repository already holds, or a table that keeps its dead rows, shows here.
+ */
+const sustainedPut: BenchCase = {
+  id: 'manifest-put-sustained',
+  title: `4a. sustained manifest PUT at c=16: the rate after ${SIZES.sustainMs / 1000} s of PUTs into one repository`,
+  group: GROUP.manifests,
+  async run(ctx) {
+    const client = ctx.client(16);
+    const repo = ctx.repo('sustain');
+    const { config, layer } = await pushBaseImage(client, repo);
+    const put = (phase: string) => async (seq: number) => {
+      await client.putManifest(repo, `${phase}${seq}`, imageManifest(config, [layer], { 'bench.seq': `${phase}${seq}` }));
+    };
+    const first = await closedLoop({ concurrency: 16, durationMs: SIZES.sustainMs }, put('s'));
+    const last = await closedLoop({ concurrency: 16, durationMs: SIZES.loadMs }, put('t'));
+    ctx.record({ label: 'manifest PUT c=16, first window (new repository)', unit: 'req/s', better: 'higher', value: first.perSecond });
+    ctx.record({ label: 'manifest PUT c=16, after the first window', unit: 'req/s', better: 'higher', value: last.perSecond });
+    ctx.note(`${Math.round(first.perSecond * (SIZES.sustainMs / 1000))} manifests in the repository before the last ${SIZES.loadMs} ms`);
   },
 };
 
@@ -537,6 +563,7 @@ const CASES: BenchCase[] = [
   chunkedPush,
   pull,
   manifestPut,
+  sustainedPut,
   gateOverhead,
   scanOverhead,
   signedAdmission,

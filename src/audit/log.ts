@@ -9,7 +9,7 @@
 import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { advisoryLock, jsonParam, type Database, type Queryable, type Transaction } from '../db/database.js';
+import { advisoryLock, jsonParam, whereSet, type Database, type Queryable, type Transaction } from '../db/database.js';
 import { canonicalJson } from './canonical.js';
 
 export const GENESIS_HASH = `sha256:${'0'.repeat(64)}`;
@@ -235,24 +235,19 @@ export class AuditLog {
   }
 
   async query(filter: AuditFilter): Promise<AuditRecord[]> {
-    const rows = await this.db.query<Row>(
-      `SELECT * FROM audit_log
-        WHERE ($1::text IS NULL OR repository = $1) AND ($2::text IS NULL OR digest = $2)
-          AND ($3::text IS NULL OR principal = $3) AND ($4::text IS NULL OR action = $4)
-          AND ($5::timestamptz IS NULL OR at >= $5) AND ($6::timestamptz IS NULL OR at < $6)
-          AND ($7::bigint IS NULL OR seq > $7)
-        ORDER BY seq LIMIT $8`,
-      [
-        filter.repository ?? null,
-        filter.digest ?? null,
-        filter.principal ?? null,
-        filter.action ?? null,
-        filter.since ?? null,
-        filter.until ?? null,
-        filter.after ?? null,
-        filter.limit,
-      ],
-    );
+    const where = whereSet([
+      ['repository = ?', filter.repository],
+      ['digest = ?', filter.digest],
+      ['principal = ?', filter.principal],
+      ['action = ?', filter.action],
+      ['at >= ?', filter.since],
+      ['at < ?', filter.until],
+      ['seq > ?', filter.after],
+    ]);
+    const rows = await this.db.query<Row>(`SELECT * FROM audit_log WHERE ${where.sql} ORDER BY seq LIMIT $${where.params.length + 1}`, [
+      ...where.params,
+      filter.limit,
+    ]);
     return rows.map(toRecord);
   }
 

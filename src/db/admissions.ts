@@ -3,7 +3,7 @@
  * the tags pushes asked for, the policy that applied (name and content hash) and a result
  * per rule. Writers run inside the gate's transactions, under a per-subject lock.
  */
-import { advisoryLock, jsonParam, type Database, type Queryable } from './database.js';
+import { advisoryLock, jsonParam, whereSet, type Database, type Queryable } from './database.js';
 import type { Decision, RuleResult } from '../policy/types.js';
 
 export type AdmissionState = 'pending' | 'admitted' | 'denied' | 'expired';
@@ -125,12 +125,16 @@ export class AdmissionStore {
   }
 
   async list(filter: AdmissionFilter): Promise<AdmissionRecord[]> {
+    const where = whereSet([
+      ['r.name = ?', filter.repository],
+      ['a.digest = ?', filter.digest],
+      ['a.state = ?', filter.state],
+      ['a.id < ?', filter.before],
+    ]);
     const rows = await this.db.query<AdmissionRow>(
       `SELECT ${COLUMNS} FROM admissions a JOIN repositories r ON r.id = a.repository_id
-        WHERE ($1::text IS NULL OR r.name = $1) AND ($2::text IS NULL OR a.digest = $2)
-          AND ($3::text IS NULL OR a.state = $3) AND ($4::bigint IS NULL OR a.id < $4)
-        ORDER BY a.id DESC LIMIT $5`,
-      [filter.repository ?? null, filter.digest ?? null, filter.state ?? null, filter.before ?? null, filter.limit],
+        WHERE ${where.sql} ORDER BY a.id DESC LIMIT $${where.params.length + 1}`,
+      [...where.params, filter.limit],
     );
     return rows.map(toRecord);
   }

@@ -2,7 +2,7 @@
  * Data access for the registry tables. This module is the only writer of repositories,
  * blobs, repository_blobs, manifests, manifest_references, tags and uploads.
  */
-import type { Database, Queryable } from './database.js';
+import { whereSet, type Database, type Queryable } from './database.js';
 
 export type ContentState = 'staged' | 'committed';
 
@@ -138,14 +138,14 @@ export class MetadataStore {
    * whether it holds an admitted manifest (readers see only those).
    */
   async listRepositories(last: string | undefined, limit: number): Promise<Array<{ name: string; committed: boolean }>> {
+    const after = whereSet([['r.name > ?::text', last]], 2);
     const rows = await this.db.query<{ name: string; committed: boolean }>(
       `SELECT r.name,
               EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id AND m.state = 'committed') AS committed
          FROM repositories r
-        WHERE ($1::text IS NULL OR r.name > $1::text)
-          AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id)
-        ORDER BY r.name LIMIT $2`,
-      [last ?? null, limit],
+        WHERE ${after.sql} AND EXISTS (SELECT 1 FROM manifests m WHERE m.repository_id = r.id)
+        ORDER BY r.name LIMIT $1`,
+      [limit, ...after.params],
     );
     return rows;
   }
@@ -451,16 +451,15 @@ export class MetadataStore {
    * admitted manifests only; pushers (`includeStaged`) also see tags pending admission.
    */
   async listTags(repository: string, last: string | undefined, limit: number, includeStaged = true): Promise<readonly string[]> {
-    const branch = (table: string) =>
-      `SELECT name FROM ${table} WHERE repository_id = (SELECT id FROM repositories WHERE name = $1)
-          AND ($2::text IS NULL OR name > $2::text)`;
+    const after = whereSet([['name > ?::text', last]], 3);
+    const branch = (table: string) => `SELECT name FROM ${table} WHERE repository_id = (SELECT id FROM repositories WHERE name = $1) AND ${after.sql}`;
     const source = includeStaged ? `${branch('tags')} UNION ${branch('pending_tags')}` : branch('tags');
     // One aggregated row instead of one row per tag: PGlite spends most of a long listing on rows.
     // Tag names never contain a newline (tag grammar), so it separates them safely.
     const load = async () => {
       const rows = await this.db.query<{ names: string | null }>(
-        `SELECT string_agg(name, E'\n' ORDER BY name) AS names FROM (${source} ORDER BY name LIMIT $3) page`,
-        [repository, last ?? null, limit],
+        `SELECT string_agg(name, E'\n' ORDER BY name) AS names FROM (${source} ORDER BY name LIMIT $2) page`,
+        [repository, limit, ...after.params],
       );
       return Object.freeze(rows[0]?.names ? rows[0].names.split('\n') : []);
     };

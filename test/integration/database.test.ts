@@ -128,25 +128,41 @@ for (const kind of DATABASE_KINDS) {
       expect(await seen).to.deep.equal([]);
     });
 
-    it('vacuums and analyses PGlite once enough writes have accumulated, and leaves PostgreSQL to its autovacuum', async () => {
+    it('vacuums and analyses PGlite tables past autovacuum thresholds, checkpoints its log, and leaves PostgreSQL to its autovacuum', async () => {
       const dir2 = mkdtempSync(path.join(tmpdir(), 'db-maintain-'));
-      const small = await openDatabase({ url: kind === 'postgres' ? await createTestDatabase() : undefined, pgliteDir: dir2, maintainAfterWrites: 50 });
+      const url = kind === 'postgres' ? await createTestDatabase() : undefined;
+      const small = await openDatabase({ url, pgliteDir: dir2, checkpointWalBytes: 256 * 1024 });
       try {
+        await small.maintain(); // whatever the migrations left due
         await small.query('CREATE TABLE churn (id int PRIMARY KEY, n int)');
+        await small.query('CREATE TABLE quiet (id int PRIMARY KEY)');
         for (let i = 0; i < 20; i++) await small.query('INSERT INTO churn VALUES ($1, 0)', [i]);
-        const analysed = async () => (await small.query<{ reltuples: number }>(`SELECT reltuples FROM pg_class WHERE relname = 'churn'`))[0].reltuples;
+        for (let i = 0; i < 5; i++) await small.query('INSERT INTO quiet VALUES ($1)', [i]);
+        const stats = async (table: string) =>
+          (
+            await small.query<{ reltuples: number; dead: number }>(
+              `SELECT c.reltuples, s.n_dead_tup AS dead FROM pg_class c JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.relname = $1`,
+              [table],
+            )
+          )[0];
+        // 20 inserts are below the thresholds (1,000 changed rows plus a share of the table).
         expect(await small.maintain()).to.equal(null);
-        for (let i = 0; i < 40; i++) await small.transaction((tx) => tx.query('UPDATE churn SET n = n + 1 WHERE id = $1', [i % 20]));
+        for (let i = 0; i < 10; i++) await small.transaction((tx) => tx.query('UPDATE churn SET n = n + 1'));
+        await small.query('INSERT INTO churn SELECT i, 0 FROM generate_series(20, 1119) AS i');
+        await small.query(`SELECT pg_logical_emit_message(true, 'test', repeat('x', 300000))`); // 300 kB of log
         const redoBefore = (await small.query<{ lsn: string }>('SELECT redo_lsn::text AS lsn FROM pg_control_checkpoint()'))[0].lsn;
         const done = await small.maintain();
         if (kind === 'postgres') {
           expect(done).to.equal(null);
           return;
         }
-        // The migrations' transaction, the CREATE TABLE, 20 inserts and 40 transactions; SELECTs do not count.
-        expect(done?.writes).to.equal(62);
-        expect(await analysed()).to.equal(20);
-        // And a checkpoint: its redo point moved up to the end of the log (bar the checkpoint record).
+        // 1,120 inserted rows and 1,320 changed ones: churn is vacuumed and analysed; quiet (5 inserts) is left alone.
+        expect(done?.vacuumed).to.deep.equal(['churn']);
+        expect(done?.analysed).to.deep.equal(['churn']);
+        expect(await stats('churn')).to.deep.equal({ reltuples: 1120, dead: 0 });
+        expect((await stats('quiet')).reltuples).to.equal(-1);
+        // And a checkpoint (past 256 KiB of log, in this test): its redo point moved up to the end of the log.
+        expect(done?.checkpointed).to.equal(true);
         const [{ behind, moved }] = await small.query<{ behind: number; moved: number }>(
           `SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), redo_lsn)::float8 AS behind,
                   pg_wal_lsn_diff(redo_lsn, $1::pg_lsn)::float8 AS moved FROM pg_control_checkpoint()`,
@@ -155,6 +171,9 @@ for (const kind of DATABASE_KINDS) {
         expect(moved).to.be.greaterThan(0);
         expect(behind).to.be.lessThan(1024);
         expect(await small.maintain()).to.equal(null); // nothing written since
+        // Changes below the thresholds leave the table be, and a little log is no reason to checkpoint.
+        await small.query('UPDATE churn SET n = 0 WHERE id < 10');
+        expect(await small.maintain()).to.equal(null);
       } finally {
         await small.close();
         rmSync(dir2, { recursive: true, force: true });
