@@ -9,7 +9,7 @@
 import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { advisoryLock, jsonParam, whereSet, type Database, type Queryable, type Transaction } from '../db/database.js';
+import { advisoryLock, jsonParam, queryPlannedForValues, whereSet, type Database, type Queryable, type Transaction } from '../db/database.js';
 import { canonicalJson } from './canonical.js';
 
 export const GENESIS_HASH = `sha256:${'0'.repeat(64)}`;
@@ -244,10 +244,10 @@ export class AuditLog {
       ['at < ?', filter.until],
       ['seq > ?', filter.after],
     ]);
-    const rows = await this.db.query<Row>(`SELECT * FROM audit_log WHERE ${where.sql} ORDER BY seq LIMIT $${where.params.length + 1}`, [
-      ...where.params,
-      filter.limit,
-    ]);
+    const sql = `SELECT * FROM audit_log WHERE ${where.sql} ORDER BY seq LIMIT $${where.params.length + 1}`;
+    const params = [...where.params, filter.limit];
+    const timed = filter.since !== undefined || filter.until !== undefined;
+    const rows = timed ? await queryPlannedForValues<Row>(this.db, sql, params) : await this.db.query<Row>(sql, params);
     return rows.map(toRecord);
   }
 

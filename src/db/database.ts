@@ -75,6 +75,19 @@ export function whereSet(conditions: Array<[condition: string, value: unknown]>,
 }
 
 /**
+ * Runs a statement planned for its parameter values, where the best plan depends on them (a
+ * time range: its share of a table decides between its index and another order). PGlite
+ * otherwise plans each statement once, for any values; a server plans each call anyway.
+ */
+export function queryPlannedForValues<T>(db: Database, sql: string, params: unknown[]): Promise<T[]> {
+  if (db.kind !== 'pglite') return db.query<T>(sql, params);
+  return db.transaction(async (tx) => {
+    await tx.query('SET LOCAL plan_cache_mode = force_custom_plan');
+    return tx.query<T>(sql, params);
+  });
+}
+
+/**
  * JSON text for a json/jsonb parameter. PostgreSQL cannot store U+0000 in text or jsonb, and
  * content read from images (SBOM package names, scanner findings, rule messages quoting
  * them) may hold it: it becomes U+FFFD, in strings and in keys.

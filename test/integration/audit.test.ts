@@ -108,6 +108,9 @@ for (const kind of DATABASE_KINDS) {
       expect(await audit.query({ action: 'push', repository: 'team/app', limit: 10 })).to.have.length(3);
       expect(await audit.query({ digest: `sha256:${'2'.padStart(64, '0')}`, limit: 10 })).to.have.length(1);
       expect(await audit.query({ since: new Date(Date.now() + 60_000), limit: 10 })).to.have.length(0);
+      expect(await audit.query({ since: new Date(Date.now() - 60_000), until: new Date(Date.now() + 60_000), limit: 10 })).to.have.length(4);
+      expect(await audit.query({ until: new Date(Date.now() - 60_000), limit: 10 })).to.have.length(0);
+      expect(await audit.query({ action: 'push', since: new Date(Date.now() - 60_000), limit: 2 })).to.have.length(2);
       const chunks: string[] = [];
       const out = new Writable({ write: (chunk, _enc, cb) => (chunks.push(String(chunk)), cb()) });
       expect(await audit.export(out)).to.equal(4);

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { advisoryLock, jsonParam, openDatabase, type Database } from '../../src/db/database.js';
+import { advisoryLock, jsonParam, openDatabase, queryPlannedForValues, whereSet, type Database } from '../../src/db/database.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 
@@ -178,6 +178,22 @@ for (const kind of DATABASE_KINDS) {
         await small.close();
         rmSync(dir2, { recursive: true, force: true });
       }
+    });
+
+    it('plans PGlite statements once, and per call where asked, without the setting outliving the call', async () => {
+      const mode = async (rows: Promise<Array<{ plan_cache_mode: string }>>) => (await rows)[0].plan_cache_mode;
+      const planned = await mode(queryPlannedForValues(db, 'SHOW plan_cache_mode', []));
+      expect(planned).to.equal(kind === 'pglite' ? 'force_custom_plan' : 'auto');
+      expect(await mode(db.query('SHOW plan_cache_mode'))).to.equal(kind === 'pglite' ? 'force_generic_plan' : 'auto');
+    });
+
+    it('builds a WHERE clause of the filters that are set, numbered from a given parameter', async () => {
+      expect(whereSet([['a = ?', 'x'], ['b = ?', undefined], ['c > ?', 3]], 2)).to.deep.equal({ sql: 'a = $2 AND c > $3', params: ['x', 3] });
+      expect(whereSet([['a = ?', null]])).to.deep.equal({ sql: 'TRUE', params: [] });
+      await db.query('INSERT INTO seam_test (id) VALUES ($1), ($2)', [40, 41]);
+      const where = whereSet([['id > ?', 39], ['id < ?', undefined]], 2);
+      const rows = await db.query<{ id: number }>(`SELECT id FROM seam_test WHERE ${where.sql} AND id < $1 ORDER BY id`, [42, ...where.params]);
+      expect(rows.map((r) => r.id)).to.deep.equal([40, 41]);
     });
 
     it('stores JSON holding U+0000 (which PostgreSQL cannot) with U+FFFD in its place, in strings and keys', async () => {
