@@ -15,11 +15,13 @@ import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { Area, BlobStore, ByteRange, OpenedBlob } from './blobstore.js';
 import { BlobNotFoundError } from './blobstore.js';
-import { parseDigest, type Digest } from '../registry/names.js';
+import { HEX_LENGTH, parseDigest, type Digest } from '../registry/names.js';
 import { FileAppender, syncFile } from './file-appender.js';
 
 const UPLOAD_ID_RE = /^[a-f0-9-]{36}$/;
 const HIGH_WATER_MARK = 1024 * 1024;
+/** Prefix directories made at once when a new root is initialised. */
+const PREFIX_DIR_BATCH = 16;
 
 export interface FsBlobStoreOptions {
   /** Flush bytes to disk before a blob or manifest counts as stored (default true). */
@@ -40,6 +42,22 @@ export class FsBlobStore implements BlobStore {
 
   async init(): Promise<void> {
     for (const dir of ['uploads', 'staging', 'committed', 'tmp']) await this.ensureDir(path.join(this.root, dir));
+    await this.createPrefixDirs();
+  }
+
+  /**
+   * The 256 prefix directories of each area and algorithm, made once for a new root (about
+   * 40 ms) rather than one by one by the pushes: under the disk load of a push a mkdir took
+   * about 1 ms, twice per new blob (staged, then committed).
+   */
+  private async createPrefixDirs(): Promise<void> {
+    const dirs = (['staging', 'committed'] as const).flatMap((area) =>
+      Object.keys(HEX_LENGTH).flatMap((algorithm) =>
+        Array.from({ length: 256 }, (_, i) => path.join(this.root, area, algorithm, i.toString(16).padStart(2, '0'))),
+      ),
+    );
+    if (await isDirectory(dirs[dirs.length - 1])) return;
+    for (let i = 0; i < dirs.length; i += PREFIX_DIR_BATCH) await Promise.all(dirs.slice(i, i + PREFIX_DIR_BATCH).map((dir) => this.ensureDir(dir)));
   }
 
   async openUploadWriter(uploadId: string, offset: number): Promise<Writable> {
@@ -176,6 +194,10 @@ export class FsBlobStore implements BlobStore {
     await fsp.mkdir(dir, { recursive: true });
     this.knownDirs.add(dir);
   }
+}
+
+async function isDirectory(dir: string): Promise<boolean> {
+  return (await fsp.stat(dir).catch(() => null))?.isDirectory() ?? false;
 }
 
 async function readdirOrEmpty(dir: string): Promise<string[]> {

@@ -200,3 +200,23 @@ for (const driver of DRIVERS) {
     });
   });
 }
+
+describe('filesystem BlobStore layout', () => {
+  it('makes every prefix directory of a new root at init, and starts on an existing root', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
+    try {
+      await new FsBlobStore(root).init();
+      for (const area of ['staging', 'committed']) {
+        for (const algorithm of ['sha256', 'sha512']) expect(readdirSync(path.join(root, area, algorithm))).to.have.length(256);
+      }
+      const again = new FsBlobStore(root);
+      await again.init();
+      const data = Buffer.from('after a restart');
+      await again.putStaged(digestOf(data), data);
+      await again.commit(digestOf(data));
+      expect(listFiles(root)).to.deep.equal([path.join('committed', 'sha256', digestOf(data).hex.slice(0, 2), digestOf(data).hex)]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
