@@ -125,6 +125,8 @@ class PgliteDatabase implements Database {
   private writes = 0;
   /** Set by close(): housekeeping under way stops at the next table. */
   private closing = false;
+  /** Set while maintain() runs: a call that comes meanwhile (a long VACUUM) does nothing. */
+  private maintaining = false;
 
   constructor(
     private readonly db: PGlite,
@@ -138,7 +140,16 @@ class PgliteDatabase implements Database {
 
   /** One table at a time, so that requests waiting for the database run between tables. */
   async maintain(): Promise<Maintenance | null> {
-    if (this.closing || this.writes === 0) return null;
+    if (this.closing || this.maintaining || this.writes === 0) return null;
+    this.maintaining = true;
+    try {
+      return await this.maintainTables();
+    } finally {
+      this.maintaining = false;
+    }
+  }
+
+  private async maintainTables(): Promise<Maintenance | null> {
     const work = await this.maintenanceDue();
     const done: Maintenance = { vacuumed: [], analysed: [], checkpointed: false, ms: 0 };
     for (const { name, vacuum, analyse } of work.tables) {

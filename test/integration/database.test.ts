@@ -151,11 +151,13 @@ for (const kind of DATABASE_KINDS) {
         await small.query('INSERT INTO churn SELECT i, 0 FROM generate_series(20, 1119) AS i');
         await small.query(`SELECT pg_logical_emit_message(true, 'test', repeat('x', 300000))`); // 300 kB of log
         const redoBefore = (await small.query<{ lsn: string }>('SELECT redo_lsn::text AS lsn FROM pg_control_checkpoint()'))[0].lsn;
-        const done = await small.maintain();
+        // A second call while the first runs does nothing (the timer may fire during a long VACUUM).
+        const [done, meanwhile] = await Promise.all([small.maintain(), small.maintain()]);
         if (kind === 'postgres') {
           expect(done).to.equal(null);
           return;
         }
+        expect(meanwhile).to.equal(null);
         // 1,120 inserted rows and 1,320 changed ones: churn is vacuumed and analysed; quiet (5 inserts) is left alone.
         expect(done?.vacuumed).to.deep.equal(['churn']);
         expect(done?.analysed).to.deep.equal(['churn']);
