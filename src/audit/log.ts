@@ -246,8 +246,8 @@ export class AuditLog {
     ]);
     const sql = `SELECT * FROM audit_log WHERE ${where.sql} ORDER BY seq LIMIT $${where.params.length + 1}`;
     const params = [...where.params, filter.limit];
-    const timed = filter.since !== undefined || filter.until !== undefined;
-    const rows = timed ? await queryPlannedForValues<Row>(this.db, sql, params) : await this.db.query<Row>(sql, params);
+    const byTime = filter.since !== undefined || filter.until !== undefined;
+    const rows = byTime ? await queryPlannedForValues<Row>(this.db, sql, params) : await this.db.query<Row>(sql, params);
     return rows.map(toRecord);
   }
 

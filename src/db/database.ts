@@ -153,7 +153,7 @@ class PgliteDatabase implements Database {
     const work = await this.maintenanceDue();
     const done: Maintenance = { vacuumed: [], analysed: [], checkpointed: false, ms: 0 };
     for (const { name, vacuum, analyse } of work.tables) {
-      if (this.closing) return done;
+      if (this.closing) break;
       const sql = vacuum && analyse ? `VACUUM (ANALYZE) ${name}` : vacuum ? `VACUUM ${name}` : `ANALYZE ${name}`;
       done.ms += await this.timed(sql);
       if (vacuum) done.vacuumed.push(name);

@@ -52,9 +52,7 @@ export class FsBlobStore implements BlobStore {
    */
   private async createPrefixDirs(): Promise<void> {
     const dirs = (['staging', 'committed'] as const).flatMap((area) =>
-      Object.keys(HEX_LENGTH).flatMap((algorithm) =>
-        Array.from({ length: 256 }, (_, i) => path.join(this.root, area, algorithm, i.toString(16).padStart(2, '0'))),
-      ),
+      Object.keys(HEX_LENGTH).flatMap((algorithm) => Array.from({ length: 256 }, (_, i) => this.prefixDir(area, algorithm, i.toString(16).padStart(2, '0')))),
     );
     if (await isDirectory(dirs[dirs.length - 1])) return;
     for (let i = 0; i < dirs.length; i += PREFIX_DIR_BATCH) await Promise.all(dirs.slice(i, i + PREFIX_DIR_BATCH).map((dir) => this.ensureDir(dir)));
@@ -181,7 +179,12 @@ export class FsBlobStore implements BlobStore {
 
   private contentPath(area: Area, digest: Digest): string {
     const checked = parseDigest(digest.value);
-    return this.inside(path.join(this.root, area, checked.algorithm, checked.hex.slice(0, 2), checked.hex));
+    return this.inside(path.join(this.prefixDir(area, checked.algorithm, checked.hex.slice(0, 2)), checked.hex));
+  }
+
+  /** The directory that holds an area's content of one algorithm whose hex starts with `prefix`. */
+  private prefixDir(area: Area, algorithm: string, prefix: string): string {
+    return path.join(this.root, area, algorithm, prefix);
   }
 
   private inside(candidate: string): string {
