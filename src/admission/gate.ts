@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { Queryable } from '../db/database.js';
-import type { ContentState } from '../db/metadata.js';
+import type { ContentLocation } from '../db/metadata.js';
 import type { AdmissionRecord, AdmissionStore } from '../db/admissions.js';
 import type { Registry } from '../registry/registry.js';
 import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/admission.js';
@@ -48,7 +48,7 @@ export interface Trigger {
   /** The evidence manifest whose arrival caused this evaluation. */
   evidence?: string;
   /** The subject as just pushed (saves reading it back), whether it was new in the repository, and the states of its content. */
-  pushed?: { manifest: ParsedManifest; size: number; firstPush: boolean; contentStates?: ReadonlyMap<string, ContentState> };
+  pushed?: { manifest: ParsedManifest; size: number; firstPush: boolean; contentLocations?: ReadonlyMap<string, ContentLocation> };
 }
 
 export interface Outcome {
@@ -105,7 +105,7 @@ export class Gate {
       pushed:
         request.size === undefined
           ? undefined
-          : { manifest: request.manifest, size: request.size, firstPush: Boolean(request.firstPush), contentStates: request.contentStates },
+          : { manifest: request.manifest, size: request.size, firstPush: Boolean(request.firstPush), contentLocations: request.contentLocations },
     };
     let outcome = await withDeadline(this.decide(request.repository, request.digest, trigger), this.options.putWaitMs, this.options.logger);
     if (!outcome) return { outcome: 'pending', waitingFor: ['the evaluation, still running'] };
@@ -191,7 +191,7 @@ export class Gate {
       nodes = [...tree.nodes, ...(await this.reader.evidenceNodes(repository, digest, items))];
       // Evidence about the children of an index (their own signatures) is committed with them.
       for (const child of tree.nodes) if (child.digest !== digest) nodes.push(...(await this.reader.evidenceNodes(repository, child.digest)));
-      await this.commitFiles(nodes, trigger.pushed?.contentStates);
+      await this.commitFiles(nodes, trigger.pushed?.contentLocations);
     }
     const children = tree.nodes.filter((n) => n.digest !== digest).map((n) => n.digest);
     const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
@@ -395,14 +395,15 @@ export class Gate {
   }
 
   /** Commit steps 1 and 2: blobs, then the manifests that need them, into the committed area. */
-  private async commitFiles(nodes: ManifestNode[], known?: ReadonlyMap<string, ContentState>): Promise<void> {
+  private async commitFiles(nodes: ManifestNode[], known?: ReadonlyMap<string, ContentLocation>): Promise<void> {
     const manifests = new Set(nodes.map((n) => n.digest));
     const order = commitOrder(nodes);
-    // States read once for both steps (or as the push read them).
-    const states = await this.options.registry.contentStates(order, known);
-    await this.options.registry.commitContentInOrder(order.filter((d) => !manifests.has(d)), states);
+    // Locations read once for both steps (or as the push read them). Manifests kept in the
+    // database have no bytes to move; step 2 moves those stored before they were kept there.
+    const locations = await this.options.registry.contentLocations(order, known);
+    await this.options.registry.commitContentInOrder(order.filter((d) => !manifests.has(d)), locations);
     failpoint('commit:after-blobs');
-    await this.options.registry.commitContentInOrder(order.filter((d) => manifests.has(d)), states);
+    await this.options.registry.commitContentInOrder(order.filter((d) => manifests.has(d)), locations);
     failpoint('commit:after-manifests');
   }
 

@@ -5,12 +5,24 @@
 import { whereSet, type Database, type Queryable } from './database.js';
 
 export type ContentState = 'staged' | 'committed';
+/**
+ * Where content's bytes are: in the blob store's area for its state, or `inline` in its row
+ * of the database (manifests), where a commit has no bytes to move.
+ */
+export type ContentLocation = ContentState | 'inline';
 
 export interface BlobRecord {
   digest: string;
   size: number;
-  /** Where the bytes are: staging or committed area (global per digest). */
+  /** Staged or committed (global per digest); for content in the blob store, also its area. */
   state: ContentState;
+  /** The bytes are in the database row (a manifest), not in the blob store. */
+  inline: boolean;
+}
+
+/** Where a content record's bytes are. */
+export function locationOf(blob: Pick<BlobRecord, 'state' | 'inline'>): ContentLocation {
+  return blob.inline ? 'inline' : blob.state;
 }
 
 export interface RepositoryBlob extends BlobRecord {
@@ -35,6 +47,8 @@ export interface ManifestReference {
 
 export interface NewManifest extends Omit<ManifestRecord, 'state'> {
   references: ManifestReference[];
+  /** The manifest's bytes, kept in its content row (unless that content is already stored). */
+  body?: Buffer;
 }
 
 export interface UploadRecord {
@@ -202,8 +216,15 @@ export class MetadataStore {
 
   /** Global content record (any repository). */
   async getBlob(digest: string, q: Queryable = this.db): Promise<BlobRecord | null> {
-    const rows = await q.query<BlobRecord>('SELECT digest, size, state FROM blobs WHERE digest = $1', [digest]);
+    const rows = await q.query<BlobRecord>('SELECT digest, size, state, body IS NOT NULL AS inline FROM blobs WHERE digest = $1', [digest]);
     return rows[0] ?? null;
+  }
+
+  /** The bytes of content kept in the database (a manifest), or null when they are in the blob store. */
+  async inlineBody(digest: string): Promise<Buffer | null> {
+    const rows = await this.db.query<{ body: Uint8Array | null }>('SELECT body FROM blobs WHERE digest = $1', [digest]);
+    const body = rows[0]?.body;
+    return body ? Buffer.from(body.buffer, body.byteOffset, body.byteLength) : null;
   }
 
   /** Records content (staged unless it already exists) and links it to the repository. */
@@ -224,8 +245,8 @@ export class MetadataStore {
     if (digests.length === 0) return new Map();
     const repoId = await this.repositoryId(repository);
     if (repoId === null) return new Map();
-    const rows = await this.db.query<{ digest: string; size: number; state: ContentState; committed: boolean }>(
-      `SELECT b.digest, b.size, b.state, rb.committed FROM repository_blobs rb
+    const rows = await this.db.query<{ digest: string; size: number; state: ContentState; inline: boolean; committed: boolean }>(
+      `SELECT b.digest, b.size, b.state, b.body IS NOT NULL AS inline, rb.committed FROM repository_blobs rb
          JOIN blobs b ON b.digest = rb.digest
         WHERE rb.repository_id = $1 AND rb.digest = ANY($2::text[])`,
       [repoId, digests],
@@ -233,11 +254,14 @@ export class MetadataStore {
     return new Map(rows.map(({ committed, ...blob }) => [blob.digest, { ...blob, committedInRepository: committed }]));
   }
 
-  /** States of content by digest (global), for the commit of several digests. */
-  async blobStates(digests: string[]): Promise<Map<string, ContentState>> {
+  /** Where the bytes of content are, by digest (global), for the commit of several digests. */
+  async contentLocations(digests: string[]): Promise<Map<string, ContentLocation>> {
     if (digests.length === 0) return new Map();
-    const rows = await this.db.query<{ digest: string; state: ContentState }>('SELECT digest, state FROM blobs WHERE digest = ANY($1::text[])', [digests]);
-    return new Map(rows.map((r) => [r.digest, r.state]));
+    const rows = await this.db.query<{ digest: string; state: ContentState; inline: boolean }>(
+      'SELECT digest, state, body IS NOT NULL AS inline FROM blobs WHERE digest = ANY($1::text[])',
+      [digests],
+    );
+    return new Map(rows.map((r) => [r.digest, locationOf(r)]));
   }
 
   async unlinkBlob(repository: string, digest: string, inTransaction?: (tx: Queryable) => Promise<void>): Promise<boolean> {
@@ -255,23 +279,26 @@ export class MetadataStore {
   // ---- manifests ----------------------------------------------------------------------
 
   /**
-   * Stores a manifest (staged) with its references, links its bytes as content, and records
-   * the tags the push asked for as pending (only pushers resolve them until the commit).
-   * `inTransaction` runs in the same transaction (the audit record of the push).
+   * Stores a manifest (staged) with its references, links its bytes as content (kept in the
+   * content row, unless that content is already stored), and records the tags the push asked
+   * for as pending (only pushers resolve them until the commit). `inTransaction` runs in the
+   * same transaction (the audit record of the push). Says whether the manifest is new in the
+   * repository and where its content's bytes are.
    */
   async putManifest(
     repository: string,
     manifest: NewManifest,
     tags: string[] = [],
     inTransaction?: (tx: Queryable) => Promise<void>,
-  ): Promise<{ created: boolean }> {
+  ): Promise<{ created: boolean; content: ContentLocation }> {
     this.invalidate();
     return this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
       // One statement: the bytes as content linked to the repository, the manifest, its
       // references and its pending tags (foreign keys are checked at the statement's end).
-      const rows = await tx.query<{ created: number }>(
-        `WITH content AS (INSERT INTO blobs (digest, size, state) VALUES ($2, $4, 'staged') ON CONFLICT (digest) DO NOTHING),
+      // Its SELECT sees the tables as they were before it: the content row stored earlier, if any.
+      const rows = await tx.query<{ created: number; stored_state: ContentState | null; stored_inline: boolean | null }>(
+        `WITH content AS (INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'staged', $11) ON CONFLICT (digest) DO NOTHING),
          link AS (INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING),
          manifest AS (
            INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type, subject_digest, annotations, state)
@@ -282,7 +309,8 @@ export class MetadataStore {
          pending AS (
            INSERT INTO pending_tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($10::text[]) AS t
            ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
-         SELECT count(*)::int AS created FROM manifest`,
+         SELECT (SELECT count(*)::int FROM manifest) AS created, b.state AS stored_state, b.body IS NOT NULL AS stored_inline
+           FROM (SELECT 1) AS one LEFT JOIN blobs b ON b.digest = $2`,
         [
           repoId,
           manifest.digest,
@@ -294,10 +322,13 @@ export class MetadataStore {
           manifest.references.map((r) => r.digest),
           manifest.references.map((r) => r.kind),
           tags,
+          manifest.body ?? null,
         ],
       );
       if (inTransaction) await inTransaction(tx);
-      return { created: rows[0].created > 0 };
+      const { created, stored_state: state, stored_inline: inline } = rows[0];
+      const content: ContentLocation = state ? locationOf({ state, inline: Boolean(inline) }) : manifest.body ? 'inline' : 'staged';
+      return { created: created > 0, content };
     });
   }
 

@@ -3,7 +3,7 @@
  * then handed to `admit`; only an `admitted` decision moves content to committed storage.
  * The registry core ships `admitEverything`; the gate replaces it.
  */
-import type { ContentState } from '../db/metadata.js';
+import type { ContentLocation } from '../db/metadata.js';
 import type { ParsedManifest } from './manifest.js';
 
 export interface AdmissionRequest {
@@ -20,11 +20,11 @@ export interface AdmissionRequest {
   principal?: string | null;
   requestId?: string | null;
   /**
-   * States of the manifest's bytes and of the blobs it references, as read while storing it
-   * (saves reading them again to commit; a commit by another request meanwhile is harmless,
+   * Where the manifest's bytes and those of the blobs it references are, as read while storing
+   * it (saves reading them again to commit; a commit by another request meanwhile is harmless,
    * commits are idempotent).
    */
-  contentStates?: ReadonlyMap<string, ContentState>;
+  contentLocations?: ReadonlyMap<string, ContentLocation>;
 }
 
 export type AdmissionDecision =

@@ -4,11 +4,11 @@
  * reaches a storage area; manifests are stored staged and committed only on admission.
  */
 import { createHash, randomUUID, type Hash } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Area, BlobStore, ByteRange, OpenedBlob } from '../storage/blobstore.js';
-import type { ContentState, ManifestRecord, MetadataStore } from '../db/metadata.js';
+import { locationOf, type BlobRecord, type ContentLocation, type ContentState, type ManifestRecord, type MetadataStore } from '../db/metadata.js';
 import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
 import { ByteMeter, digestStream, newHash, readAll } from './streams.js';
@@ -322,7 +322,7 @@ export class Registry {
 
   private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number): Promise<void> {
     const existing = await this.metadata.getBlob(digest.value);
-    if (existing && (await this.store.stat(areaOf(existing.state), digest))) await this.store.deleteUpload(id);
+    if (existing && (await this.hasBytes(existing, digest))) await this.store.deleteUpload(id);
     else await this.store.promoteUpload(id, digest);
     await this.metadata.linkBlob(repository, digest.value, size);
     await this.metadata.deleteUpload(id);
@@ -338,7 +338,7 @@ export class Registry {
 
   async openBlob(repository: string, digest: Digest, range?: ByteRange, view: RepositoryView = FULL_VIEW): Promise<OpenedBlob> {
     const blob = await this.findVisibleBlob(repository, digest, view);
-    const opened = await this.openContent(blob.state, digest, range);
+    const opened = await this.openContent(locationOf(blob), digest, range);
     if (!opened) throw blobUnknown(digest);
     return opened;
   }
@@ -369,7 +369,7 @@ export class Registry {
     if (blob.size > maxBytes) {
       throw new RegistryError('SIZE_INVALID', `${digest} is ${blob.size} bytes, more than the ${maxBytes} this reader accepts`);
     }
-    const opened = await this.openContent(blob.state, parsed);
+    const opened = await this.openContent(locationOf(blob), parsed);
     if (!opened) throw blobUnknown(parsed);
     const body = await readAll(opened.stream);
     this.manifestCache.set(digest, body);
@@ -377,25 +377,38 @@ export class Registry {
   }
 
   /**
-   * States of content by digest: `known` when it covers every digest (states read earlier, as
-   * a push read them), else read now. A commit by another request meanwhile is harmless:
-   * commits are idempotent.
+   * Where the bytes of content are, by digest: `known` when it covers every digest (read
+   * earlier, as a push read them), else read now. A commit by another request meanwhile is
+   * harmless: commits are idempotent.
    */
-  async contentStates(digests: string[], known?: ReadonlyMap<string, ContentState>): Promise<ReadonlyMap<string, ContentState>> {
-    return known && digests.every((d) => known.has(d)) ? known : this.metadata.blobStates(digests);
+  async contentLocations(digests: string[], known?: ReadonlyMap<string, ContentLocation>): Promise<ReadonlyMap<string, ContentLocation>> {
+    return known && digests.every((d) => known.has(d)) ? known : this.metadata.contentLocations(digests);
   }
 
-  /** Moves content to the committed area in the order given (blobs before the manifests that need them). */
-  async commitContentInOrder(digests: string[], known?: ReadonlyMap<string, ContentState>): Promise<void> {
-    const states = await this.contentStates(digests, known);
+  /**
+   * Moves staged content to the committed area in the order given (blobs before the manifests
+   * that need them). Content kept in the database has no bytes to move: its state changes in
+   * the visible switch.
+   */
+  async commitContentInOrder(digests: string[], known?: ReadonlyMap<string, ContentLocation>): Promise<void> {
+    const locations = await this.contentLocations(digests, known);
     for (const digest of digests) {
-      if (states.has(digest) && states.get(digest) !== 'committed') await this.store.commit(parseDigest(digest));
+      if (locations.get(digest) === 'staged') await this.store.commit(parseDigest(digest));
     }
   }
 
-  /** Opens content in its recorded area, or the other one if a commit moved it meanwhile. */
-  private async openContent(state: ContentState, digest: Digest, range?: ByteRange): Promise<OpenedBlob | null> {
-    const area = areaOf(state);
+  /** Whether the bytes of recorded content are where its record says (a lost file is written again). */
+  private async hasBytes(blob: BlobRecord, digest: Digest): Promise<boolean> {
+    return blob.inline || (await this.store.stat(areaOf(blob.state), digest)) !== null;
+  }
+
+  /** Opens content where it is: its database row, its recorded area, or the other area if a commit moved it meanwhile. */
+  private async openContent(location: ContentLocation, digest: Digest, range?: ByteRange): Promise<OpenedBlob | null> {
+    if (location === 'inline') {
+      const body = await this.metadata.inlineBody(digest.value);
+      return body && openBuffer(body, range);
+    }
+    const area = areaOf(location);
     const other: Area = area === 'staging' ? 'committed' : 'staging';
     return (await this.store.open(area, digest, range)) ?? (await this.store.open(other, digest, range));
   }
@@ -421,11 +434,8 @@ export class Registry {
     }
     const manifest = parseManifest(body, contentType);
     await this.checkPreconditions(repository, tags, options);
-    const contentStates = await this.requireReferencedContent(repository, manifest);
+    const contentLocations = await this.requireReferencedContent(repository, manifest);
 
-    const stored = await this.metadata.getBlob(digest.value);
-    if (!stored) await this.store.putStaged(digest, body);
-    contentStates.set(digest.value, stored?.state ?? 'staged');
     this.manifestCache.set(digest.value, body);
     const actor: Actor = { principal: options.principal ?? null, requestId: options.requestId ?? null };
     const pushed: RegistryEvent = {
@@ -435,10 +445,11 @@ export class Registry {
       ...actor,
       detail: { mediaType: manifest.mediaType, size: body.length, tags, subject: manifest.subject?.digest ?? null, artifactType: manifest.artifactType },
     };
-    const { created } = await this.metadata.putManifest(
+    const { created, content } = await this.metadata.putManifest(
       repository,
       {
         digest: digest.value,
+        body,
         mediaType: manifest.mediaType,
         size: body.length,
         artifactType: manifest.artifactType,
@@ -449,6 +460,7 @@ export class Registry {
       tags,
       (tx) => this.record(tx, pushed),
     );
+    contentLocations.set(digest.value, content);
 
     const decision = await this.admit({
       repository,
@@ -459,9 +471,9 @@ export class Registry {
       tags,
       byDigest: ref.kind === 'digest',
       ...actor,
-      contentStates,
+      contentLocations,
     });
-    if (decision.outcome === 'admitted' && !decision.committed) await this.commitManifest(repository, digest.value, manifest, tags, contentStates);
+    if (decision.outcome === 'admitted' && !decision.committed) await this.commitManifest(repository, digest.value, manifest, tags, contentLocations);
     return { digest: digest.value, subject: manifest.subject?.digest ?? null, tags, decision };
   }
 
@@ -475,7 +487,7 @@ export class Registry {
     digest: string,
     manifest: ParsedManifest,
     tags: string[],
-    known?: ReadonlyMap<string, ContentState>,
+    known?: ReadonlyMap<string, ContentLocation>,
   ): Promise<void> {
     const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
     await this.commitContentInOrder([...contentDigests, digest], known);
@@ -486,10 +498,10 @@ export class Registry {
     const record = await this.findManifest(repository, reference, view);
     const cached = this.manifestCache.get(record.digest);
     if (cached) return { record, body: cached };
-    const digest = parseDigest(record.digest);
-    const opened = await this.openContent(record.state, digest);
-    if (!opened) throw manifestUnknown(reference);
-    const body = await readAll(opened.stream);
+    const inline = await this.metadata.inlineBody(record.digest);
+    const opened = inline ? null : await this.openContent(record.state, parseDigest(record.digest));
+    if (!inline && !opened) throw manifestUnknown(reference);
+    const body = inline ?? (await readAll((opened as OpenedBlob).stream));
     this.manifestCache.set(record.digest, body);
     return { record, body };
   }
@@ -546,9 +558,9 @@ export class Registry {
 
   /**
    * Config, layers (except external `urls` layers) and index children must already be in the
-   * repository. Returns the states of the blobs found (not the well-known empty blob's).
+   * repository. Returns where the bytes of the blobs found are (not the well-known empty blob's).
    */
-  private async requireReferencedContent(repository: string, manifest: ParsedManifest): Promise<Map<string, ContentState>> {
+  private async requireReferencedContent(repository: string, manifest: ParsedManifest): Promise<Map<string, ContentLocation>> {
     const missing: string[] = [];
     const blobs = await this.metadata.findBlobs(
       repository,
@@ -573,16 +585,14 @@ export class Registry {
         detail: { missing },
       });
     }
-    return new Map([...blobs.values()].map((b) => [b.digest, b.state]));
+    return new Map([...blobs.values()].map((b) => [b.digest, locationOf(b)]));
   }
 
   /** The empty descriptor's `{}` is known to everyone; clients may reference it without pushing it. */
   private async stageWellKnownEmptyBlob(repository: string): Promise<void> {
     const digest = parseDigest(EMPTY_JSON_DIGEST);
     const existing = await this.metadata.getBlob(digest.value);
-    if (!existing || !(await this.store.stat(areaOf(existing.state), digest))) {
-      await this.store.putStaged(digest, EMPTY_JSON);
-    }
+    if (!existing || !(await this.hasBytes(existing, digest))) await this.store.putStaged(digest, EMPTY_JSON);
     await this.metadata.linkBlob(repository, digest.value, EMPTY_JSON.length);
   }
 
@@ -674,6 +684,12 @@ export class Registry {
       throw new RegistryError('UNSUPPORTED', 'deletion is disabled on this registry');
     }
   }
+}
+
+/** Content held in memory (read from the database), as the blob store would open it; `range` is inclusive. */
+function openBuffer(body: Buffer, range?: ByteRange): OpenedBlob {
+  const bytes = range ? body.subarray(range.start, range.end + 1) : body;
+  return { size: body.length, stream: Readable.from([bytes], { objectMode: false }) };
 }
 
 function areaOf(state: ContentState): Area {

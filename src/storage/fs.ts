@@ -6,8 +6,9 @@
  *   tmp/                                temp files, renamed into place (atomic writes)
  * Paths are built only from validated digests and upload ids, then checked to stay
  * below the root, so no network input can name a file elsewhere. Upload bytes are written
- * by FileAppender (direct I/O where possible); with `fsync` on, a blob's or manifest's
- * bytes are flushed to disk before it is staged, so a 201 never names bytes a crash loses.
+ * by FileAppender (direct I/O where possible); with `fsync` on, a blob's bytes are flushed
+ * to disk before it is staged, so a 201 never names bytes a crash loses. Manifests' bytes are
+ * kept in the database (migration 009); those stored before are files here too.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';

@@ -1,11 +1,15 @@
 /**
  * The quarantine seam: every manifest PUT is stored staged and handed to admit(); only
- * an admitted decision moves content to committed storage and sets tags.
+ * an admitted decision moves content to committed storage and sets tags. Blobs are files
+ * in the store's areas; a manifest's bytes are kept in its content row of the database.
  */
 import { expect } from 'chai';
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { AdmissionDecision, AdmissionRequest } from '../../src/registry/admission.js';
+import { parseDigest } from '../../src/registry/names.js';
+import { FsBlobStore } from '../../src/storage/fs.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { errorCode, OciClient } from '../helpers/oci.js';
 
@@ -35,14 +39,55 @@ describe('admission seam (staged → committed)', () => {
 
   it('commits blobs, then the manifest, and sets the tag when admitted', async () => {
     decision = { outcome: 'admitted' };
-    const { digest, manifest } = await c.pushImage('seam/app', 'ok');
+    const { digest, body, manifest } = await c.pushImage('seam/app', 'ok');
     const layer = (manifest.layers as Array<{ digest: string }>)[0].digest;
-    for (const d of [digest, layer, (manifest.config as { digest: string }).digest]) {
+    for (const d of [layer, (manifest.config as { digest: string }).digest]) {
       expect(existsSync(contentPath(gw.root, 'committed', d)), d).to.equal(true);
       expect(existsSync(contentPath(gw.root, 'staging', d)), d).to.equal(false);
+      expect(await gw.registry.metadata.getBlob(d)).to.deep.include({ state: 'committed', inline: false });
     }
+    expect(await gw.registry.metadata.getBlob(digest)).to.deep.include({ state: 'committed', inline: true });
+    expect((await gw.registry.metadata.inlineBody(digest))!.equals(body)).to.equal(true);
+    for (const area of ['staging', 'committed'] as const) expect(existsSync(contentPath(gw.root, area, digest)), area).to.equal(false);
     expect((await gw.registry.metadata.getManifest('seam/app', digest))!.state).to.equal('committed');
     expect(seen.at(-1)).to.deep.include({ repository: 'seam/app', digest, tags: ['ok'] });
+  });
+
+  it('serves a manifest kept in the database by the blob endpoint too, with ranges', async () => {
+    decision = { outcome: 'admitted' };
+    const { digest, body } = await c.pushImage('seam/blobget', 'v1');
+    const whole = await c.request('GET', `/v2/seam/blobget/blobs/${digest}`);
+    expect(whole.status).to.equal(200);
+    expect(whole.headers.get('docker-content-digest')).to.equal(digest);
+    expect(Buffer.from(await whole.arrayBuffer()).equals(body)).to.equal(true);
+    const head = await c.request('HEAD', `/v2/seam/blobget/blobs/${digest}`);
+    expect(head.headers.get('content-length')).to.equal(String(body.length));
+    const part = await c.request('GET', `/v2/seam/blobget/blobs/${digest}`, { headers: { Range: 'bytes=2-9' } });
+    expect(part.status).to.equal(206);
+    expect(part.headers.get('content-range')).to.equal(`bytes 2-9/${body.length}`);
+    expect(Buffer.from(await part.arrayBuffer()).equals(body.subarray(2, 10))).to.equal(true);
+  });
+
+  it('keeps serving and commits a manifest whose bytes are a file (stored before manifests were kept in the database)', async () => {
+    decision = { outcome: 'pending', waitingFor: ['scan'] };
+    const config = await c.pushBlob('seam/legacy', '{"legacy":1}');
+    const body = Buffer.from(JSON.stringify({
+      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config, size: 12 }, layers: [],
+    }));
+    const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+    // As a gateway before migration 009 stored it: a content row without bytes, the bytes a staged file.
+    await gw.registry.metadata.linkBlob('seam/legacy', digest, body.length);
+    await new FsBlobStore(gw.root).putStaged(parseDigest(digest), body);
+    expect((await c.putManifest('seam/legacy', 'v1', body)).status).to.equal(201);
+    expect(await gw.registry.metadata.getBlob(digest)).to.deep.include({ state: 'staged', inline: false });
+    const request = seen.at(-1)!;
+    expect(request.contentLocations?.get(digest)).to.equal('staged');
+    await gw.registry.commitManifest('seam/legacy', digest, request.manifest, request.tags, request.contentLocations);
+    expect(existsSync(contentPath(gw.root, 'committed', digest))).to.equal(true);
+    expect(existsSync(contentPath(gw.root, 'staging', digest))).to.equal(false);
+    const blob = await c.request('GET', `/v2/seam/legacy/blobs/${digest}`);
+    expect(Buffer.from(await blob.arrayBuffer()).equals(body)).to.equal(true);
   });
 
   it('keeps a pending image staged, untagged, and says what it waits for', async () => {
@@ -50,7 +95,7 @@ describe('admission seam (staged → committed)', () => {
     const { digest, manifest, res } = await c.pushImage('seam/app', 'pending');
     expect(res.headers.get('warning')).to.match(/^299 - ".*quarantine.*signature"$/);
     const layer = (manifest.layers as Array<{ digest: string }>)[0].digest;
-    expect(existsSync(contentPath(gw.root, 'staging', digest))).to.equal(true);
+    expect(await gw.registry.metadata.getBlob(digest)).to.deep.include({ state: 'staged', inline: true });
     expect(existsSync(contentPath(gw.root, 'staging', layer))).to.equal(true);
     expect(existsSync(contentPath(gw.root, 'committed', layer))).to.equal(false);
     expect((await gw.registry.metadata.getManifest('seam/app', digest))!.state).to.equal('staged');
@@ -88,6 +133,6 @@ describe('admission seam (staged → committed)', () => {
     await gw.registry.commitManifest('seam/later', digest, request.manifest, request.tags);
     const res = await c.request('GET', '/v2/seam/later/manifests/v1');
     expect(res.status).to.equal(200);
-    expect(existsSync(contentPath(gw.root, 'committed', digest))).to.equal(true);
+    expect(await gw.registry.metadata.getBlob(digest)).to.deep.include({ state: 'committed', inline: true });
   });
 });

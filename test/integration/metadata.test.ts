@@ -47,7 +47,7 @@ for (const kind of DATABASE_KINDS) {
 
     it('scopes blobs to the repositories that link them', async () => {
       await meta.linkBlob('a/one', d('1'), 5);
-      expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged', committedInRepository: false });
+      expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged', inline: false, committedInRepository: false });
       expect(await meta.findBlob('a/two', d('1'))).to.equal(null);
       expect(await meta.unlinkBlob('a/one', d('1'))).to.equal(true);
       expect(await meta.findBlob('a/one', d('1'))).to.equal(null);
@@ -56,7 +56,9 @@ for (const kind of DATABASE_KINDS) {
     it('stores manifests staged and switches them, their content and tags in one commit', async () => {
       await meta.linkBlob('b/app', d('c'), 2);
       await meta.linkBlob('b/app', d('l'), 3);
-      await meta.putManifest('b/app', {
+      // Bytes of every value, as bytea must keep them.
+      const body = Buffer.from([...Buffer.from('{"schemaVersion":2}'), 0, 0x5c, 0x27, 0xff, 0x80]);
+      const manifest = {
         digest: d('m'),
         mediaType: 'application/vnd.oci.image.manifest.v1+json',
         size: 100,
@@ -64,10 +66,16 @@ for (const kind of DATABASE_KINDS) {
         subjectDigest: null,
         annotations: { a: 'b' },
         references: [
-          { digest: d('c'), kind: 'config' },
-          { digest: d('l'), kind: 'layer' },
+          { digest: d('c'), kind: 'config' as const },
+          { digest: d('l'), kind: 'layer' as const },
         ],
-      });
+        body,
+      };
+      expect(await meta.putManifest('b/app', manifest)).to.deep.equal({ created: true, content: 'inline' });
+      expect(await meta.putManifest('b/app', manifest)).to.deep.equal({ created: false, content: 'inline' });
+      expect((await meta.inlineBody(d('m')))!.equals(body)).to.equal(true);
+      expect(await meta.inlineBody(d('l'))).to.equal(null);
+      expect(await meta.contentLocations([d('m'), d('l'), d('x')])).to.deep.equal(new Map([[d('m'), 'inline'], [d('l'), 'staged']]));
       expect((await meta.getManifest('b/app', d('m')))!.state).to.equal('staged');
       expect(await meta.getManifestByTag('b/app', 'v1')).to.equal(null);
       await meta.commitManifest('b/app', d('m'), [d('c'), d('l')], ['v1', 'latest']);
@@ -75,6 +83,7 @@ for (const kind of DATABASE_KINDS) {
       expect(byTag).to.include({ digest: d('m'), state: 'committed', size: 100 });
       expect(byTag!.annotations).to.deep.equal({ a: 'b' });
       expect((await meta.getBlob(d('l')))!.state).to.equal('committed');
+      expect(await meta.getBlob(d('m'))).to.deep.include({ state: 'committed', inline: true });
       expect((await meta.findBlob('b/app', d('l')))!.committedInRepository).to.equal(true);
       expect(await meta.listTags('b/app', undefined, 10)).to.deep.equal(['latest', 'v1']);
     });
