@@ -93,6 +93,10 @@ export function queryPlannedForValues<T>(db: Database, sql: string, params: unkn
  * them) may hold it: it becomes U+FFFD, in strings and in keys.
  */
 export function jsonParam(value: unknown): string {
+  // JSON.stringify writes U+0000 as \u0000: without that text (nearly always) there is nothing
+  // to replace, and the walk below, which calls a function for every value, is skipped.
+  const plain = JSON.stringify(value) as string | undefined;
+  if (plain === undefined || !plain.includes('\\u0000')) return plain as string;
   return JSON.stringify(value, (_key, member: unknown) => {
     if (typeof member === 'string') return member.includes('\0') ? member.replaceAll('\0', '\uFFFD') : member;
     if (member !== null && typeof member === 'object' && !Array.isArray(member) && Object.keys(member).some((k) => k.includes('\0'))) {
@@ -272,6 +276,8 @@ class PgliteDatabase implements Database {
 
   private serializeParam(value: unknown, type: number): string | null {
     if (value === null || value === undefined) return null;
+    // PGlite's own bytea serializer formats byte by byte (about 0.1 s per MiB).
+    if (type === pgliteTypes.BYTEA && value instanceof Uint8Array) return `\\x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
     const serializer = this.db.serializers[type];
     return serializer ? (serializer(value) as string) : String(value);
   }
@@ -379,7 +385,8 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     await mkdir(options.pgliteDir, { recursive: true });
     if (!existsSync(path.join(options.pgliteDir, 'PG_VERSION'))) await initPgliteDir(options.pgliteDir);
     const lite = await PGlite.create(options.pgliteDir, {
-      parsers: { [pgliteTypes.INT8]: (value: string) => Number(value) },
+      // bytea as a Buffer, decoded at once (PGlite's own parser decodes byte by byte).
+      parsers: { [pgliteTypes.INT8]: (value: string) => Number(value), [pgliteTypes.BYTEA]: (value: string) => Buffer.from(value.slice(2), 'hex') },
       // An embedded database for one process: a small buffer cache keeps the WASM heap small,
       // and coarse statistics keep the ANALYZE that maintain() runs short (every lookup is by key).
       // The log is capped well below PostgreSQL's 1 GB default: recovery after a crash replays it.

@@ -204,6 +204,20 @@ for (const kind of DATABASE_KINDS) {
       const [row] = await db.query<{ doc: unknown }>('SELECT doc FROM seam_test WHERE id = $1', [30]);
       expect(row.doc).to.deep.equal({ name: 'pkg\uFFFDevil', ['key\uFFFD']: ['a\uFFFD', 1, null, { deep: '\uFFFD' }], plain: 'ok' });
       expect(jsonParam({ a: 'no nul here' })).to.equal(JSON.stringify({ a: 'no nul here' }));
+      // The text \u0000 (a backslash, not U+0000) stays as it is, beside a real U+0000 or alone.
+      expect(JSON.parse(jsonParam({ a: '\\u0000', b: '\u0000' }))).to.deep.equal({ a: '\\u0000', b: '\uFFFD' });
+      expect(JSON.parse(jsonParam(['\\u0000']))).to.deep.equal(['\\u0000']);
+    });
+
+    it('stores and reads bytea exactly, small and large', async () => {
+      await db.query('CREATE TABLE IF NOT EXISTS bytea_test (id int PRIMARY KEY, b bytea)');
+      const small = Buffer.from([0, 1, 0x5c, 0x27, 0x7f, 0x80, 0xff]);
+      const large = Buffer.alloc(3 * 1024 * 1024, 0xa5);
+      large.write('head', 0);
+      await db.query('INSERT INTO bytea_test (id, b) VALUES ($1, $2), ($3, $4)', [1, small, 2, large]);
+      const rows = await db.query<{ id: number; b: Uint8Array }>('SELECT id, b FROM bytea_test ORDER BY id');
+      expect(Buffer.from(rows[0].b).equals(small)).to.equal(true);
+      expect(Buffer.from(rows[1].b).equals(large)).to.equal(true);
     });
 
     it('runs many distinct statement texts (more than it keeps prepared)', async () => {
