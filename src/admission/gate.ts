@@ -401,9 +401,9 @@ export class Gate {
     // Locations read once for both steps (or as the push read them). Manifests kept in the
     // database have no bytes to move; step 2 moves those stored before they were kept there.
     const locations = await this.options.registry.contentLocations(order, known);
-    await this.options.registry.commitContentInOrder(order.filter((d) => !manifests.has(d)), locations);
+    await this.options.registry.commitContent(order.filter((d) => !manifests.has(d)), locations);
     failpoint('commit:after-blobs');
-    await this.options.registry.commitContentInOrder(order.filter((d) => manifests.has(d)), locations);
+    await this.options.registry.commitContent(order.filter((d) => manifests.has(d)), locations);
     failpoint('commit:after-manifests');
   }
 

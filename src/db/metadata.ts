@@ -138,6 +138,17 @@ export class MetadataStore {
     return rows[0].id;
   }
 
+  /**
+   * Runs `fn` with the repository's id: as a standalone statement when the id is known, else
+   * in a transaction that may create the repository (and so never leaves a statement that
+   * needs it behind a repository that rolled back).
+   */
+  private withRepository<T>(name: string, fn: (q: Queryable, repositoryId: number) => Promise<T>): Promise<T> {
+    const known = this.repositoryIds.get(name);
+    if (known !== undefined) return fn(this.db, known);
+    return this.db.transaction(async (tx) => fn(tx, await this.ensureRepository(name, tx)));
+  }
+
   async repositoryId(name: string): Promise<number | null> {
     const cached = this.repositoryIds.get(name);
     if (cached !== undefined) return cached;
@@ -167,10 +178,7 @@ export class MetadataStore {
   // ---- uploads ------------------------------------------------------------------------
 
   async createUpload(id: string, repository: string): Promise<void> {
-    await this.db.transaction(async (tx) => {
-      const repoId = await this.ensureRepository(repository, tx);
-      await tx.query('INSERT INTO uploads (id, repository_id) VALUES ($1, $2)', [id, repoId]);
-    });
+    await this.withRepository(repository, (q, repoId) => q.query('INSERT INTO uploads (id, repository_id) VALUES ($1, $2)', [id, repoId]));
   }
 
   async getUpload(id: string): Promise<UploadRecord | null> {
@@ -191,6 +199,22 @@ export class MetadataStore {
       [id, expected, size],
     );
     return rows.length > 0;
+  }
+
+  /**
+   * Ends an upload whose bytes are now staged content: deletes the session and records and
+   * links the content to the session's repository, in one statement. False when the session
+   * is gone (cancelled meanwhile): then nothing is linked.
+   */
+  async finishUpload(id: string, digest: string, size: number): Promise<boolean> {
+    const rows = await this.db.query<{ finished: number }>(
+      `WITH done AS (DELETE FROM uploads WHERE id = $1 RETURNING repository_id),
+         content AS (INSERT INTO blobs (digest, size, state) SELECT $2, $3, 'staged' FROM done ON CONFLICT (digest) DO NOTHING),
+         link AS (INSERT INTO repository_blobs (repository_id, digest) SELECT repository_id, $2 FROM done ON CONFLICT DO NOTHING)
+       SELECT count(*)::int AS finished FROM done`,
+      [id, digest, size],
+    );
+    return rows[0].finished > 0;
   }
 
   async deleteUpload(id: string): Promise<boolean> {
@@ -229,15 +253,14 @@ export class MetadataStore {
 
   /** Records content (staged unless it already exists) and links it to the repository. */
   async linkBlob(repository: string, digest: string, size: number, q?: Queryable): Promise<void> {
-    const run = async (tx: Queryable) => {
-      const repoId = await this.ensureRepository(repository, tx);
-      await tx.query(
+    const link = (on: Queryable, repoId: number) =>
+      on.query(
         `WITH content AS (INSERT INTO blobs (digest, size, state) VALUES ($2, $3, 'staged') ON CONFLICT (digest) DO NOTHING)
          INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
         [repoId, digest, size],
       );
-    };
-    return q ? run(q) : this.db.transaction(run);
+    if (q) await link(q, await this.ensureRepository(repository, q));
+    else await this.withRepository(repository, link);
   }
 
   /** Blobs of `digests` the repository holds, each with its state (one query for a whole manifest). */

@@ -109,7 +109,14 @@ interface ReferrerDescriptor {
 
 const EMPTY_JSON = Buffer.from('{}');
 const EMPTY_JSON_DIGEST = `sha256:${createHash('sha256').update(EMPTY_JSON).digest('hex')}`;
-const MANIFEST_CACHE_BYTES = 64 * 1024 * 1024;
+const CONTENT_CACHE_BYTES = 64 * 1024 * 1024;
+/**
+ * Blobs uploaded whole up to this size keep their bytes in the content cache (configs,
+ * signature payloads): the gate reads them back at the manifest PUT that follows.
+ */
+const SMALL_BLOB_BYTES = 64 * 1024;
+/** Staged blobs moved to the committed area at once. */
+const COMMIT_CONCURRENCY = 8;
 
 export class Registry {
   readonly metadata: MetadataStore;
@@ -120,7 +127,11 @@ export class Registry {
   private readonly record: RecordEvent;
   private readonly uploadHashes = new Map<string, UploadHash>();
   private readonly busyUploads = new Set<string>();
-  private readonly manifestCache = new ByteLru(MANIFEST_CACHE_BYTES);
+  /**
+   * Small content by digest (manifests, small blobs), and the bytes so far of small uploads
+   * under `upload:<id>`; bounded, least recently used first out.
+   */
+  private readonly contentCache = new ByteLru(CONTENT_CACHE_BYTES);
 
   constructor(options: RegistryOptions) {
     this.metadata = options.metadata;
@@ -191,6 +202,7 @@ export class Registry {
     await this.requireUpload(repository, id);
     await this.metadata.deleteUpload(id);
     this.uploadHashes.delete(id);
+    this.contentCache.take(`upload:${id}`);
     await this.store.deleteUpload(id);
   }
 
@@ -286,7 +298,8 @@ export class Registry {
     const hash = state && state.offset === size ? state.hash : null;
     if (!hash) this.uploadHashes.delete(id);
     const remaining = this.limits.maxBlobBytes > 0 ? this.limits.maxBlobBytes - size : 0;
-    const meter = new ByteMeter(hash, remaining);
+    const keep = contentLength !== null && size + contentLength <= SMALL_BLOB_BYTES;
+    const meter = new ByteMeter(hash, remaining, keep);
     try {
       const writer = await this.store.openUploadWriter(id, size);
       await pipeline(source, meter, writer);
@@ -305,6 +318,7 @@ export class Registry {
       throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'upload changed or vanished while writing');
     }
     if (state && hash) state.offset = newSize;
+    this.keepUploadBytes(id, size, meter.kept());
     return newSize;
   }
 
@@ -320,13 +334,26 @@ export class Registry {
     return `${algorithm}:${hex}`;
   }
 
+  /** Extends the cached bytes of a small upload with a chunk written at `offset` (when they cover everything before it). */
+  private keepUploadBytes(id: string, offset: number, chunk: Buffer | null): void {
+    const earlier = this.contentCache.take(`upload:${id}`);
+    if (!chunk) return;
+    if (offset === 0) this.contentCache.set(`upload:${id}`, chunk);
+    else if (earlier?.length === offset) this.contentCache.set(`upload:${id}`, Buffer.concat([earlier, chunk]));
+  }
+
+  /** Stages the upload's bytes (unless the content is stored already), then ends the session and links the content. */
   private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number): Promise<void> {
     const existing = await this.metadata.getBlob(digest.value);
     if (existing && (await this.hasBytes(existing, digest))) await this.store.deleteUpload(id);
     else await this.store.promoteUpload(id, digest);
-    await this.metadata.linkBlob(repository, digest.value, size);
-    await this.metadata.deleteUpload(id);
     this.uploadHashes.delete(id);
+    const bytes = this.contentCache.take(`upload:${id}`);
+    if (!(await this.metadata.finishUpload(id, digest.value, size))) {
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id} of ${repository} was cancelled while it finished`);
+    }
+    // Cached only as the content it was verified to be.
+    if (bytes?.length === size && createHash(digest.algorithm).update(bytes).digest('hex') === digest.hex) this.contentCache.set(digest.value, bytes);
   }
 
   // ---- blobs --------------------------------------------------------------------------
@@ -361,7 +388,7 @@ export class Registry {
    * by digest, so small content is served from memory once read.
    */
   async readContent(repository: string, digest: string, maxBytes: number): Promise<Buffer> {
-    const cached = this.manifestCache.get(digest);
+    const cached = this.contentCache.get(digest);
     if (cached && cached.length <= maxBytes) return cached;
     const parsed = parseDigest(digest);
     const blob = await this.metadata.findBlob(repository, digest);
@@ -372,7 +399,7 @@ export class Registry {
     const opened = await this.openContent(locationOf(blob), parsed);
     if (!opened) throw blobUnknown(parsed);
     const body = await readAll(opened.stream);
-    this.manifestCache.set(digest, body);
+    this.contentCache.set(digest, body);
     return body;
   }
 
@@ -386,14 +413,15 @@ export class Registry {
   }
 
   /**
-   * Moves staged content to the committed area in the order given (blobs before the manifests
-   * that need them). Content kept in the database has no bytes to move: its state changes in
-   * the visible switch.
+   * Moves staged content to the committed area, several at once; callers commit blobs before
+   * the manifests that need them by calling this for each in turn. Content kept in the
+   * database has no bytes to move: its state changes in the visible switch.
    */
-  async commitContentInOrder(digests: string[], known?: ReadonlyMap<string, ContentLocation>): Promise<void> {
+  async commitContent(digests: string[], known?: ReadonlyMap<string, ContentLocation>): Promise<void> {
     const locations = await this.contentLocations(digests, known);
-    for (const digest of digests) {
-      if (locations.get(digest) === 'staged') await this.store.commit(parseDigest(digest));
+    const staged = digests.filter((d) => locations.get(d) === 'staged');
+    for (let i = 0; i < staged.length; i += COMMIT_CONCURRENCY) {
+      await Promise.all(staged.slice(i, i + COMMIT_CONCURRENCY).map((d) => this.store.commit(parseDigest(d))));
     }
   }
 
@@ -436,7 +464,7 @@ export class Registry {
     await this.checkPreconditions(repository, tags, options);
     const contentLocations = await this.requireReferencedContent(repository, manifest);
 
-    this.manifestCache.set(digest.value, body);
+    this.contentCache.set(digest.value, body);
     const actor: Actor = { principal: options.principal ?? null, requestId: options.requestId ?? null };
     const pushed: RegistryEvent = {
       action: 'push',
@@ -490,19 +518,20 @@ export class Registry {
     known?: ReadonlyMap<string, ContentLocation>,
   ): Promise<void> {
     const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
-    await this.commitContentInOrder([...contentDigests, digest], known);
+    await this.commitContent(contentDigests, known);
+    await this.commitContent([digest], known);
     await this.metadata.commitManifest(repository, digest, contentDigests, tags);
   }
 
   async getManifest(repository: string, reference: string, view: RepositoryView = FULL_VIEW): Promise<StoredManifest> {
     const record = await this.findManifest(repository, reference, view);
-    const cached = this.manifestCache.get(record.digest);
+    const cached = this.contentCache.get(record.digest);
     if (cached) return { record, body: cached };
     const inline = await this.metadata.inlineBody(record.digest);
     const opened = inline ? null : await this.openContent(record.state, parseDigest(record.digest));
     if (!inline && !opened) throw manifestUnknown(reference);
     const body = inline ?? (await readAll((opened as OpenedBlob).stream));
-    this.manifestCache.set(record.digest, body);
+    this.contentCache.set(record.digest, body);
     return { record, body };
   }
 
@@ -719,6 +748,16 @@ class ByteLru {
   private readonly entries = new Map<string, Buffer>();
   private bytes = 0;
   constructor(private readonly capacity: number) {}
+
+  /** Removes and returns an entry. */
+  take(key: string): Buffer | undefined {
+    const value = this.entries.get(key);
+    if (value) {
+      this.entries.delete(key);
+      this.bytes -= value.length;
+    }
+    return value;
+  }
 
   get(key: string): Buffer | undefined {
     const value = this.entries.get(key);

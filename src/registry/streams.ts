@@ -3,14 +3,25 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { RegistryError } from './errors.js';
 import type { DigestAlgorithm } from './names.js';
 
-/** Counts bytes, feeds an optional hash and stops the stream past `limit` bytes (0 = no limit). */
+/**
+ * Counts bytes, feeds an optional hash and stops the stream past `limit` bytes (0 = no
+ * limit); with `keep`, also keeps the bytes (for small content only).
+ */
 export class ByteMeter extends Transform {
   bytes = 0;
+  private readonly chunks: Buffer[] | null;
   constructor(
     private readonly hash: Hash | null,
     private readonly limit: number,
+    keep = false,
   ) {
     super();
+    this.chunks = keep ? [] : null;
+  }
+
+  /** The bytes that passed, when kept. */
+  kept(): Buffer | null {
+    return this.chunks && Buffer.concat(this.chunks);
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -20,6 +31,7 @@ export class ByteMeter extends Transform {
       return;
     }
     this.hash?.update(chunk);
+    this.chunks?.push(chunk);
     callback(null, chunk);
   }
 }

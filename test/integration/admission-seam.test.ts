@@ -5,13 +5,13 @@
  */
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { AdmissionDecision, AdmissionRequest } from '../../src/registry/admission.js';
 import { parseDigest } from '../../src/registry/names.js';
 import { FsBlobStore } from '../../src/storage/fs.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { errorCode, OciClient } from '../helpers/oci.js';
+import { errorCode, OciClient, sha256 } from '../helpers/oci.js';
 
 function contentPath(root: string, area: 'staging' | 'committed', digest: string): string {
   const [alg, hex] = digest.split(':');
@@ -88,6 +88,28 @@ describe('admission seam (staged → committed)', () => {
     expect(existsSync(contentPath(gw.root, 'staging', digest))).to.equal(false);
     const blob = await c.request('GET', `/v2/seam/legacy/blobs/${digest}`);
     expect(Buffer.from(await blob.arrayBuffer()).equals(body)).to.equal(true);
+  });
+
+  it('keeps small uploaded blobs in memory for the gate to read back, and only as the content they were verified to be', async () => {
+    const fileGone = async (repo: string, digest: string) => {
+      rmSync(contentPath(gw.root, 'staging', digest));
+      return gw.registry.readContent(repo, digest, 1 << 20).then((b) => b.toString(), (err: Error) => `error: ${err.message}`);
+    };
+    // Whole in one request (POST + PUT), and in two chunks (PATCH + PUT with the last one).
+    const small = await c.pushBlob('seam/small', '{"config":"small"}');
+    expect(await fileGone('seam/small', small)).to.equal('{"config":"small"}');
+    const start = await c.request('POST', '/v2/seam/small/blobs/uploads/');
+    const location = c.absolute(start.headers.get('location')!);
+    const patch = await c.request('PATCH', location, { body: 'first,', headers: { 'Content-Range': '0-5', 'Content-Type': 'application/octet-stream' } });
+    expect(patch.status).to.equal(202);
+    const chunked = sha256('first,second');
+    const next = c.absolute(patch.headers.get('location')!);
+    const put = await c.request('PUT', `${next}${next.includes('?') ? '&' : '?'}digest=${chunked}`, { body: 'second', headers: { 'Content-Range': '6-11', 'Content-Type': 'application/octet-stream' } });
+    expect(put.status, await put.clone().text()).to.equal(201);
+    expect(await fileGone('seam/small', chunked)).to.equal('first,second');
+    // Larger than 64 KiB: read from the store.
+    const large = await c.pushBlob('seam/small', 'x'.repeat(70 * 1024));
+    expect(await fileGone('seam/small', large)).to.match(/^error: /);
   });
 
   it('keeps a pending image staged, untagged, and says what it waits for', async () => {

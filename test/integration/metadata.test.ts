@@ -45,6 +45,17 @@ for (const kind of DATABASE_KINDS) {
       expect(await meta.getUpload(id)).to.equal(null);
     });
 
+    it('finishes an upload by ending the session and linking its content in one step, once', async () => {
+      const id = randomUUID();
+      await meta.createUpload(id, 'a/finish');
+      expect(await meta.finishUpload(id, d('f'), 9)).to.equal(true);
+      expect(await meta.getUpload(id)).to.equal(null);
+      expect(await meta.findBlob('a/finish', d('f'))).to.deep.include({ size: 9, state: 'staged', inline: false });
+      // A session that is gone (finished, or cancelled meanwhile) links nothing.
+      expect(await meta.finishUpload(id, d('g'), 9)).to.equal(false);
+      expect(await meta.getBlob(d('g'))).to.equal(null);
+    });
+
     it('scopes blobs to the repositories that link them', async () => {
       await meta.linkBlob('a/one', d('1'), 5);
       expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged', inline: false, committedInRepository: false });
