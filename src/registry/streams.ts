@@ -60,3 +60,14 @@ export async function readAll(source: AsyncIterable<Buffer>): Promise<Buffer> {
   for await (const chunk of source) chunks.push(chunk);
   return Buffer.concat(chunks);
 }
+
+/**
+ * `buffer`, or a copy of it in an ArrayBuffer of its own size when it is a view on a larger
+ * one (for Buffers kept long: a small Buffer is usually a slice of Node's shared 8 KiB pool).
+ */
+export function ownMemory(buffer: Buffer): Buffer {
+  if (buffer.byteOffset === 0 && buffer.byteLength === buffer.buffer.byteLength) return buffer;
+  const copy = Buffer.allocUnsafeSlow(buffer.length);
+  buffer.copy(copy);
+  return copy;
+}
