@@ -3,7 +3,7 @@
  * referrers and the catalog. Every write is verified against its digest before it
  * reaches a storage area; manifests are stored staged and committed only on admission.
  */
-import { createHash, randomUUID, type Hash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
@@ -11,7 +11,8 @@ import type { Area, BlobStore, ByteRange, OpenedBlob } from '../storage/blobstor
 import { locationOf, type BlobRecord, type ContentLocation, type ContentState, type ManifestRecord, type MetadataStore } from '../db/metadata.js';
 import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
-import { ByteMeter, digestStream, newHash, ownMemory, readAll } from './streams.js';
+import { ByteMeter, digestStream, ownMemory, readAll } from './streams.js';
+import { sharedHashing, type Hashing, type StreamDigest } from './hashing.js';
 import { parseManifest, type ParsedManifest } from './manifest.js';
 import { MEDIA_TYPES } from './mediatypes.js';
 import { admitEverything, type Admit, type AdmissionDecision } from './admission.js';
@@ -61,13 +62,36 @@ export interface RegistryOptions {
   admit?: Admit;
   /** Records pushes and deletions in their own transactions (the audit trail); a failure fails the operation. */
   record?: RecordEvent;
+  /** Where upload digests are computed (default: the process's hashing worker threads). */
+  hashing?: Hashing;
 }
 
 /** In-memory progress of a streaming hash over an upload, valid while `offset` matches. */
 interface UploadHash {
   algorithm: DigestAlgorithm;
-  hash: Hash;
+  hash: StreamDigest;
   offset: number;
+}
+
+/** Upload digests in progress by upload id; an entry deleted or replaced drops its stream. */
+class UploadHashes extends Map<string, UploadHash> {
+  override set(id: string, state: UploadHash): this {
+    const old = this.get(id);
+    if (old && old !== state) old.hash.dispose();
+    return super.set(id, state);
+  }
+
+  override delete(id: string): boolean {
+    this.get(id)?.hash.dispose();
+    return super.delete(id);
+  }
+
+  /** Removes an entry without dropping its stream (to take its digest). */
+  take(id: string): UploadHash | undefined {
+    const state = this.get(id);
+    super.delete(id);
+    return state;
+  }
 }
 
 /** What a caller may see of one repository: pushers also see staged (quarantined) content. */
@@ -125,7 +149,8 @@ export class Registry {
   private readonly logger: Logger;
   private admit: Admit;
   private readonly record: RecordEvent;
-  private readonly uploadHashes = new Map<string, UploadHash>();
+  private readonly uploadHashes = new UploadHashes();
+  private readonly hashing: Hashing;
   private readonly busyUploads = new Set<string>();
   /**
    * Small content by digest (manifests, small blobs), and the bytes so far of small uploads
@@ -140,6 +165,7 @@ export class Registry {
     this.logger = options.logger;
     this.admit = options.admit ?? admitEverything;
     this.record = options.record ?? (async () => undefined);
+    this.hashing = options.hashing ?? sharedHashing();
   }
 
   /** Installs the gate's admission hook (the gate needs the registry to exist first). */
@@ -152,7 +178,7 @@ export class Registry {
   async startUpload(repository: string, algorithm: DigestAlgorithm = 'sha256'): Promise<string> {
     const id = randomUUID();
     await this.metadata.createUpload(id, repository);
-    this.uploadHashes.set(id, { algorithm, hash: newHash(algorithm), offset: 0 });
+    this.uploadHashes.set(id, { algorithm, hash: this.hashing.open(algorithm), offset: 0 });
     return id;
   }
 
@@ -325,10 +351,15 @@ export class Registry {
   private async uploadDigest(id: string, size: number, algorithm: DigestAlgorithm): Promise<string> {
     const state = this.uploadHashes.get(id);
     if (state && state.offset === size && state.algorithm === algorithm) {
-      this.uploadHashes.delete(id);
-      return `${algorithm}:${state.hash.digest('hex')}`;
+      this.uploadHashes.take(id);
+      const hex = await state.hash.digest().catch((err: Error) => {
+        this.logger.warn({ err, upload: id }, 'hashing the upload off the request thread failed; hashing its bytes on disk');
+        return null;
+      });
+      if (hex !== null) return `${algorithm}:${hex}`;
     }
-    // Another process took earlier chunks, or the client chose another algorithm: hash the bytes on disk.
+    // Another process took earlier chunks, the client chose another algorithm, or the hashing
+    // worker failed: hash the bytes on disk.
     if (size === 0) return `${algorithm}:${createHash(algorithm).digest('hex')}`;
     const { hex } = await digestStream(await this.store.readUpload(id), algorithm);
     return `${algorithm}:${hex}`;

@@ -1,0 +1,68 @@
+/** Upload digests computed by worker threads. */
+import { expect } from 'chai';
+import { createHash, randomBytes } from 'node:crypto';
+import { Hashing } from '../../src/registry/hashing.js';
+
+describe('hashing off the request thread', () => {
+  let hashing: Hashing;
+  beforeEach(() => (hashing = new Hashing(2)));
+  afterEach(() => hashing.close());
+
+  it('gives the same digests as hashing in place, for chunks of every size across batch boundaries', async () => {
+    const sizes = [0, 1, 65_536, 1024 * 1024 - 3, 5, 1024 * 1024, 2 * 1024 * 1024 + 7, 333];
+    const chunks = sizes.map((n) => randomBytes(n));
+    for (const algorithm of ['sha256', 'sha512'] as const) {
+      const stream = hashing.open(algorithm);
+      const reference = createHash(algorithm);
+      for (const chunk of chunks) {
+        await stream.update(chunk);
+        reference.update(chunk);
+      }
+      expect(await stream.digest()).to.equal(reference.digest('hex'));
+    }
+    expect(await hashing.open('sha256').digest()).to.equal(createHash('sha256').digest('hex'));
+  });
+
+  it('keeps streams apart, in any interleaving', async () => {
+    const a = hashing.open('sha256');
+    const b = hashing.open('sha256');
+    const c = hashing.open('sha256');
+    const parts = Array.from({ length: 12 }, () => randomBytes(300_000));
+    for (const [i, part] of parts.entries()) await [a, b, c][i % 3]!.update(part);
+    const expected = [0, 1, 2].map((k) => parts.filter((_, i) => i % 3 === k).reduce((h, p) => h.update(p), createHash('sha256')).digest('hex'));
+    expect(await Promise.all([a.digest(), b.digest(), c.digest()])).to.deep.equal(expected);
+  });
+
+  it('asks the writer to wait while more than a few MiB are not hashed yet, and lets it go on', async () => {
+    const stream = hashing.open('sha256');
+    const reference = createHash('sha256');
+    let waited = 0;
+    for (let i = 0; i < 64; i++) {
+      const chunk = randomBytes(512 * 1024);
+      reference.update(chunk);
+      const wait = stream.update(chunk);
+      if (wait) {
+        waited++;
+        await wait;
+      }
+    }
+    expect(waited).to.be.greaterThan(0);
+    expect(await stream.digest()).to.equal(reference.digest('hex'));
+  });
+
+  it('fails the streams of a stopped worker (callers then hash the bytes on disk), and starts a new one for new streams', async () => {
+    const stream = hashing.open('sha256');
+    await stream.update(randomBytes(2 * 1024 * 1024));
+    await hashing.close();
+    expect(await stream.digest().then(() => 'resolved', (err: Error) => err.message)).to.match(/stopped/);
+    const next = hashing.open('sha256');
+    await next.update(Buffer.from('again'));
+    expect(await next.digest()).to.equal(createHash('sha256').update('again').digest('hex'));
+  });
+
+  it('hashes in place when asked', async () => {
+    const stream = hashing.open('sha512', true);
+    expect(stream.update(Buffer.from('x'))).to.equal(undefined);
+    expect(await stream.digest()).to.equal(createHash('sha512').update('x').digest('hex'));
+  });
+});
