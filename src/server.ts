@@ -13,6 +13,7 @@ import { createApp } from './http/app.js';
 import { createLogger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { Registry } from './registry/registry.js';
+import { sharedHashing } from './registry/hashing.js';
 import type { Admit } from './registry/admission.js';
 import { FsBlobStore } from './storage/fs.js';
 import { instrumentBlobStore } from './storage/instrumented.js';
@@ -137,6 +138,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     checkpointEvery: config.audit.checkpointEvery,
     logger,
   });
+  sharedHashing().start();
   const registry = new Registry({
     metadata: new MetadataStore(db),
     store,

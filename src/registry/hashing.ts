@@ -5,7 +5,7 @@
  * 32 MiB pushes ran at 1,100 instead of 600 MiB/s, and a 4 MiB push took 9 instead of 14 ms.
  *
  * Bytes are copied into 1 MiB batches whose memory is handed (transferred, not copied) to a
- * worker thread that keeps one Hash per stream; messages to a worker are handled in order,
+ * worker thread that keeps one Hash per stream and hands the memory back to be filled again; messages to a worker are handled in order,
  * so a digest request follows every update sent before it. A stream waits (backpressure)
  * while more than MAX_PENDING_BYTES of it are not hashed yet, so memory does not grow with
  * blob size. If the worker fails, the stream's digest rejects and the caller falls back to
@@ -27,7 +27,7 @@ export interface StreamDigest {
 }
 
 const BATCH_BYTES = 1024 * 1024;
-const MAX_PENDING_BYTES = 8 * 1024 * 1024;
+const MAX_PENDING_BYTES = 4 * 1024 * 1024;
 
 /** The worker: one Hash per stream id; acknowledges each batch, answers digests. Plain CommonJS, run with eval. */
 const WORKER_SOURCE = `
@@ -38,7 +38,8 @@ parentPort.on('message', (m) => {
   if (m.op === 'open') hashes.set(m.id, createHash(m.algorithm));
   else if (m.op === 'update') {
     hashes.get(m.id)?.update(new Uint8Array(m.bytes));
-    parentPort.postMessage({ op: 'hashed', id: m.id, bytes: m.bytes.byteLength });
+    // The memory goes back to be filled again (garbage here, it would wait for this thread's GC).
+    parentPort.postMessage({ op: 'hashed', id: m.id, bytes: m.bytes }, [m.bytes]);
   } else if (m.op === 'digest') {
     const hash = hashes.get(m.id);
     hashes.delete(m.id);
@@ -47,7 +48,20 @@ parentPort.on('message', (m) => {
 });
 `;
 
-type WorkerMessage = { op: 'hashed'; id: number; bytes: number } | { op: 'digest'; id: number; hex: string | null };
+type WorkerMessage = { op: 'hashed'; id: number; bytes: ArrayBuffer } | { op: 'digest'; id: number; hex: string | null };
+
+/** Batch memory handed back by the workers, to be filled again: no allocation per MiB pushed. */
+const spareBatches: ArrayBuffer[] = [];
+const MAX_SPARE_BATCHES = 16;
+
+function takeBatch(): Buffer {
+  const spare = spareBatches.pop();
+  return spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(BATCH_BYTES);
+}
+
+function returnBatch(memory: ArrayBuffer): void {
+  if (memory.byteLength === BATCH_BYTES && spareBatches.length < MAX_SPARE_BATCHES) spareBatches.push(memory);
+}
 
 /** A stream hashed by a worker thread. */
 class WorkerStream implements StreamDigest {
@@ -67,7 +81,7 @@ class WorkerStream implements StreamDigest {
     if (this.failure) return; // the digest will reject, and the caller hash the bytes on disk
     let offset = 0;
     while (offset < chunk.length) {
-      this.batch ??= Buffer.allocUnsafeSlow(BATCH_BYTES);
+      this.batch ??= takeBatch();
       const n = chunk.copy(this.batch, this.filled, offset);
       this.filled += n;
       offset += n;
@@ -114,9 +128,10 @@ class WorkerStream implements StreamDigest {
   }
 
   private send(): void {
-    // The batch's own memory (allocUnsafeSlow): whole, or its filled part copied once at the end.
+    // The batch's own memory (a whole ArrayBuffer): whole, or its filled part copied once at the end.
     const whole = (this.batch as Buffer).buffer as ArrayBuffer;
     const bytes = this.filled === BATCH_BYTES ? whole : whole.slice(0, this.filled);
+    if (bytes !== whole) returnBatch(whole);
     this.pending += this.filled;
     this.batch = null;
     this.filled = 0;
@@ -140,6 +155,11 @@ class HashLane {
     this.start().postMessage(message, transfer);
   }
 
+  /** Starts the worker ahead of the first stream. */
+  warm(): void {
+    this.start();
+  }
+
   forget(id: number): void {
     this.streams.delete(id);
     if (this.streams.size === 0) this.worker?.unref();
@@ -150,7 +170,10 @@ class HashLane {
       const worker = new Worker(WORKER_SOURCE, { eval: true });
       worker.on('message', (m: WorkerMessage) => {
         const stream = this.streams.get(m.id);
-        if (m.op === 'hashed') stream?.hashed(m.bytes);
+        if (m.op === 'hashed') {
+          returnBatch(m.bytes);
+          stream?.hashed(m.bytes.byteLength);
+        }
         else stream?.finished(m.hex);
       });
       worker.on('error', (err) => this.lost(worker, err));
@@ -159,6 +182,7 @@ class HashLane {
     }
     // An idle worker does not keep the process alive; one with streams does.
     if (this.streams.size > 0) this.worker.ref();
+    else this.worker.unref();
     return this.worker;
   }
 
@@ -201,6 +225,14 @@ export class Hashing {
 
   constructor(workers = Math.max(1, Math.min(4, availableParallelism() - 1))) {
     this.lanes = Array.from({ length: workers }, () => new HashLane());
+  }
+
+  /**
+   * Starts the workers now rather than at the first push (a server: about 30 MiB and 40 ms
+   * each, which the first push would otherwise wait for).
+   */
+  start(): void {
+    for (const lane of this.lanes) lane.warm();
   }
 
   /** A new stream; `inThread` hashes on the calling thread instead. */
