@@ -101,8 +101,12 @@ class WorkerStream implements StreamDigest {
 
   dispose(): void {
     this.batch = null;
+    this.failure ??= new Error('the stream was dropped');
     this.lane.post({ op: 'dispose', id: this.id });
     this.lane.forget(this.id);
+    // A writer waiting for acknowledgements that will no longer reach this stream goes on.
+    this.wake?.();
+    this.wake = null;
   }
 
   /** The worker hashed `bytes` more. */

@@ -60,6 +60,17 @@ describe('hashing off the request thread', () => {
     expect(await next.digest()).to.equal(createHash('sha256').update('again').digest('hex'));
   });
 
+  it('lets a writer waiting on a stream go on when the stream is dropped (an upload cancelled meanwhile)', async () => {
+    const stream = hashing.open('sha256');
+    let wait: Promise<void> | void;
+    do wait = stream.update(randomBytes(1024 * 1024));
+    while (!wait);
+    stream.dispose();
+    await wait; // resolves instead of waiting forever
+    expect(stream.update(Buffer.from('more'))).to.equal(undefined);
+    expect(await stream.digest().then(() => 'resolved', (err: Error) => err.message)).to.match(/dropped/);
+  });
+
   it('hashes in place when asked', async () => {
     const stream = hashing.open('sha512', true);
     expect(stream.update(Buffer.from('x'))).to.equal(undefined);
