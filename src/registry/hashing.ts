@@ -5,13 +5,12 @@
  * 32 MiB pushes ran at 1,100 instead of 600 MiB/s, and a 4 MiB push took 9 instead of 14 ms.
  *
  * Bytes are copied into 1 MiB batches whose memory is handed (transferred, not copied) to a
- * worker thread that keeps one Hash per stream and hands the memory back to be filled again; messages to a worker are handled in order,
- * so a digest request follows every update sent before it. A stream waits (backpressure)
- * while more than MAX_PENDING_BYTES of it are not hashed yet, so memory does not grow with
- * blob size. If the worker fails, the stream's digest rejects and the caller falls back to
- * hashing the bytes on disk.
+ * worker thread that keeps one Hash per stream and hands the memory back to be filled again.
+ * Messages to a worker are handled in order, so a digest request follows every update sent
+ * before it. A stream waits (backpressure) while more than MAX_PENDING_BYTES of it are not
+ * hashed yet, so memory does not grow with blob size. If the worker fails, the stream's
+ * digest rejects and the caller falls back to hashing the bytes on disk.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { DigestAlgorithm } from './names.js';
@@ -67,10 +66,11 @@ function returnBatch(memory: ArrayBuffer): void {
 class WorkerStream implements StreamDigest {
   private batch: Buffer | null = null;
   private filled = 0;
-  pending = 0;
+  /** Bytes sent to the worker and not yet hashed. */
+  private pending = 0;
   private wake: (() => void) | null = null;
   private result: { resolve: (hex: string) => void; reject: (err: Error) => void } | null = null;
-  failure: Error | null = null;
+  private failure: Error | null = null;
 
   constructor(
     private readonly lane: HashLane,
@@ -105,18 +105,13 @@ class WorkerStream implements StreamDigest {
     this.lane.post({ op: 'dispose', id: this.id });
     this.lane.forget(this.id);
     // A writer waiting for acknowledgements that will no longer reach this stream goes on.
-    this.wake?.();
-    this.wake = null;
+    this.release();
   }
 
   /** The worker hashed `bytes` more. */
   hashed(bytes: number): void {
     this.pending -= bytes;
-    if (this.wake && this.pending <= MAX_PENDING_BYTES) {
-      const wake = this.wake;
-      this.wake = null;
-      wake();
-    }
+    if (this.pending <= MAX_PENDING_BYTES) this.release();
   }
 
   finished(hex: string | null): void {
@@ -128,7 +123,14 @@ class WorkerStream implements StreamDigest {
   fail(err: Error): void {
     this.failure = err;
     this.result?.reject(err);
-    this.wake?.();
+    this.release();
+  }
+
+  /** Lets a writer waiting for the worker go on. */
+  private release(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
   }
 
   private send(): void {
@@ -207,28 +209,13 @@ class HashLane {
   }
 }
 
-/** A stream hashed on the calling thread (the fallback, and for tests). */
-class InThreadStream implements StreamDigest {
-  private readonly hash: Hash;
-  constructor(algorithm: DigestAlgorithm) {
-    this.hash = createHash(algorithm);
-  }
-  update(chunk: Buffer): void {
-    this.hash.update(chunk);
-  }
-  digest(): Promise<string> {
-    return Promise.resolve(this.hash.digest('hex'));
-  }
-  dispose(): void {}
-}
-
 /** Worker threads for upload digests: one per core beyond the one that serves requests (at least one). */
 export class Hashing {
   private readonly lanes: HashLane[];
   private next = 0;
 
-  constructor(workers = Math.max(1, Math.min(4, availableParallelism() - 1))) {
-    this.lanes = Array.from({ length: workers }, () => new HashLane());
+  constructor(workers = Math.min(4, availableParallelism() - 1)) {
+    this.lanes = Array.from({ length: Math.max(1, workers) }, () => new HashLane());
   }
 
   /**
@@ -239,9 +226,8 @@ export class Hashing {
     for (const lane of this.lanes) lane.warm();
   }
 
-  /** A new stream; `inThread` hashes on the calling thread instead. */
-  open(algorithm: DigestAlgorithm, inThread = false): StreamDigest {
-    if (inThread || this.lanes.length === 0) return new InThreadStream(algorithm);
+  /** A new stream. */
+  open(algorithm: DigestAlgorithm): StreamDigest {
     const id = ++this.next;
     return (this.lanes[id % this.lanes.length] as HashLane).open(id, algorithm);
   }
@@ -253,7 +239,7 @@ export class Hashing {
 
 let shared: Hashing | null = null;
 
-/** The process's hashing workers (started on first use; idle, they do not keep the process alive). */
+/** The process's hashing workers (started by start() or by the first stream; idle, they do not keep the process alive). */
 export function sharedHashing(): Hashing {
   shared ??= new Hashing();
   return shared;

@@ -549,8 +549,10 @@ export class Registry {
     known?: ReadonlyMap<string, ContentLocation>,
   ): Promise<void> {
     const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
-    await this.commitContent(contentDigests, known);
-    await this.commitContent([digest], known);
+    // Locations read once for both steps (or as the push read them).
+    const locations = await this.contentLocations([...contentDigests, digest], known);
+    await this.commitContent(contentDigests, locations);
+    await this.commitContent([digest], locations);
     await this.metadata.commitManifest(repository, digest, contentDigests, tags);
   }
 
@@ -558,10 +560,13 @@ export class Registry {
     const record = await this.findManifest(repository, reference, view);
     const cached = this.contentCache.get(record.digest);
     if (cached) return { record, body: cached };
-    const inline = await this.metadata.inlineBody(record.digest);
-    const opened = inline ? null : await this.openContent(record.state, parseDigest(record.digest));
-    if (!inline && !opened) throw manifestUnknown(reference);
-    const body = inline ?? (await readAll((opened as OpenedBlob).stream));
+    // In the database, or a file for manifests stored before they were kept there.
+    let body = await this.metadata.inlineBody(record.digest);
+    if (!body) {
+      const opened = await this.openContent(record.state, parseDigest(record.digest));
+      if (!opened) throw manifestUnknown(reference);
+      body = await readAll(opened.stream);
+    }
     this.contentCache.set(record.digest, body);
     return { record, body };
   }

@@ -18,6 +18,14 @@ function contentPath(root: string, area: 'staging' | 'committed', digest: string
   return path.join(root, area, alg, hex.slice(0, 2), hex);
 }
 
+/** An image manifest with a config and no layers. */
+function configOnlyManifest(config: string, size: number): Buffer {
+  return Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config, size }, layers: [],
+  }));
+}
+
 describe('admission seam (staged → committed)', () => {
   let gw: TestGateway;
   let c: OciClient;
@@ -71,10 +79,7 @@ describe('admission seam (staged → committed)', () => {
   it('keeps serving and commits a manifest whose bytes are a file (stored before manifests were kept in the database)', async () => {
     decision = { outcome: 'pending', waitingFor: ['scan'] };
     const config = await c.pushBlob('seam/legacy', '{"legacy":1}');
-    const body = Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config, size: 12 }, layers: [],
-    }));
+    const body = configOnlyManifest(config, 12);
     const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
     // As a gateway before migration 009 stored it: a content row without bytes, the bytes a staged file.
     await gw.registry.metadata.linkBlob('seam/legacy', digest, body.length);
@@ -131,10 +136,7 @@ describe('admission seam (staged → committed)', () => {
   it('answers a denial with 403 DENIED and the reasons, and commits nothing', async () => {
     decision = { outcome: 'denied', reasons: ['rule no-root: image runs as root'] };
     const config = await c.pushBlob('seam/denied', '{"config":1}');
-    const body = Buffer.from(JSON.stringify({
-      schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: config, size: 12 }, layers: [],
-    }));
+    const body = configOnlyManifest(config, 12);
     const res = await c.putManifest('seam/denied', 'v1', body);
     expect(res.status).to.equal(403);
     const json = (await res.json()) as { errors: Array<{ code: string; message: string; detail: { reasons: string[] } }> };
