@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
+import { ReplyCollector, type Field, type Reply } from './pglite-wire.js';
 
 export interface Queryable {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
@@ -253,14 +254,8 @@ class PgliteDatabase implements Database {
   /** Parses a statement under a new name and learns its parameter and result types. */
   private async prepare(sql: string): Promise<Prepared> {
     const name = this.statements.size < MAX_PREPARED ? `s${this.statements.size + 1}` : '';
-    const messages = await this.exec(Buffer.concat([serialize.parse({ name, text: sql }), serialize.describe({ type: 'S', name }), serialize.sync()]));
-    const params = messages.find((m): m is ParamsMessage => m.name === 'parameterDescription');
-    const row = messages.find((m): m is RowMessage => m.name === 'rowDescription');
-    const prepared: Prepared = {
-      name,
-      paramTypes: params?.dataTypeIDs ?? [],
-      fields: row ? row.fields.map((f) => ({ name: f.name, type: f.dataTypeID })) : [],
-    };
+    const reply = await this.exec(Buffer.concat([serialize.parse({ name, text: sql }), serialize.describe({ type: 'S', name }), serialize.sync()]));
+    const prepared: Prepared = { name, paramTypes: reply.paramTypes ?? [], fields: reply.fields ?? [] };
     if (name) this.statements.set(sql, prepared);
     return prepared;
   }
@@ -270,8 +265,12 @@ class PgliteDatabase implements Database {
    * them and PGlite's syncToFs does nothing there, so it is not asked for (it would only
    * queue on PGlite's own mutex after every statement).
    */
-  private async exec(message: Uint8Array): Promise<BackendMessage[]> {
-    return (await this.db.execProtocol(message, { syncToFs: false })).messages;
+  private async exec(message: Uint8Array): Promise<Reply> {
+    const collector = new ReplyCollector();
+    await this.db.execProtocolRawStream(message, { syncToFs: false, onRawData: collector.onRawData });
+    const reply = collector.reply();
+    if (reply.error) throw reply.error;
+    return reply;
   }
 
   private serializeParam(value: unknown, type: number): string | null {
@@ -282,24 +281,19 @@ class PgliteDatabase implements Database {
     return serializer ? (serializer(value) as string) : String(value);
   }
 
-  /** Rows of the (last) result: typed by the prepared statement's fields, or by a row description. */
-  private rows<T>(messages: BackendMessage[], known: Prepared['fields'] | null): T[] {
-    let fields = known ?? [];
-    const rows: T[] = [];
-    for (const message of messages) {
-      if (message.name === 'rowDescription') {
-        fields = (message as RowMessage).fields.map((f) => ({ name: f.name, type: f.dataTypeID }));
-        if (!known) rows.length = 0;
-      } else if (message.name === 'dataRow') {
-        const row: Record<string, unknown> = {};
-        (message as DataMessage).fields.forEach((value, i) => {
-          const field = fields[i] as { name: string; type: number };
-          row[field.name] = value === null ? null : pgliteTypes.parseType(value, field.type, this.db.parsers);
-        });
-        rows.push(row as T);
+  /** Rows of the (last) result: typed by the prepared statement's fields, or by its row description. */
+  private rows<T>(reply: Reply, known: Prepared['fields'] | null): T[] {
+    const fields = known ?? reply.fields ?? [];
+    const { parsers } = this.db;
+    return reply.rows.map((values) => {
+      const row: Record<string, unknown> = {};
+      for (let i = 0; i < values.length; i++) {
+        const field = fields[i] as Field;
+        const value = values[i] as string | null;
+        row[field.name] = value === null ? null : pgliteTypes.parseType(value, field.type, parsers);
       }
-    }
-    return rows;
+      return row as T;
+    });
   }
 }
 
@@ -313,13 +307,9 @@ const MAX_PREPARED = 1000;
 interface Prepared {
   name: string;
   paramTypes: number[];
-  fields: Array<{ name: string; type: number }>;
+  fields: Field[];
 }
 
-type BackendMessage = { name: string };
-type ParamsMessage = BackendMessage & { dataTypeIDs: number[] };
-type RowMessage = BackendMessage & { fields: Array<{ name: string; dataTypeID: number }> };
-type DataMessage = BackendMessage & { fields: Array<string | null> };
 
 class PostgresDatabase implements Database {
   readonly kind = 'postgres' as const;

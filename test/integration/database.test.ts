@@ -45,6 +45,8 @@ for (const kind of DATABASE_KINDS) {
       let error: (Error & { code?: string }) | undefined;
       await db.query('INSERT INTO seam_test (id) VALUES ($1)', [1]).catch((e: Error) => (error = e));
       expect(error?.code).to.equal('23505');
+      expect(error).to.include({ constraint: 'seam_test_pkey', table: 'seam_test', detail: 'Key (id)=(1) already exists.', severity: 'ERROR' });
+      expect(error?.message).to.match(/duplicate key value violates unique constraint "seam_test_pkey"/);
       expect(await db.query<{ id: number }>('SELECT id FROM seam_test WHERE id = $1', [1])).to.deep.equal([{ id: 1 }]);
     });
 
@@ -218,6 +220,18 @@ for (const kind of DATABASE_KINDS) {
       const rows = await db.query<{ id: number; b: Uint8Array }>('SELECT id, b FROM bytea_test ORDER BY id');
       expect(Buffer.from(rows[0].b).equals(small)).to.equal(true);
       expect(Buffer.from(rows[1].b).equals(large)).to.equal(true);
+    });
+
+    it('reads text exactly: NULL apart from empty, non-ASCII values and column names, in simple and prepared queries', async () => {
+      const [row] = await db.query<Record<string, unknown>>('SELECT $1::text AS "naïve ✓", $2::text AS empty, NULL::text AS nothing, $3::int AS n', ['grüße 🐳', '', 7]);
+      expect(row).to.deep.equal({ 'naïve ✓': 'grüße 🐳', empty: '', nothing: null, n: 7 });
+      // Not a statement PGlite prepares: sent as a simple query, its columns come with its rows.
+      expect(await db.query('SHOW client_encoding')).to.deep.equal([{ client_encoding: 'UTF8' }]);
+      let error: (Error & { code?: string; position?: string }) | undefined;
+      await db.query('SELECT nosuchcolumn FROM seam_test').catch((e: Error) => (error = e));
+      expect(error?.code).to.equal('42703');
+      expect(error?.position).to.equal('8');
+      expect(await db.query('SELECT 2 AS b')).to.deep.equal([{ b: 2 }]);
     });
 
     it('runs many distinct statement texts (more than it keeps prepared)', async () => {
