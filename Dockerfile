@@ -34,5 +34,5 @@ VOLUME ["/data"]
 EXPOSE 5000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD node -e "fetch('http://127.0.0.1:5000/readyz').then(r=>process.exit(r.ok?0:1)).catch(()=>process.exit(1))"
-ENTRYPOINT ["node", "--initial-old-space-size=128", "dist/src/main.js"]
+ENTRYPOINT ["node", "--initial-old-space-size=128", "dist/src/gateway.cjs"]
 CMD ["serve"]

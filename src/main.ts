@@ -1,5 +1,4 @@
-#!/usr/bin/env -S node --initial-old-space-size=128
-/** CLI entry: `gateway serve` (what `npm start` runs). */
+/** CLI (commander): `gateway serve` and the admin commands. Started through gateway.cts. */
 import { Command } from 'commander';
 import { ConfigError, environmentKeys, loadConfig } from './config/config.js';
 import { startGateway } from './server.js';

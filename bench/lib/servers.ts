@@ -1,7 +1,7 @@
 /**
  * Starting and stopping the two registries under test, each on a free loopback port with a
  * temporary data directory that is deleted when it stops:
- *  - the gateway (`node dist/src/main.js serve`, embedded PGlite, authentication off);
+ *  - the gateway (`node dist/src/gateway.cjs serve`, embedded PGlite, authentication off);
  *  - the reference registry, `docker-registry` (CNCF distribution 2.8.2, Debian package).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -167,11 +167,11 @@ export function gatewayNodeFlags(repoRoot: string): string[] {
   return words.slice(words.indexOf('node') + 1).filter((w) => w.startsWith('--'));
 }
 
-/** Starts the built gateway (`dist/src/main.js`) from `repoRoot`, with the node options of `npm start`. */
+/** Starts the built gateway (`dist/src/gateway.cjs`) from `repoRoot`, with the node options of `npm start`. */
 export async function startGateway(repoRoot: string, extraEnv: Record<string, string> = {}): Promise<Target> {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-gateway-'));
-  const args = [...gatewayNodeFlags(repoRoot), path.join(repoRoot, 'dist', 'src', 'main.js'), 'serve'];
+  const args = [...gatewayNodeFlags(repoRoot), path.join(repoRoot, 'dist', 'src', 'gateway.cjs'), 'serve'];
   const child = spawn(process.execPath, args, {
     cwd: repoRoot,
     env: {

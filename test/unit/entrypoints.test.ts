@@ -1,12 +1,17 @@
 /**
  * The gateway's node options (its V8 heap settings, see README "Performance") are given in
  * three places: `npm start`, the `gateway` bin's shebang and the Dockerfile's ENTRYPOINT.
- * They must not drift apart, or one way of starting it runs slower than the others.
+ * They must not drift apart, or one way of starting it runs slower than the others. All of
+ * them, and the bench, run the CommonJS launcher, which sizes libuv's thread pool before the
+ * ES module loader creates it.
  */
 import { expect } from 'chai';
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 import { gatewayNodeFlags } from '../../bench/lib/servers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -15,11 +20,46 @@ describe('entry points', () => {
   it('start the gateway with the same node options: npm start, the bin, the container and the bench', () => {
     const fromStart = gatewayNodeFlags(ROOT);
     expect(fromStart).to.include('--initial-old-space-size=128');
-    const shebang = readFileSync(path.join(ROOT, 'src', 'main.ts'), 'utf8').split('\n')[0] as string;
+    const shebang = readFileSync(path.join(ROOT, 'src', 'gateway.cts'), 'utf8').split('\n')[0] as string;
     expect(shebang.startsWith('#!/usr/bin/env -S node')).to.equal(true);
     expect(shebang.split(/\s+/).filter((w) => w.startsWith('--'))).to.deep.equal(fromStart);
     const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1];
     const words = JSON.parse(entrypoint ?? '[]') as string[];
     expect(words.filter((w) => w.startsWith('--'))).to.deep.equal(fromStart);
+
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string>; scripts: Record<string, string> };
+    const launcher = 'dist/src/gateway.cjs';
+    expect(pkg.bin.gateway).to.equal(launcher);
+    expect(pkg.scripts.start).to.match(new RegExp(`^node( --\\S+)* ${launcher} serve$`));
+    expect(words.at(-1)).to.equal(launcher);
+    expect(readFileSync(path.join(ROOT, 'bench', 'lib', 'servers.ts'), 'utf8')).to.include("path.join(repoRoot, 'dist', 'src', 'gateway.cjs'), 'serve'");
+  });
+
+  it('sizes the thread pool, unless the operator did, before anything creates it', function () {
+    this.timeout(20_000);
+    // The launcher as tsc emits it, beside a stand-in main.js that reports the pool it got.
+    const dir = mkdtempSync(path.join(tmpdir(), 'launcher-'));
+    try {
+      const source = readFileSync(path.join(ROOT, 'src', 'gateway.cts'), 'utf8');
+      const { outputText } = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.NodeNext, target: ts.ScriptTarget.ES2022 }, fileName: 'gateway.cts' });
+      writeFileSync(path.join(dir, 'gateway.cjs'), outputText);
+      writeFileSync(
+        path.join(dir, 'main.js'),
+        `require('fs').stat('/', () => console.log(JSON.stringify({ size: process.env.UV_THREADPOOL_SIZE, threads: require('fs').readdirSync('/proc/self/task').length })));`,
+      );
+      const run = (env: Record<string, string>) => {
+        const { UV_THREADPOOL_SIZE: _, ...inherited } = process.env;
+        const out = execFileSync(process.execPath, [path.join(dir, 'gateway.cjs')], { env: { ...inherited, ...env }, encoding: 'utf8' });
+        return JSON.parse(out) as { size: string; threads: number };
+      };
+      const sized = run({});
+      const operator = run({ UV_THREADPOOL_SIZE: '4' });
+      expect(sized.size).to.equal('8');
+      expect(operator.size).to.equal('4');
+      // Four more threads: the pool was created at the launcher's size, not libuv's default.
+      expect(sized.threads - operator.threads).to.equal(4);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
