@@ -310,7 +310,6 @@ interface Prepared {
   fields: Field[];
 }
 
-
 class PostgresDatabase implements Database {
   readonly kind = 'postgres' as const;
   readonly serial = false;
