@@ -179,8 +179,7 @@ class HashLane {
         if (m.op === 'hashed') {
           returnBatch(m.bytes);
           stream?.hashed(m.bytes.byteLength);
-        }
-        else stream?.finished(m.hex);
+        } else stream?.finished(m.hex);
       });
       worker.on('error', (err) => this.lost(worker, err));
       worker.on('exit', (code) => this.lost(worker, new Error(`the hashing worker exited (${code})`)));
