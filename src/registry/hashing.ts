@@ -6,8 +6,10 @@
  *
  * Bytes are copied into 1 MiB batches whose memory is handed (transferred, not copied) to a
  * worker thread that keeps one Hash per stream and hands the memory back to be filled again.
- * Messages to a worker are handled in order, so a digest request follows every update sent
- * before it. A stream waits (backpressure) while more than MAX_PENDING_BYTES of it are not
+ * Large chunks in shared memory (a SharedArrayBuffer: the file writer's buffers) are not
+ * copied at all: the worker hashes them where they are, and the update's promise settles when
+ * it has, so that the memory is not filled again before. Messages to a worker are handled in
+ * order, so a digest request follows every update sent before it. A stream waits (backpressure) while more than MAX_PENDING_BYTES of it are not
  * hashed yet, so memory does not grow with blob size. If the worker fails, the stream's
  * digest rejects and the caller falls back to hashing the bytes on disk.
  */
@@ -17,7 +19,10 @@ import type { DigestAlgorithm } from './names.js';
 
 /** Hashing of one stream of bytes, in order. */
 export interface StreamDigest {
-  /** Adds bytes; a returned promise says to wait before sending more (backpressure). */
+  /**
+   * Adds bytes. A returned promise says to wait before sending more (backpressure), and
+   * before changing the chunk's memory when it is shared (it is read where it is).
+   */
   update(chunk: Buffer): Promise<void> | void;
   /** Hex digest of everything added; the stream is finished after it. */
   digest(): Promise<string>;
@@ -27,6 +32,8 @@ export interface StreamDigest {
 
 const BATCH_BYTES = 1024 * 1024;
 const MAX_PENDING_BYTES = 4 * 1024 * 1024;
+/** Shared chunks from this size are hashed in place; smaller ones are copied (no wait for the worker). */
+const SHARED_MIN_BYTES = 256 * 1024;
 
 /** The worker: one Hash per stream id; acknowledges each batch, answers digests. Plain CommonJS, run with eval. */
 const WORKER_SOURCE = `
@@ -39,6 +46,9 @@ parentPort.on('message', (m) => {
     hashes.get(m.id)?.update(new Uint8Array(m.bytes));
     // The memory goes back to be filled again (garbage here, it would wait for this thread's GC).
     parentPort.postMessage({ op: 'hashed', id: m.id, bytes: m.bytes }, [m.bytes]);
+  } else if (m.op === 'update-shared') {
+    hashes.get(m.id)?.update(new Uint8Array(m.memory, m.offset, m.length));
+    parentPort.postMessage({ op: 'hashed-shared', id: m.id });
   } else if (m.op === 'digest') {
     const hash = hashes.get(m.id);
     hashes.delete(m.id);
@@ -47,7 +57,10 @@ parentPort.on('message', (m) => {
 });
 `;
 
-type WorkerMessage = { op: 'hashed'; id: number; bytes: ArrayBuffer } | { op: 'digest'; id: number; hex: string | null };
+type WorkerMessage =
+  | { op: 'hashed'; id: number; bytes: ArrayBuffer }
+  | { op: 'hashed-shared'; id: number }
+  | { op: 'digest'; id: number; hex: string | null };
 
 /** Batch memory handed back by the workers, to be filled again: no allocation per MiB pushed. */
 const spareBatches: ArrayBuffer[] = [];
@@ -69,6 +82,8 @@ class WorkerStream implements StreamDigest {
   /** Bytes sent to the worker and not yet hashed. */
   private pending = 0;
   private wake: (() => void) | null = null;
+  /** Shared chunks sent and not yet hashed, oldest first: what lets their writers reuse the memory. */
+  private readonly sharedWaiters: Array<() => void> = [];
   private result: { resolve: (hex: string) => void; reject: (err: Error) => void } | null = null;
   private failure: Error | null = null;
 
@@ -79,6 +94,7 @@ class WorkerStream implements StreamDigest {
 
   update(chunk: Buffer): Promise<void> | void {
     if (this.failure) return; // the digest will reject, and the caller hash the bytes on disk
+    if (chunk.length >= SHARED_MIN_BYTES && chunk.buffer instanceof SharedArrayBuffer) return this.sendShared(chunk);
     let offset = 0;
     while (offset < chunk.length) {
       this.batch ??= takeBatch();
@@ -114,6 +130,11 @@ class WorkerStream implements StreamDigest {
     if (this.pending <= MAX_PENDING_BYTES) this.release();
   }
 
+  /** The worker hashed the oldest shared chunk sent. */
+  hashedShared(): void {
+    this.sharedWaiters.shift()?.();
+  }
+
   finished(hex: string | null): void {
     this.lane.forget(this.id);
     if (hex === null) this.result?.reject(new Error('the hashing worker lost this stream'));
@@ -126,11 +147,19 @@ class WorkerStream implements StreamDigest {
     this.release();
   }
 
-  /** Lets a writer waiting for the worker go on. */
+  /** Lets a writer waiting for the worker go on (and, once the stream failed, have its shared memory back). */
   private release(): void {
     const wake = this.wake;
     this.wake = null;
     wake?.();
+    if (this.failure) for (const waiter of this.sharedWaiters.splice(0)) waiter();
+  }
+
+  private sendShared(chunk: Buffer): Promise<void> {
+    if (this.filled > 0) this.send(); // bytes copied earlier go first
+    const hashed = new Promise<void>((resolve) => this.sharedWaiters.push(resolve));
+    this.lane.post({ op: 'update-shared', id: this.id, memory: chunk.buffer, offset: chunk.byteOffset, length: chunk.length });
+    return hashed;
   }
 
   private send(): void {
@@ -179,7 +208,8 @@ class HashLane {
         if (m.op === 'hashed') {
           returnBatch(m.bytes);
           stream?.hashed(m.bytes.byteLength);
-        } else stream?.finished(m.hex);
+        } else if (m.op === 'hashed-shared') stream?.hashedShared();
+        else stream?.finished(m.hex);
       });
       worker.on('error', (err) => this.lost(worker, err));
       worker.on('exit', (code) => this.lost(worker, new Error(`the hashing worker exited (${code})`)));

@@ -325,9 +325,10 @@ export class Registry {
     if (!hash) this.uploadHashes.delete(id);
     const remaining = this.limits.maxBlobBytes > 0 ? this.limits.maxBlobBytes - size : 0;
     const keep = contentLength !== null && size + contentLength <= SMALL_BLOB_BYTES;
-    const meter = new ByteMeter(hash, remaining, keep);
+    const meter = new ByteMeter(remaining, keep);
     try {
-      const writer = await this.store.openUploadWriter(id, size);
+      // The writer feeds the digest from the memory it writes: no copy of the bytes for it here.
+      const writer = await this.store.openUploadWriter(id, size, hash ?? undefined);
       await pipeline(source, meter, writer);
     } catch (err) {
       this.uploadHashes.delete(id);

@@ -3,21 +3,14 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { RegistryError } from './errors.js';
 import type { DigestAlgorithm } from './names.js';
 
-/** What a ByteMeter feeds: a Hash, or a digest computed elsewhere that may ask it to wait. */
-export interface Updatable {
-  update(chunk: Buffer): unknown;
-}
-
 /**
- * Counts bytes, feeds an optional hash and stops the stream past `limit` bytes (0 = no
- * limit); with `keep`, also keeps the bytes (for small content only). When the hash's
- * update returns a promise, the next chunk waits for it.
+ * Counts bytes and stops the stream past `limit` bytes (0 = no limit); with `keep`, also
+ * keeps the bytes (for small content only). (An upload's digest is fed by the store's writer.)
  */
 export class ByteMeter extends Transform {
   bytes = 0;
   private readonly chunks: Buffer[] | null;
   constructor(
-    private readonly hash: Updatable | null,
     private readonly limit: number,
     keep = false,
   ) {
@@ -36,10 +29,8 @@ export class ByteMeter extends Transform {
       callback(new RegistryError('SIZE_INVALID', `content exceeds the limit of ${this.limit} bytes`, { status: 413 }));
       return;
     }
-    const wait = this.hash?.update(chunk);
     this.chunks?.push(chunk);
-    if (wait instanceof Promise) wait.then(() => callback(null, chunk), callback);
-    else callback(null, chunk);
+    callback(null, chunk);
   }
 }
 

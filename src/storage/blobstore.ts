@@ -21,12 +21,21 @@ export interface OpenedBlob {
   stream: Readable;
 }
 
+/** Sees, in order, every byte an upload writer writes (the upload's digest). */
+export interface UploadTap {
+  /** A returned promise holds the chunk's memory: the writer does not change it before it settles. */
+  update(chunk: Buffer): Promise<void> | void;
+}
+
 export interface BlobStore {
   readonly driver: string;
   init(): Promise<void>;
 
-  /** A writable for an upload's scratch bytes, starting at `offset` (the current upload size). */
-  openUploadWriter(uploadId: string, offset: number): Promise<Writable>;
+  /**
+   * A writable for an upload's scratch bytes, starting at `offset` (the current upload size);
+   * `tap` sees the bytes as they are written.
+   */
+  openUploadWriter(uploadId: string, offset: number, tap?: UploadTap): Promise<Writable>;
   /** Discards upload bytes past `size` (after a failed append). */
   truncateUpload(uploadId: string, size: number): Promise<void>;
   readUpload(uploadId: string): Promise<Readable>;

@@ -14,7 +14,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
-import type { Area, BlobStore, ByteRange, OpenedBlob } from './blobstore.js';
+import type { Area, BlobStore, ByteRange, OpenedBlob, UploadTap } from './blobstore.js';
 import { BlobNotFoundError } from './blobstore.js';
 import { HEX_LENGTH, parseDigest, type Digest } from '../registry/names.js';
 import { FileAppender, syncFile } from './file-appender.js';
@@ -59,8 +59,8 @@ export class FsBlobStore implements BlobStore {
     for (let i = 0; i < dirs.length; i += PREFIX_DIR_BATCH) await Promise.all(dirs.slice(i, i + PREFIX_DIR_BATCH).map((dir) => this.ensureDir(dir)));
   }
 
-  async openUploadWriter(uploadId: string, offset: number): Promise<Writable> {
-    return FileAppender.open(this.uploadPath(uploadId), offset);
+  async openUploadWriter(uploadId: string, offset: number, tap?: UploadTap): Promise<Writable> {
+    return FileAppender.open(this.uploadPath(uploadId), offset, { tap });
   }
 
   async truncateUpload(uploadId: string, size: number): Promise<void> {

@@ -115,6 +115,20 @@ for (const driver of DRIVERS) {
       expect(await store.stat('staging', digest)).to.deep.equal({ size: whole.length });
     });
 
+    it('shows the bytes of each append to its tap, in order', async () => {
+      const id = randomUUID();
+      const whole = randomBytes(2 * 1024 * 1024 + 999);
+      const seen: Buffer[] = [];
+      const tap = { update: (chunk: Buffer) => void seen.push(Buffer.from(chunk)) };
+      const cut = 4097;
+      await pipeline(Readable.from([whole.subarray(0, cut)]), await store.openUploadWriter(id, 0, tap));
+      expect(Buffer.concat(seen).equals(whole.subarray(0, cut))).to.equal(true);
+      const parts = [whole.subarray(cut, 1024 * 1024), whole.subarray(1024 * 1024)];
+      await pipeline(Readable.from(parts), await store.openUploadWriter(id, cut, tap));
+      expect(Buffer.concat(seen).equals(whole)).to.equal(true);
+      expect(await readAll(await store.readUpload(id))).to.deep.equal(whole);
+    });
+
     it('truncates a failed append back to the last good offset', async () => {
       const id = randomUUID();
       await writeUpload(store, id, 0, Buffer.from('abcdef'));

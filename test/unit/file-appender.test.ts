@@ -26,6 +26,29 @@ describe('FileAppender (pooled, direct-I/O file writes)', () => {
     });
   }
 
+  it('shows every byte to its tap in order, and fills no buffer again before the tap is done with it', async () => {
+    const file = path.join(dir, 'f');
+    const head = randomBytes(5000);
+    writeFileSync(file, head);
+    const body = randomBytes(6 * 1024 * 1024 + 321);
+    const seen: Promise<Buffer>[] = [];
+    let shared = 0;
+    // Reads each chunk only some time after it was handed over, as the hashing worker does.
+    const tap = {
+      update(chunk: Buffer): Promise<void> {
+        if (chunk.buffer instanceof SharedArrayBuffer) shared++;
+        const read = new Promise<Buffer>((resolve) => setTimeout(() => resolve(Buffer.from(chunk)), 5));
+        seen.push(read);
+        return read.then(() => undefined);
+      },
+    };
+    const chunks = [body.subarray(0, 70_000), body.subarray(70_000, 3 * 1024 * 1024), body.subarray(3 * 1024 * 1024)];
+    await pipeline(Readable.from(chunks), await FileAppender.open(file, head.length, { tap }));
+    expect(Buffer.concat(await Promise.all(seen)).equals(body)).to.equal(true);
+    expect(shared).to.equal(seen.length); // the hashing worker reads shared memory where it is
+    expect(readFileSync(file).equals(Buffer.concat([head, body]))).to.equal(true);
+  });
+
   it('truncates when it starts at offset 0', async () => {
     const file = path.join(dir, 'f');
     writeFileSync(file, randomBytes(10_000));

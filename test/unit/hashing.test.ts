@@ -1,6 +1,6 @@
 /** Upload digests computed by worker threads. */
 import { expect } from 'chai';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, randomFillSync } from 'node:crypto';
 import { Hashing } from '../../src/registry/hashing.js';
 
 describe('hashing off the request thread', () => {
@@ -48,6 +48,41 @@ describe('hashing off the request thread', () => {
     }
     expect(waited).to.be.greaterThan(0);
     expect(await stream.digest()).to.equal(reference.digest('hex'));
+  });
+
+  it('hashes large chunks of shared memory where they are, holding them until hashed, in order with copied bytes', async () => {
+    const MiB = 1024 * 1024;
+    const shared = randomFillSync(Buffer.from(new SharedArrayBuffer(2 * MiB)));
+    const stream = hashing.open('sha256');
+    const reference = createHash('sha256');
+    const feed = (chunk: Buffer) => {
+      reference.update(chunk);
+      return stream.update(chunk);
+    };
+    expect(feed(randomBytes(1000))).to.equal(undefined); // copied into a batch, not sent yet
+    const whole = shared.subarray(0, MiB);
+    const wait = feed(whole);
+    expect(wait).to.be.instanceOf(Promise);
+    await wait;
+    randomFillSync(whole); // hashed already: changing the memory now changes nothing
+    const small = shared.subarray(MiB, MiB + 100);
+    expect(feed(small)).to.equal(undefined); // small shared chunks are copied, with no wait
+    randomFillSync(small);
+    const last = shared.subarray(MiB + 100);
+    await feed(last);
+    expect(await stream.digest()).to.equal(reference.digest('hex'));
+  });
+
+  it('gives shared memory back when its stream is dropped or its worker stops', async () => {
+    const shared = Buffer.from(new SharedArrayBuffer(1024 * 1024));
+    const dropped = hashing.open('sha256');
+    const held = [dropped.update(shared), dropped.update(shared)];
+    dropped.dispose();
+    const stopped = hashing.open('sha256');
+    held.push(stopped.update(shared));
+    await hashing.close();
+    await Promise.all(held); // each resolves instead of waiting forever
+    expect(held.every((h) => h instanceof Promise)).to.equal(true);
   });
 
   it('fails the streams of a stopped worker (callers then hash the bytes on disk), and starts a new one for new streams', async () => {
