@@ -49,6 +49,29 @@ describe('FileAppender (pooled, direct-I/O file writes)', () => {
     expect(readFileSync(file).equals(Buffer.concat([head, body]))).to.equal(true);
   });
 
+  it('keeps to a few shared slabs, and serves further concurrent writers from ordinary memory', async () => {
+    const MiB = 1024 * 1024;
+    const slabs = new Set<ArrayBufferLike>();
+    let ordinary = 0;
+    const tap = {
+      update(chunk: Buffer): Promise<void> {
+        if (chunk.buffer instanceof SharedArrayBuffer) slabs.add(chunk.buffer);
+        else ordinary++;
+        return new Promise((resolve) => setTimeout(resolve, 30)); // every writer holds its buffers a while
+      },
+    };
+    const bodies = Array.from({ length: 12 }, () => randomBytes(6 * MiB));
+    await Promise.all(
+      bodies.map(async (body, i) => {
+        const chunks = Array.from({ length: 6 }, (_, k) => body.subarray(k * MiB, (k + 1) * MiB));
+        await pipeline(Readable.from(chunks), await FileAppender.open(path.join(dir, `f${i}`), 0, { tap }));
+      }),
+    );
+    expect(slabs.size).to.be.within(1, 5); // 8 MiB each, kept for the life of the process
+    expect(ordinary).to.be.greaterThan(0); // 12 writers holding up to 5 buffers each need more than 40
+    for (const [i, body] of bodies.entries()) expect(readFileSync(path.join(dir, `f${i}`)).equals(body)).to.equal(true);
+  });
+
   it('truncates when it starts at offset 0', async () => {
     const file = path.join(dir, 'f');
     writeFileSync(file, randomBytes(10_000));
