@@ -9,9 +9,10 @@
  * Large chunks in shared memory (a SharedArrayBuffer: the file writer's buffers) are not
  * copied at all: the worker hashes them where they are, and the update's promise settles when
  * it has, so that the memory is not filled again before. Messages to a worker are handled in
- * order, so a digest request follows every update sent before it. A stream waits (backpressure) while more than MAX_PENDING_BYTES of it are not
- * hashed yet, so memory does not grow with blob size. If the worker fails, the stream's
- * digest rejects and the caller falls back to hashing the bytes on disk.
+ * order, so a digest request follows every update sent before it. A stream waits
+ * (backpressure) while more than MAX_PENDING_BYTES of it are not hashed yet, so memory does
+ * not grow with blob size. If the worker fails, the stream's digest rejects and the caller
+ * falls back to hashing the bytes on disk.
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';

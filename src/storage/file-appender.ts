@@ -163,10 +163,11 @@ export class FileAppender extends Writable {
     const position = this.position;
     this.position += length;
     const tapped = this.tap?.update(buffer.subarray(0, length));
-    const write: Promise<void> = Promise.all([this.writeAt(buffer, length, position), tapped])
-      .then(() => undefined)
-      .catch((err: Error) => {
-        this.failure ??= err; // reported by the next write or by _final
+    // The buffer goes back only once both are done, even when the write fails first.
+    const write: Promise<void> = Promise.allSettled([this.writeAt(buffer, length, position), tapped])
+      .then(([written, seen]) => {
+        const err = written.status === 'rejected' ? written.reason : seen.status === 'rejected' ? seen.reason : null;
+        if (err) this.failure ??= err as Error; // reported by the next write or by _final
       })
       .finally(() => {
         giveBuffer(buffer);
