@@ -15,9 +15,9 @@
  * block boundary; the unaligned tail and any write the kernel refuses go through the ordinary
  * descriptor instead.
  *
- * The memory is shared (a SharedArrayBuffer), so that a tap (the upload's digest, computed on
- * a worker thread) can read each buffer where it is, while it is written: a buffer is filled
- * again only once both its write and its tap are done. Bytes are put into it with fill(),
+ * The buffers are shared memory (a SharedArrayBuffer; see the cap below), so that a tap (the
+ * upload's digest, computed on a worker thread) can read each buffer where it is, while it is
+ * written: a buffer is filled again only once both its write and its tap are done. Bytes are put into it with fill(),
  * which is one memcpy in Node's C++; copy() (TypedArray.prototype.set) moves bytes into shared
  * memory with V8's element-wise relaxed copy, which took three times as long.
  *
