@@ -49,6 +49,41 @@ describe('FileAppender (pooled, direct-I/O file writes)', () => {
     expect(readFileSync(file).equals(Buffer.concat([head, body]))).to.equal(true);
   });
 
+  it('keeps a buffer whose write failed until its tap is done with it', async () => {
+    const MiB = 1024 * 1024;
+    let release = (): void => undefined;
+    const reading = new Promise<void>((resolve) => (release = resolve));
+    let held: Buffer | null = null;
+    const slowTap = {
+      update(chunk: Buffer): Promise<void> {
+        held = chunk;
+        return reading;
+      },
+    };
+    // Every write to /dev/full fails at once (ENOSPC), while the tap is still reading.
+    const failing = pipeline(Readable.from([randomBytes(MiB)]), await FileAppender.open('/dev/full', 0, { tap: slowTap }));
+    const outcome = failing.then(
+      () => null,
+      (err: NodeJS.ErrnoException) => err,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Another writer takes buffers meanwhile: none may be the one the tap still reads.
+    const taken: Buffer[] = [];
+    const tap = {
+      update(chunk: Buffer): Promise<void> {
+        taken.push(chunk);
+        return Promise.resolve();
+      },
+    };
+    await pipeline(Readable.from([randomBytes(3 * MiB)]), await FileAppender.open(path.join(dir, 'g'), 0, { tap }));
+    const first = held as Buffer | null;
+    expect(first).to.not.equal(null);
+    expect(taken).to.have.length(3);
+    for (const chunk of taken) expect(chunk.buffer === first?.buffer && chunk.byteOffset === first.byteOffset).to.equal(false);
+    release();
+    expect((await outcome)?.code).to.equal('ENOSPC');
+  });
+
   it('keeps to a few shared slabs, and serves further concurrent writers from ordinary memory', async () => {
     const MiB = 1024 * 1024;
     const slabs = new Set<ArrayBufferLike>();
