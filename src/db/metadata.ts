@@ -203,16 +203,18 @@ export class MetadataStore {
 
   /**
    * Ends an upload whose bytes are now staged content: deletes the session and records and
-   * links the content to the session's repository, in one statement. False when the session
-   * is gone (cancelled meanwhile): then nothing is linked.
+   * links the content to the session's repository, in one statement. The session must still
+   * be at `recorded` bytes (the size the finishing request read; a last chunk it wrote is not
+   * recorded first). False when the session is gone (cancelled meanwhile) or was moved by
+   * another writer: then nothing is linked.
    */
-  async finishUpload(id: string, digest: string, size: number): Promise<boolean> {
+  async finishUpload(id: string, digest: string, size: number, recorded: number): Promise<boolean> {
     const rows = await this.db.query<{ finished: number }>(
-      `WITH done AS (DELETE FROM uploads WHERE id = $1 RETURNING repository_id),
+      `WITH done AS (DELETE FROM uploads WHERE id = $1 AND size = $4 RETURNING repository_id),
          content AS (INSERT INTO blobs (digest, size, state) SELECT $2, $3, 'staged' FROM done ON CONFLICT (digest) DO NOTHING),
          link AS (INSERT INTO repository_blobs (repository_id, digest) SELECT repository_id, $2 FROM done ON CONFLICT DO NOTHING)
        SELECT count(*)::int AS finished FROM done`,
-      [id, digest, size],
+      [id, digest, size, recorded],
     );
     return rows[0].finished > 0;
   }

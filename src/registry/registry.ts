@@ -210,16 +210,23 @@ export class Registry {
     range: ContentRange | null,
     contentLength: number | null,
   ): Promise<void> {
-    await this.withUploadLock(repository, id, async (startSize) => {
-      let size = startSize;
-      if (source) size = await this.appendLocked(id, size, source, range, contentLength);
-      const actual = await this.uploadDigest(id, size, digest.algorithm);
-      if (actual !== digest.value) {
-        throw new RegistryError('DIGEST_INVALID', `upload content has digest ${actual}, not ${digest.value}`, {
-          detail: { expected: digest.value, actual },
-        });
+    await this.withUploadLock(repository, id, async (recorded) => {
+      // A last chunk's size is not recorded on its own: ending the session checks that it is
+      // still at `recorded` (no other writer moved it), in the statement that ends it.
+      const size = source ? await this.appendLocked(id, recorded, source, range, contentLength, false) : recorded;
+      try {
+        const actual = await this.uploadDigest(id, size, digest.algorithm);
+        if (actual !== digest.value) {
+          throw new RegistryError('DIGEST_INVALID', `upload content has digest ${actual}, not ${digest.value}`, {
+            detail: { expected: digest.value, actual },
+          });
+        }
+      } catch (err) {
+        // The session stays open with the chunk, as after a PATCH.
+        if (size !== recorded) await this.metadata.advanceUpload(id, recorded, size);
+        throw err;
       }
-      await this.stageUploadedBlob(repository, id, digest, size);
+      await this.stageUploadedBlob(repository, id, digest, size, recorded);
       return size;
     });
   }
@@ -302,6 +309,7 @@ export class Registry {
     source: Readable,
     range: ContentRange | null,
     contentLength: number | null,
+    record = true,
   ): Promise<number> {
     if (range) {
       if (range.start !== size) {
@@ -341,7 +349,7 @@ export class Registry {
       throw new RegistryError('SIZE_INVALID', `chunk has ${meter.bytes} bytes, Content-Range says ${range.end - range.start + 1}`);
     }
     const newSize = size + meter.bytes;
-    if (!(await this.metadata.advanceUpload(id, size, newSize))) {
+    if (record && !(await this.metadata.advanceUpload(id, size, newSize))) {
       throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'upload changed or vanished while writing');
     }
     if (state && hash) state.offset = newSize;
@@ -375,14 +383,14 @@ export class Registry {
   }
 
   /** Stages the upload's bytes (unless the content is stored already), then ends the session and links the content. */
-  private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number): Promise<void> {
+  private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number, recorded: number): Promise<void> {
     const existing = await this.metadata.getBlob(digest.value);
     if (existing && (await this.hasBytes(existing, digest))) await this.store.deleteUpload(id);
     else await this.store.promoteUpload(id, digest);
     this.uploadHashes.delete(id);
     const bytes = this.contentCache.take(`upload:${id}`);
-    if (!(await this.metadata.finishUpload(id, digest.value, size))) {
-      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id} of ${repository} was cancelled while it finished`);
+    if (!(await this.metadata.finishUpload(id, digest.value, size, recorded))) {
+      throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id} of ${repository} was cancelled or changed while it finished`);
     }
     // Cached only as the content it was verified to be.
     if (bytes?.length === size && createHash(digest.algorithm).update(bytes).digest('hex') === digest.hex) this.contentCache.set(digest.value, bytes);

@@ -146,6 +146,10 @@ for (const kind of DATABASE_KINDS) {
         const status = await c.request('GET', location);
         expect(status.status).to.equal(204);
         expect(status.headers.get('range')).to.equal('0-5');
+        // The retry names the right digest of the bytes kept.
+        const retry = await c.request('PUT', `${location}?digest=${sha256('actual')}`);
+        expect(retry.status).to.equal(201);
+        expect(await (await c.request('GET', `/v2/up/bad/blobs/${sha256('actual')}`)).text()).to.equal('actual');
       });
 
       it('cancels an upload and forgets it', async () => {

@@ -48,11 +48,16 @@ for (const kind of DATABASE_KINDS) {
     it('finishes an upload by ending the session and linking its content in one step, once', async () => {
       const id = randomUUID();
       await meta.createUpload(id, 'a/finish');
-      expect(await meta.finishUpload(id, d('f'), 9)).to.equal(true);
+      expect(await meta.advanceUpload(id, 0, 4)).to.equal(true);
+      // Only at the size the finishing request read: another writer may have moved it since.
+      expect(await meta.finishUpload(id, d('f'), 9, 0)).to.equal(false);
+      expect(await meta.getUpload(id)).to.include({ size: 4 });
+      expect(await meta.getBlob(d('f'))).to.equal(null);
+      expect(await meta.finishUpload(id, d('f'), 9, 4)).to.equal(true);
       expect(await meta.getUpload(id)).to.equal(null);
       expect(await meta.findBlob('a/finish', d('f'))).to.deep.include({ size: 9, state: 'staged', inline: false });
       // A session that is gone (finished, or cancelled meanwhile) links nothing.
-      expect(await meta.finishUpload(id, d('g'), 9)).to.equal(false);
+      expect(await meta.finishUpload(id, d('g'), 9, 4)).to.equal(false);
       expect(await meta.getBlob(d('g'))).to.equal(null);
     });
 
