@@ -107,6 +107,11 @@ export function jsonParam(value: unknown): string {
   });
 }
 
+/** Resolves on a later turn of the event loop, after the I/O that is waiting. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** Runs the callbacks a transaction registered, once it has committed. */
 function runAfterCommit(callbacks: Array<() => void>): void {
   for (const fn of callbacks) fn();
@@ -154,19 +159,29 @@ class PgliteDatabase implements Database {
     }
   }
 
+  /**
+   * Each step (a VACUUM, an ANALYZE, the checkpoint) is its own statement and starts from a
+   * fresh turn of the event loop: a call into PGlite never gives the loop a turn, so a whole
+   * pass (up to about 200 ms after a burst of manifest PUTs) would hold up every socket,
+   * blob transfers included; between steps, what arrived meanwhile is read and answered.
+   */
   private async maintainTables(): Promise<Maintenance | null> {
     const work = await this.maintenanceDue();
     const done: Maintenance = { vacuumed: [], analysed: [], checkpointed: false, ms: 0 };
-    for (const { name, vacuum, analyse } of work.tables) {
+    const steps = work.tables.flatMap(({ name, vacuum, analyse }) => [
+      ...(vacuum ? [{ sql: `VACUUM ${name}`, record: () => done.vacuumed.push(name) }] : []),
+      ...(analyse ? [{ sql: `ANALYZE ${name}`, record: () => done.analysed.push(name) }] : []),
+    ]);
+    for (const step of steps) {
+      await nextTurn();
       if (this.closing) break;
-      const sql = vacuum && analyse ? `VACUUM (ANALYZE) ${name}` : vacuum ? `VACUUM ${name}` : `ANALYZE ${name}`;
-      done.ms += await this.timed(sql);
-      if (vacuum) done.vacuumed.push(name);
-      if (analyse) done.analysed.push(name);
+      done.ms += await this.timed(step.sql);
+      step.record();
     }
     // A checkpoint bounds the write-ahead log kept on disk and what crash recovery replays at
     // the next start (a standalone backend only checkpoints when asked, or when the log
     // outgrows max_wal_size).
+    if (work.checkpoint) await nextTurn();
     if (work.checkpoint && !this.closing) {
       this.writes = 0;
       done.ms += await this.timed('CHECKPOINT');
