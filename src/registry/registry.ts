@@ -222,8 +222,11 @@ export class Registry {
           });
         }
       } catch (err) {
-        // The session stays open with the chunk, as after a PATCH.
-        if (size !== recorded) await this.metadata.advanceUpload(id, recorded, size);
+        // The session stays open with the chunk, as after a PATCH; without it when that cannot be recorded.
+        if (size !== recorded && !(await this.metadata.advanceUpload(id, recorded, size).catch(() => false))) {
+          this.uploadHashes.delete(id);
+          await this.store.truncateUpload(id, recorded).catch(() => undefined);
+        }
         throw err;
       }
       await this.stageUploadedBlob(repository, id, digest, size, recorded);
