@@ -7,6 +7,7 @@ import { fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { readdir, readFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
@@ -107,11 +108,6 @@ export function jsonParam(value: unknown): string {
   });
 }
 
-/** Resolves on a later turn of the event loop, after the I/O that is waiting. */
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
 /** Runs the callbacks a transaction registered, once it has committed. */
 function runAfterCommit(callbacks: Array<() => void>): void {
   for (const fn of callbacks) fn();
@@ -181,11 +177,13 @@ class PgliteDatabase implements Database {
     // A checkpoint bounds the write-ahead log kept on disk and what crash recovery replays at
     // the next start (a standalone backend only checkpoints when asked, or when the log
     // outgrows max_wal_size).
-    if (work.checkpoint) await nextTurn();
-    if (work.checkpoint && !this.closing) {
-      this.writes = 0;
-      done.ms += await this.timed('CHECKPOINT');
-      done.checkpointed = true;
+    if (work.checkpoint) {
+      await nextTurn();
+      if (!this.closing) {
+        this.writes = 0;
+        done.ms += await this.timed('CHECKPOINT');
+        done.checkpointed = true;
+      }
     }
     return done.ms > 0 ? done : null;
   }
