@@ -214,13 +214,16 @@ export class Registry {
       // A last chunk's size is not recorded on its own: ending the session checks that it is
       // still at `recorded` (no other writer moved it), in the statement that ends it.
       const size = source ? await this.appendLocked(id, recorded, source, range, contentLength, false) : recorded;
+      // The bytes go to disk while the digest is finished (wasted when it is wrong, or the content is stored already).
+      const [digested, synced] = await Promise.allSettled([this.uploadDigest(id, size, digest.algorithm), this.store.syncUpload(id)]);
       try {
-        const actual = await this.uploadDigest(id, size, digest.algorithm);
-        if (actual !== digest.value) {
-          throw new RegistryError('DIGEST_INVALID', `upload content has digest ${actual}, not ${digest.value}`, {
-            detail: { expected: digest.value, actual },
+        if (digested.status === 'rejected') throw digested.reason;
+        if (digested.value !== digest.value) {
+          throw new RegistryError('DIGEST_INVALID', `upload content has digest ${digested.value}, not ${digest.value}`, {
+            detail: { expected: digest.value, actual: digested.value },
           });
         }
+        if (synced.status === 'rejected') throw synced.reason;
       } catch (err) {
         // The session stays open with the chunk, as after a PATCH; without it when that cannot be recorded.
         if (size !== recorded && !(await this.metadata.advanceUpload(id, recorded, size).catch(() => false))) {

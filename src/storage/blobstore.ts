@@ -39,7 +39,9 @@ export interface BlobStore {
   /** Discards upload bytes past `size` (after a failed append). */
   truncateUpload(uploadId: string, size: number): Promise<void>;
   readUpload(uploadId: string): Promise<Readable>;
-  /** Moves a finished upload into the staging area under its verified digest. */
+  /** Makes an upload's bytes durable (a missing, zero-byte upload is no error): before its 201. */
+  syncUpload(uploadId: string): Promise<void>;
+  /** Moves a finished upload, made durable by syncUpload, into the staging area under its verified digest. */
   promoteUpload(uploadId: string, digest: Digest): Promise<void>;
   deleteUpload(uploadId: string): Promise<void>;
   /** Upload scratch files with the time they were last written (for purging abandoned ones). */

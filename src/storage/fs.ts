@@ -76,12 +76,16 @@ export class FsBlobStore implements BlobStore {
     return handle.createReadStream({ highWaterMark: HIGH_WATER_MARK });
   }
 
+  async syncUpload(uploadId: string): Promise<void> {
+    const file = this.uploadPath(uploadId);
+    if (this.fsync) await syncFile(file).catch(ignoreMissing);
+  }
+
   async promoteUpload(uploadId: string, digest: Digest): Promise<void> {
     const source = this.uploadPath(uploadId);
     const target = this.contentPath('staging', digest);
     await this.ensureDir(path.dirname(target));
     try {
-      if (this.fsync) await syncFile(source);
       await fsp.rename(source, target);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;

@@ -9,6 +9,7 @@ const TIMED = [
   'openUploadWriter',
   'truncateUpload',
   'readUpload',
+  'syncUpload',
   'promoteUpload',
   'deleteUpload',
   'listUploads',

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { BlobStore } from '../../src/storage/blobstore.js';
+import { BlobNotFoundError, type BlobStore } from '../../src/storage/blobstore.js';
 import { FsBlobStore } from '../../src/storage/fs.js';
 import { parseDigest, type Digest } from '../../src/registry/names.js';
 
@@ -84,11 +84,17 @@ for (const driver of DRIVERS) {
       const whole = Buffer.concat([a, b]);
       expect(await readAll(await store.readUpload(id))).to.deep.equal(whole);
       const digest = digestOf(whole);
+      await store.syncUpload(id);
       await store.promoteUpload(id, digest);
       expect(await store.stat('staging', digest)).to.deep.equal({ size: whole.length });
       expect(await store.stat('committed', digest)).to.equal(null);
       const opened = await store.open('staging', digest);
       expect(await readAll(opened!.stream)).to.deep.equal(whole);
+    });
+
+    it('syncs an upload that has no bytes yet (a zero-byte upload has no file) without error', async () => {
+      await store.syncUpload(randomUUID());
+      expect(await store.syncUpload('../escape').catch((e: unknown) => e)).to.be.instanceOf(BlobNotFoundError);
     });
 
     it('keeps every byte of multi-MiB appends made of odd-sized chunks at unaligned offsets', async () => {

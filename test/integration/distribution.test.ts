@@ -152,6 +152,28 @@ for (const kind of DATABASE_KINDS) {
         expect(await (await c.request('GET', `/v2/up/bad/blobs/${sha256('actual')}`)).text()).to.equal('actual');
       });
 
+      it('answers 500 when the bytes cannot be flushed to disk, stores nothing, and keeps the upload for a retry', async () => {
+        const store = gw.registry.store;
+        const flush = store.syncUpload;
+        store.syncUpload = async () => {
+          throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+        };
+        const start = await c.request('POST', '/v2/up/unsynced/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        let put: Response;
+        try {
+          put = await c.request('PUT', `${location}?digest=${sha256('unsynced')}`, { body: 'unsynced' });
+        } finally {
+          store.syncUpload = flush;
+        }
+        expect(put.status).to.equal(500);
+        expect((await c.request('HEAD', `/v2/up/unsynced/blobs/${sha256('unsynced')}`)).status).to.equal(404);
+        expect((await c.request('GET', location)).headers.get('range')).to.equal('0-7');
+        const retry = await c.request('PUT', `${location}?digest=${sha256('unsynced')}`);
+        expect(retry.status).to.equal(201);
+        expect(await (await c.request('GET', `/v2/up/unsynced/blobs/${sha256('unsynced')}`)).text()).to.equal('unsynced');
+      });
+
       it('cancels an upload and forgets it', async () => {
         const start = await c.request('POST', '/v2/up/cancel/blobs/uploads/');
         const location = start.headers.get('location')!;
