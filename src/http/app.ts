@@ -57,8 +57,11 @@ export function createApp(deps: AppDeps): Express {
   });
   app.get('/metrics', async (_req, res) => {
     res.locals.route = 'metrics';
+    const body = await deps.metrics.registry.metrics();
     res.setHeader('Content-Type', deps.metrics.registry.contentType);
-    res.end(await deps.metrics.registry.metrics());
+    // Set for HEAD too (Node's server sets it only for GET), so the connection stays reusable.
+    res.setHeader('Content-Length', Buffer.byteLength(body));
+    res.end(body);
   });
 
   const guard = deps.auth ?? OPEN_GUARD;

@@ -20,14 +20,14 @@ export function sendRegistryError(res: Response, error: RegistryError): void {
   }
   for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value);
   res.status(error.status);
-  if (res.req.method === 'HEAD') {
-    res.end();
-    return;
-  }
   const body = JSON.stringify(error.toBody());
   res.setHeader('Content-Type', 'application/json');
   res.setHeader('Content-Length', Buffer.byteLength(body));
-  res.end(body);
+  // HEAD gets GET's headers without the body. Without a Content-Length the response's end
+  // is undefined for clients that frame by headers: Node's http client then closes the
+  // connection after every HEAD 404, and a push's existence checks each cost a new one.
+  if (res.req.method === 'HEAD') res.end();
+  else res.end(body);
 }
 
 export function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {

@@ -1,6 +1,7 @@
 /** The distribution API over HTTP, end to end inside one process, on PGlite and PostgreSQL. */
 import { expect } from 'chai';
 import { existsSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { DATABASE_KINDS, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { errorCode, OCI_INDEX, OCI_MANIFEST, OciClient, sha256, sha512 } from '../helpers/oci.js';
@@ -58,6 +59,38 @@ for (const kind of DATABASE_KINDS) {
         expect(await errorCode(res)).to.equal('UNSUPPORTED');
         const manifest = await c.request('POST', '/v2/x/manifests/t');
         expect(manifest.headers.get('allow')).to.equal('GET, HEAD, PUT, DELETE');
+      });
+
+      it('answers HEAD errors with the GET error\'s headers, so the connection stays reusable', async () => {
+        const unknown = `/v2/x/blobs/${ZERO}`;
+        const get = await c.request('GET', unknown);
+        const body = await get.text();
+        for (const p of [unknown, '/v2/x/manifests/nope', '/v2/x/blobs/sha256:nothex', '/metrics']) {
+          const head = await c.request('HEAD', p);
+          expect(await head.text(), p).to.equal('');
+          expect(head.headers.get('content-length'), p).to.match(/^[1-9]\d*$/);
+        }
+        const head = await c.request('HEAD', unknown);
+        expect(head.status).to.equal(404);
+        expect(head.headers.get('content-type')).to.equal('application/json');
+        expect(head.headers.get('content-length')).to.equal(String(Buffer.byteLength(body)));
+        // Node's http client frames a response by its headers: after a HEAD without them it
+        // closes the connection instead of reusing it.
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+        try {
+          const reused: boolean[] = [];
+          for (const [method, p] of [['HEAD', unknown], ['HEAD', '/metrics'], ['GET', '/v2/']]) {
+            reused.push(
+              await new Promise<boolean>((resolve, reject) => {
+                const req = http.request(`${gw.url}${p}`, { method, agent }, (res) => res.resume().on('end', () => resolve(req.reusedSocket)));
+                req.on('error', reject).end();
+              }),
+            );
+          }
+          expect(reused).to.deep.equal([false, true, true]);
+        } finally {
+          agent.destroy();
+        }
       });
 
       it('answers HEAD wherever GET works, without a body', async () => {
