@@ -1,8 +1,10 @@
 /**
- * The bench harness: cases run against each target in turn (reference first, then gateway,
- * same operations, fresh repository names), metrics are collected per target, a failure is
- * recorded with its request and response and the run goes on. A new kind of benchmark is a
- * new {@link BenchCase} in bench/run.ts (or its own module) that records metrics.
+ * The bench harness: each case runs against both targets (same operations, fresh repository
+ * names), taking turns: the reference runs until the case calls `ctx.turn()`, then the
+ * gateway until it does, and so on, so rounds of a measurement alternate between the two.
+ * Metrics are collected per target, a failure is recorded with its request and response and
+ * the run goes on. A new kind of benchmark is a new {@link BenchCase} in bench/run.ts (or its
+ * own module) that records metrics.
  */
 import { execFileSync } from 'node:child_process';
 import { HttpError, OciClient } from './client.js';
@@ -35,6 +37,14 @@ export interface CaseContext {
   record(metric: Omit<Metric, 'group'> & { group?: string }): void;
   /** A remark printed with the results (e.g. "server ignored n"). */
   note(text: string): void;
+  /**
+   * Lets the other target run the same case up to its own next turn (or its end), then
+   * resumes. A case calls it before each timed round, so that the rounds of the two targets
+   * alternate and a change in the machine's speed during the run (a shared VM) falls on
+   * both alike, not on whichever ran in the slow minute. Dirty pages are written out before
+   * each hand-over.
+   */
+  turn(): Promise<void>;
 }
 
 export interface BenchCase {
@@ -95,16 +105,26 @@ export class Suite {
   async run(cases: BenchCase[]): Promise<void> {
     for (const benchCase of cases) {
       this.log(`\n== ${benchCase.title}`);
-      for (const kind of TARGET_ORDER) {
-        const target = await this.target(kind);
-        flushDirtyPages();
-        this.outcomes.push(await this.runOne(benchCase, target));
-      }
+      const targets: Target[] = [];
+      for (const kind of TARGET_ORDER) targets.push(await this.target(kind));
+      const baton = new Baton(TARGET_ORDER);
+      flushDirtyPages();
+      const outcomes = await Promise.all(
+        targets.map(async (target) => {
+          await baton.wait(target.kind);
+          try {
+            return await this.runOne(benchCase, target, baton);
+          } finally {
+            baton.leave(target.kind);
+          }
+        }),
+      );
+      this.outcomes.push(...outcomes);
       this.printCaseSummary(benchCase.id);
     }
   }
 
-  private async runOne(benchCase: BenchCase, target: Target): Promise<CaseOutcome> {
+  private async runOne(benchCase: BenchCase, target: Target, baton: Baton): Promise<CaseOutcome> {
     const outcome: CaseOutcome = { caseId: benchCase.id, title: benchCase.title, kind: target.kind, metrics: [], notes: [], seconds: 0 };
     const clients: OciClient[] = [];
     const ctx: CaseContext = {
@@ -118,6 +138,7 @@ export class Suite {
       repo: (prefix) => `bench/${prefix}-${RUN_ID}-${target.kind}-${++this.repoCounter}`,
       record: (m) => outcome.metrics.push({ group: benchCase.group, ...m }),
       note: (text) => outcome.notes.push(text),
+      turn: () => baton.pass(target.kind),
     };
     const start = now();
     try {
@@ -292,6 +313,62 @@ function indent(text: string): string {
     .split('\n')
     .map((l) => `    ${l}`)
     .join('\n');
+}
+
+/**
+ * Which target may run now. Exactly one holds it; `pass` hands it to the next target still
+ * running (in TARGET_ORDER, round robin) and waits until it comes back; `leave` hands it on
+ * for good. A target alone keeps it.
+ */
+export class Baton {
+  private holder: TargetKind;
+  private readonly waiting = new Map<TargetKind, () => void>();
+  private readonly finished = new Set<TargetKind>();
+
+  constructor(
+    private readonly order: readonly TargetKind[],
+    /** Runs at each hand-over, before the next target resumes. */
+    private readonly beforeHand: () => void = flushDirtyPages,
+  ) {
+    this.holder = order[0] as TargetKind;
+  }
+
+  /** Resolves once `kind` holds the baton. */
+  wait(kind: TargetKind): Promise<void> {
+    if (this.holder === kind) return Promise.resolve();
+    return new Promise((resolve) => this.waiting.set(kind, resolve));
+  }
+
+  async pass(kind: TargetKind): Promise<void> {
+    const next = this.next(kind);
+    if (next === kind) return;
+    this.hand(next);
+    await this.wait(kind);
+  }
+
+  leave(kind: TargetKind): void {
+    this.finished.add(kind);
+    const next = this.next(kind);
+    if (next !== kind) this.hand(next);
+  }
+
+  /** The next target after `kind` that has not finished; `kind` itself when there is none. */
+  private next(kind: TargetKind): TargetKind {
+    const at = this.order.indexOf(kind);
+    for (let i = 1; i < this.order.length; i++) {
+      const candidate = this.order[(at + i) % this.order.length] as TargetKind;
+      if (!this.finished.has(candidate)) return candidate;
+    }
+    return kind;
+  }
+
+  private hand(kind: TargetKind): void {
+    this.beforeHand();
+    this.holder = kind;
+    const resume = this.waiting.get(kind);
+    this.waiting.delete(kind);
+    resume?.();
+  }
 }
 
 /** Writes dirty pages out so one target's writeback does not land in the other's timing. */
