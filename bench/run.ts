@@ -15,7 +15,7 @@ import { imageConfig, imageManifest, OciClient, sha256 } from './lib/client.js';
 import { blobSeed, MiB, PatternBlob, RUN_ID } from './lib/data.js';
 import { readMemory, RssSampler, type RssReport } from './lib/rss.js';
 import { buildGateway, findReferenceBinary, SetupError, startGateway, startReference, type Target } from './lib/servers.js';
-import { closedLoop, inParallel, median, now, percentile, timed } from './lib/stats.js';
+import { closedLoop, inParallel, median, now, percentile, timed, windowedLoop } from './lib/stats.js';
 import { cosignSignature, sbomAttestation } from './lib/evidence.js';
 import { Suite, type BenchCase, type CaseContext } from './lib/suite.js';
 
@@ -29,6 +29,7 @@ const SIZES = QUICK
       bigReps: 1,
       chunk: 8 * MiB,
       loadMs: 700,
+      loadWindows: 2,
       warmupMs: 200,
       sustainMs: 3000,
       concurrency: [1, 16, 64],
@@ -48,6 +49,7 @@ const SIZES = QUICK
       bigReps: 5,
       chunk: 8 * MiB,
       loadMs: 3000,
+      loadWindows: 4,
       warmupMs: 1000,
       sustainMs: 40_000,
       concurrency: [1, 16, 64],
@@ -208,7 +210,7 @@ const pull: BenchCase = {
 
 const manifestPut: BenchCase = {
   id: 'manifest-put',
-  title: `4. manifest PUT by tag (distinct manifests), ${SIZES.loadMs} ms per concurrency after ${SIZES.warmupMs} ms of warm-up`,
+  title: `4. manifest PUT by tag (distinct manifests), ${SIZES.loadMs} ms per concurrency in ${SIZES.loadWindows} windows taken in turns, after ${SIZES.warmupMs} ms of warm-up`,
   group: GROUP.manifests,
   async run(ctx) {
     const setup = ctx.client(1);
@@ -216,8 +218,8 @@ const manifestPut: BenchCase = {
     const { config, layer } = await pushBaseImage(setup, repo);
     for (const c of SIZES.concurrency) {
       const client = ctx.client(c);
-      await ctx.turn();
-      const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs }, async (seq) => {
+      const load = { concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs };
+      const res = await windowedLoop(load, SIZES.loadWindows, () => ctx.turn(), async (seq) => {
         const body = imageManifest(config, [layer], { 'bench.seq': `${c}-${seq}` });
         await client.putManifest(repo, `c${c}-${seq}`, body);
       });
@@ -413,7 +415,7 @@ const signedAdmission: BenchCase = {
 
 const manifestRead: BenchCase = {
   id: 'manifest-read',
-  title: `5. manifest GET and HEAD (half by tag, half by digest), ${SIZES.loadMs} ms per concurrency and method after ${SIZES.warmupMs} ms of warm-up`,
+  title: `5. manifest GET and HEAD (half by tag, half by digest), ${SIZES.loadMs} ms per concurrency and method in ${SIZES.loadWindows} windows taken in turns, after ${SIZES.warmupMs} ms of warm-up`,
   group: GROUP.manifests,
   async run(ctx) {
     const setup = ctx.client(8);
@@ -429,8 +431,8 @@ const manifestRead: BenchCase = {
     for (const method of ['GET', 'HEAD'] as const) {
       for (const c of SIZES.concurrency) {
         const client = ctx.client(c);
-        await ctx.turn();
-        const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs }, async (seq) => {
+        const load = { concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs };
+        const res = await windowedLoop(load, SIZES.loadWindows, () => ctx.turn(), async (seq) => {
           const m = manifests[seq % count];
           const byDigest = Math.floor(seq / count) % 2 === 1;
           const reference = byDigest ? m.digest : m.tag;

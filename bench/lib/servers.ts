@@ -19,6 +19,10 @@ export interface Target {
   readonly pid: number;
   readonly dataDir: string;
   alive(): boolean;
+  /** Stops the process where it is (SIGSTOP) while the other target takes its turn: no timer or thread of it runs. */
+  pause(): void;
+  /** Lets a paused process go on (SIGCONT); harmless when it runs. */
+  resume(): void;
   /** The last few KiB the process wrote to stdout/stderr. */
   logTail(): string;
   stop(): Promise<void>;
@@ -107,6 +111,14 @@ class ProcessTarget implements Target {
     return this.exited === undefined;
   }
 
+  pause(): void {
+    if (this.alive()) this.child.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    if (this.alive()) this.child.kill('SIGCONT');
+  }
+
   exitDescription(): string {
     if (!this.exited) return 'running';
     return this.exited.signal ? `killed by ${this.exited.signal}` : `exited with code ${this.exited.code}`;
@@ -138,6 +150,7 @@ class ProcessTarget implements Target {
 
   async stop(): Promise<void> {
     if (this.alive()) {
+      this.resume();
       this.child.kill('SIGTERM');
       const killed = await Promise.race([this.exitPromise.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 10_000))]);
       if (!killed) {

@@ -32,6 +32,10 @@ export interface LoadResult {
   perSecond: number;
   p50Ms: number;
   p99Ms: number;
+  /** Every measured request's latency, sorted. */
+  latencies: number[];
+  /** The `seq` after the last one handed to `op`. */
+  nextSeq: number;
 }
 
 export interface LoadOptions {
@@ -43,6 +47,8 @@ export interface LoadOptions {
   warmupMs?: number;
   /** Stop early after this many measured requests. */
   maxRequests?: number;
+  /** The first `seq` handed to `op` (default 0). */
+  firstSeq?: number;
 }
 
 /**
@@ -51,7 +57,7 @@ export interface LoadOptions {
  * every worker and is thrown.
  */
 export async function closedLoop(options: LoadOptions, op: (seq: number) => Promise<void>): Promise<LoadResult> {
-  let seq = 0;
+  let seq = options.firstSeq ?? 0;
   let failure: unknown;
   const warmup = options.warmup ?? 0;
   let warmupLeft = warmup;
@@ -92,6 +98,10 @@ export async function closedLoop(options: LoadOptions, op: (seq: number) => Prom
   );
   const elapsedMs = now() - start;
   if (failure !== undefined) throw failure;
+  return loadResult(latencies, elapsedMs, seq);
+}
+
+function loadResult(latencies: number[], elapsedMs: number, nextSeq: number): LoadResult {
   latencies.sort((a, b) => a - b);
   return {
     requests: latencies.length,
@@ -99,7 +109,36 @@ export async function closedLoop(options: LoadOptions, op: (seq: number) => Prom
     perSecond: (latencies.length / elapsedMs) * 1000,
     p50Ms: percentile(latencies, 50),
     p99Ms: percentile(latencies, 99),
+    latencies,
+    nextSeq,
   };
+}
+
+/**
+ * The closed loop of `options` measured in `windows` windows of `durationMs / windows`,
+ * each after `beforeWindow()` (the bench's turn, where the other registry runs its own
+ * window): the first after the warm-up of `options`, later ones after one request per
+ * worker. The result covers every window: requests over their summed time, percentiles
+ * of all their latencies.
+ */
+export async function windowedLoop(
+  options: LoadOptions,
+  windows: number,
+  beforeWindow: () => Promise<void>,
+  op: (seq: number) => Promise<void>,
+): Promise<LoadResult> {
+  const all: number[] = [];
+  let elapsedMs = 0;
+  let firstSeq = options.firstSeq ?? 0;
+  for (let w = 0; w < windows; w++) {
+    await beforeWindow();
+    const warm = w === 0 ? { warmup: options.warmup, warmupMs: options.warmupMs } : { warmup: options.concurrency, warmupMs: undefined };
+    const res = await closedLoop({ ...options, ...warm, durationMs: options.durationMs / windows, firstSeq }, op);
+    for (const latency of res.latencies) all.push(latency);
+    elapsedMs += res.elapsedMs;
+    firstSeq = res.nextSeq;
+  }
+  return loadResult(all, elapsedMs, firstSeq);
 }
 
 /** Runs `fn(i)` for i in 0..count-1 with at most `concurrency` at a time. */

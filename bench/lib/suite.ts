@@ -41,8 +41,9 @@ export interface CaseContext {
    * Lets the other target run the same case up to its own next turn (or its end), then
    * resumes. A case calls it before each timed round, so that the rounds of the two targets
    * alternate and a change in the machine's speed during the run (a shared VM) falls on
-   * both alike, not on whichever ran in the slow minute. Dirty pages are written out before
-   * each hand-over.
+   * both alike, not on whichever ran in the slow minute. At each hand-over the target whose
+   * turn ends is paused (SIGSTOP: its background work, such as the gateway's database
+   * housekeeping, runs in its own turns, not in the other's) and dirty pages are written out.
    */
   turn(): Promise<void>;
 }
@@ -107,19 +108,28 @@ export class Suite {
       this.log(`\n== ${benchCase.title}`);
       const targets: Target[] = [];
       for (const kind of TARGET_ORDER) targets.push(await this.target(kind));
-      const baton = new Baton(TARGET_ORDER);
-      flushDirtyPages();
-      const outcomes = await Promise.all(
-        targets.map(async (target) => {
-          await baton.wait(target.kind);
-          try {
-            return await this.runOne(benchCase, target, baton);
-          } finally {
-            baton.leave(target.kind);
-          }
-        }),
-      );
-      this.outcomes.push(...outcomes);
+      const handTo = (kind: TargetKind) => {
+        for (const t of targets) if (t.kind !== kind) t.pause();
+        flushDirtyPages();
+        for (const t of targets) if (t.kind === kind) t.resume();
+      };
+      const baton = new Baton(TARGET_ORDER, handTo);
+      handTo(TARGET_ORDER[0] as TargetKind);
+      try {
+        const outcomes = await Promise.all(
+          targets.map(async (target) => {
+            await baton.wait(target.kind);
+            try {
+              return await this.runOne(benchCase, target, baton);
+            } finally {
+              baton.leave(target.kind);
+            }
+          }),
+        );
+        this.outcomes.push(...outcomes);
+      } finally {
+        for (const t of targets) t.resume();
+      }
       this.printCaseSummary(benchCase.id);
     }
   }
@@ -327,8 +337,8 @@ export class Baton {
 
   constructor(
     private readonly order: readonly TargetKind[],
-    /** Runs at each hand-over, before the next target resumes. */
-    private readonly beforeHand: () => void = flushDirtyPages,
+    /** Runs at each hand-over, with the target about to run (pauses the other, writes dirty pages out). */
+    private readonly onHand: (kind: TargetKind) => void,
   ) {
     this.holder = order[0] as TargetKind;
   }
@@ -363,7 +373,7 @@ export class Baton {
   }
 
   private hand(kind: TargetKind): void {
-    this.beforeHand();
+    this.onHand(kind);
     this.holder = kind;
     const resume = this.waiting.get(kind);
     this.waiting.delete(kind);

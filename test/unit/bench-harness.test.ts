@@ -1,9 +1,11 @@
 /**
  * The bench's turn-taking: the rounds of the two registries alternate, one target runs at a
- * time, and a target that ends (or fails) early leaves the other to finish alone.
+ * time, and a target that ends (or fails) early leaves the other to finish alone; a load
+ * measured in windows covers every window once.
  */
 import { expect } from 'chai';
 import { Baton } from '../../bench/lib/suite.js';
+import { windowedLoop } from '../../bench/lib/stats.js';
 import type { TargetKind } from '../../bench/lib/servers.js';
 
 const ORDER: TargetKind[] = ['reference', 'gateway'];
@@ -28,8 +30,8 @@ async function runBoth(baton: Baton, body: (kind: TargetKind, turn: () => Promis
 
 describe('bench turn-taking (Baton)', () => {
   it('alternates the rounds of the two targets, the reference first, with a hand-over before each', async () => {
-    let handOvers = 0;
-    const baton = new Baton(ORDER, () => handOvers++);
+    const handedTo: TargetKind[] = [];
+    const baton = new Baton(ORDER, (kind) => handedTo.push(kind));
     const log = await runBoth(baton, async (_kind, turn, note) => {
       note('setup');
       for (let r = 0; r < 3; r++) {
@@ -46,7 +48,7 @@ describe('bench turn-taking (Baton)', () => {
       'r:round2', 'r:end2', 'g:round2', 'g:end2',
     ]);
     // setup → g, g → r before each round, and the reference's leaving hands the last round over.
-    expect(handOvers).to.equal(7);
+    expect(handedTo).to.deep.equal(['gateway', 'reference', 'gateway', 'reference', 'gateway', 'reference', 'gateway']);
   });
 
   it('lets the other target finish alone when one returns early or fails', async () => {
@@ -75,5 +77,25 @@ describe('bench turn-taking (Baton)', () => {
       note('b');
     });
     expect(log).to.deep.equal(['g:a', 'g:b']);
+  });
+});
+
+describe('bench windowed load', () => {
+  it('measures in windows, each after its turn, with distinct sequence numbers and every window counted', async () => {
+    const seen: number[] = [];
+    const windowsStarted: number[] = [];
+    const res = await windowedLoop({ concurrency: 2, durationMs: 90, warmup: 4 }, 3, async () => void windowsStarted.push(seen.length), async (seq) => {
+      seen.push(seq);
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    });
+    expect(windowsStarted).to.have.length(3);
+    expect(new Set(seen).size).to.equal(seen.length);
+    // Warm-up: 4 requests before the first window, one per worker before the others.
+    const warmups = 4 + 2 + 2;
+    expect(res.requests).to.equal(seen.length - warmups);
+    expect(res.latencies).to.have.length(res.requests);
+    expect(res.elapsedMs).to.be.within(85, 200);
+    expect(res.perSecond).to.be.closeTo((res.requests / res.elapsedMs) * 1000, 1e-9);
+    expect(res.p50Ms).to.be.at.least(2);
   });
 });
