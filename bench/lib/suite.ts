@@ -116,16 +116,7 @@ export class Suite {
       const baton = new Baton(TARGET_ORDER, handTo);
       handTo(TARGET_ORDER[0] as TargetKind);
       try {
-        const outcomes = await Promise.all(
-          targets.map(async (target) => {
-            await baton.wait(target.kind);
-            try {
-              return await this.runOne(benchCase, target, baton);
-            } finally {
-              baton.leave(target.kind);
-            }
-          }),
-        );
+        const outcomes = await Promise.all(targets.map((target) => baton.run(target.kind, () => this.runOne(benchCase, target, baton))));
         this.outcomes.push(...outcomes);
       } finally {
         for (const t of targets) t.resume();
@@ -341,6 +332,16 @@ export class Baton {
     private readonly onHand: (kind: TargetKind) => void,
   ) {
     this.holder = order[0] as TargetKind;
+  }
+
+  /** Runs `fn` for `kind` once it holds the baton, and hands the baton on for good when `fn` ends. */
+  async run<T>(kind: TargetKind, fn: () => Promise<T>): Promise<T> {
+    await this.wait(kind);
+    try {
+      return await fn();
+    } finally {
+      this.leave(kind);
+    }
   }
 
   /** Resolves once `kind` holds the baton. */

@@ -10,20 +10,13 @@ import type { TargetKind } from '../../bench/lib/servers.js';
 
 const ORDER: TargetKind[] = ['reference', 'gateway'];
 
-/** Runs `body` for each target the way Suite.run does, logging what each does. */
+/** Runs `body` for each target through Baton.run, as Suite.run does, logging what each does. */
 async function runBoth(baton: Baton, body: (kind: TargetKind, turn: () => Promise<void>, log: (s: string) => void) => Promise<void>) {
   const log: string[] = [];
   await Promise.all(
-    ORDER.map(async (kind) => {
-      await baton.wait(kind);
-      try {
-        await body(kind, () => baton.pass(kind), (s) => log.push(`${kind[0]}:${s}`));
-      } catch {
-        log.push(`${kind[0]}:failed`);
-      } finally {
-        baton.leave(kind);
-      }
-    }),
+    ORDER.map((kind) =>
+      baton.run(kind, () => body(kind, () => baton.pass(kind), (s) => log.push(`${kind[0]}:${s}`))).catch(() => log.push(`${kind[0]}:failed`)),
+    ),
   );
   return log;
 }
