@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { advisoryLock, jsonParam, openDatabase, queryPlannedForValues, whereSet, type Database } from '../../src/db/database.js';
+import { advisoryLock, jsonParam, openDatabase, queryPlannedForValues, splitStatements, whereSet, type Database } from '../../src/db/database.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 
@@ -253,3 +253,26 @@ for (const kind of DATABASE_KINDS) {
     });
   });
 }
+
+describe('migration statements', () => {
+  it('end at a semicolon that ends a line, except inside a $$-quoted function body; comment lines are dropped', () => {
+    const sql = [
+      '-- a comment',
+      'CREATE TABLE t (a int); ',
+      'CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$',
+      'BEGIN',
+      '  -- inside the body',
+      '  RETURN 1;',
+      'END',
+      '$$;',
+      'CREATE INDEX i ON t (a)',
+      '  WHERE a > 0;',
+      '',
+    ].join('\n');
+    expect(splitStatements(sql)).to.deep.equal([
+      'CREATE TABLE t (a int)',
+      'CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$\nBEGIN\n  -- inside the body\n  RETURN 1;\nEND\n$$',
+      'CREATE INDEX i ON t (a)\n  WHERE a > 0',
+    ]);
+  });
+});
