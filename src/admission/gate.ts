@@ -15,7 +15,7 @@ import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/adm
 import type { ParsedManifest } from '../registry/manifest.js';
 import type { Decision, Evidence, EvidenceItem, LoadedPolicy } from '../policy/types.js';
 import { canonicalJson } from '../audit/canonical.js';
-import type { AuditLog } from '../audit/log.js';
+import type { AuditEvent, AuditLog } from '../audit/log.js';
 import { failpoint } from './failpoints.js';
 import type { ScanService } from '../scan/service.js';
 import { verifyEvidenceManifest, type PolicyTrust, type VerifiedEvidence } from '../verify/evidence.js';
@@ -211,10 +211,13 @@ export class Gate {
         await admissions.record(tx, repoId, digest, decision, found);
         record = { ...withDecision(current, decision), evidence: found };
       }
+      const commit = decision.outcome === 'admitted' ? await this.switchVisible(tx, repository, repoId, digest, nodes, children, trigger) : null;
+      // The records come last, in the order of what they record: an append holds the head of
+      // the audit chain until this transaction ends (on PostgreSQL, every other append waits).
       if (created || changed) {
         await this.auditDecision(tx, repository, digest, decision, trigger, { ...scanDetail(evidence), ...(Object.keys(found).length > 0 ? { evidence: found } : {}) });
       }
-      if (decision.outcome === 'admitted') await this.switchVisible(tx, repository, repoId, digest, nodes, children, trigger);
+      if (commit) await this.options.audit.append(tx, commit);
       return { record, decision };
     });
     this.changed(repository, digest);
@@ -365,7 +368,8 @@ export class Gate {
     const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
       const repoId = await this.lock(tx, repository, digest);
       const { record } = await admissions.open(tx, repoId, { repository, digest, mediaType: '', tags: trigger.tags ?? [], pushedBy: null });
-      if (record.state === 'admitted') await this.switchVisible(tx, repository, repoId, digest, [{ digest, contentDigests: [] }], [], trigger);
+      const commit = record.state === 'admitted' ? await this.switchVisible(tx, repository, repoId, digest, [{ digest, contentDigests: [] }], [], trigger) : null;
+      if (commit) await this.options.audit.append(tx, commit);
       return { record, decision: null };
     });
     this.changed(repository, digest);
@@ -407,7 +411,11 @@ export class Gate {
     failpoint('commit:after-manifests');
   }
 
-  /** Step 3, the visible switch: content, manifests and tags, children's admissions, and the commit record. */
+  /**
+   * Step 3, the visible switch: content, manifests and tags, and children's admissions. Returns
+   * the commit record for the caller to append once its other statements are done (null when
+   * nothing changed).
+   */
   private async switchVisible(
     tx: Queryable,
     repository: string,
@@ -416,19 +424,19 @@ export class Gate {
     nodes: ManifestNode[],
     children: string[],
     trigger: Trigger,
-  ): Promise<void> {
+  ): Promise<AuditEvent | null> {
     const visible = await this.options.registry.metadata.commitManifests(tx, repository, nodes);
     const childrenAdmitted = await this.options.admissions.admitWith(tx, repoId, children, digest);
     failpoint('commit:before-switch');
-    if (nodes.length === 1 && visible.length === 0 && nodes[0].contentDigests.length === 0) return; // nothing changed
-    await this.options.audit.append(tx, {
+    if (nodes.length === 1 && visible.length === 0 && nodes[0].contentDigests.length === 0) return null; // nothing changed
+    return {
       action: 'commit',
       repository,
       digest,
       principal: trigger.principal ?? null,
       requestId: trigger.requestId ?? null,
       detail: { manifests: nodes.map((n) => n.digest), tags: visible, childrenAdmitted },
-    });
+    };
   }
 
   private async auditDecision(tx: Queryable, repository: string, digest: string, decision: Decision, trigger: Trigger, extra: Record<string, unknown> = {}) {

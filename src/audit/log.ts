@@ -1,7 +1,8 @@
 /**
  * The audit trail. `append` runs inside the transaction of the state change it records, so
  * a failed audit write fails the operation. Appends are serialised so the chain is linear
- * (an advisory lock on PostgreSQL; PGlite runs one transaction at a time):
+ * (an advisory lock held to the end of the appending transaction on PostgreSQL; PGlite runs
+ * one transaction at a time):
  * hash = sha256(prev_hash + "\n" + canonical JSON of the record's content). The sequence
  * number is the storage order and is not hashed: the chain itself says what follows what,
  * which is how reordering is told from editing.
@@ -122,6 +123,9 @@ export function keyId(publicKey: KeyObject): string {
 }
 
 type AuditHead = { seq: number; hash: string };
+/** What a record's hash covers besides its predecessor's hash. */
+type RecordContent = Omit<AuditRecord, 'seq' | 'prevHash' | 'hash'>;
+type Chained = { seq: number; prevHash: string; hash: string };
 
 function isTransaction(q: Queryable): q is Transaction {
   return typeof (q as Partial<Transaction>).afterCommit === 'function';
@@ -136,9 +140,9 @@ export interface AuditLogOptions {
 }
 
 export class AuditLog {
-  /** Head written by the last append of each open transaction (the lock is held until it ends). */
+  /** PGlite: the head written by the last append of each open transaction. */
   private readonly heads = new WeakMap<Queryable, AuditHead>();
-  /** The committed head, kept only for a serial database (no other writer can move it). */
+  /** PGlite: the committed head (no other writer can move it). */
   private committedHead: AuditHead | null = null;
 
   constructor(
@@ -148,8 +152,6 @@ export class AuditLog {
 
   /** Appends inside the caller's transaction; throws (and so fails the caller) if it cannot. */
   async append(q: Queryable, event: AuditEvent): Promise<AuditRecord> {
-    const head = await this.lockedHead(q);
-    const seq = head ? head.seq + 1 : 1;
     // Serialised once: what is stored, and (parsed back) what is hashed and returned.
     const detailJson = jsonParam(event.detail ?? {});
     const content = {
@@ -160,33 +162,45 @@ export class AuditLog {
       principal: event.principal ?? null,
       requestId: event.requestId ?? null,
       detail: JSON.parse(detailJson) as Record<string, unknown>,
-      prevHash: head ? head.hash : GENESIS_HASH,
     };
-    const hash = recordHash(content);
-    await q.query(
-      `INSERT INTO audit_log (seq, at, action, repository, digest, principal, request_id, detail, prev_hash, hash)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [seq, content.at, content.action, content.repository, content.digest, content.principal, content.requestId, detailJson, content.prevHash, hash],
-    );
-    this.wrote(q, { seq, hash });
+    const { seq, prevHash, hash } = this.db.serial ? await this.insertAfterHead(q, content, detailJson) : await this.insertLocked(q, content, detailJson);
     const every = this.options.checkpointEvery ?? 0;
     if (this.options.checkpointKey && every > 0 && seq % every === 0) await this.writeCheckpoint(q, seq, hash);
-    return { seq, hash, ...content };
+    return { seq, ...content, prevHash, hash };
   }
 
   /**
-   * Takes the append lock (held to the end of the transaction) and reads the head. A second
-   * append in the same transaction already holds the lock and knows the head it wrote; on a
-   * serial database the head the last committed append wrote is still the head.
-   * Two statements on purpose: the head must be read after the lock is granted.
+   * PGlite (one transaction at a time): chains to the head this transaction last wrote, or
+   * the one the last committed append wrote, or else the newest record.
    */
-  private async lockedHead(q: Queryable): Promise<AuditHead | null> {
-    const known = q !== this.db ? this.heads.get(q) : undefined;
-    if (known) return known;
-    if (this.db.serial && this.committedHead && q !== this.db) return this.committedHead;
-    await advisoryLock(this.db, q, APPEND_LOCK);
-    const rows = await q.query<AuditHead>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1');
-    return rows[0] ?? null;
+  private async insertAfterHead(q: Queryable, content: RecordContent, detailJson: string): Promise<Chained> {
+    const known = q !== this.db ? (this.heads.get(q) ?? this.committedHead) : null;
+    const head = known ?? (await q.query<AuditHead>('SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1'))[0] ?? null;
+    const chained = { seq: head ? head.seq + 1 : 1, prevHash: head ? head.hash : GENESIS_HASH, hash: '' };
+    chained.hash = recordHash({ ...content, prevHash: chained.prevHash });
+    await q.query(
+      `INSERT INTO audit_log (seq, at, action, repository, digest, principal, request_id, detail, prev_hash, hash)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      [chained.seq, content.at, content.action, content.repository, content.digest, content.principal, content.requestId, detailJson, chained.prevHash, chained.hash],
+    );
+    this.wrote(q, { seq: chained.seq, hash: chained.hash });
+    return chained;
+  }
+
+  /**
+   * PostgreSQL: one call takes the append lock (held until the caller's transaction ends),
+   * reads the newest record after the lock is granted and inserts the next one, hashed by
+   * the server from the content serialised here (migration 010); the hash is checked here.
+   */
+  private async insertLocked(q: Queryable, content: RecordContent, detailJson: string): Promise<Chained> {
+    const [row] = await q.query<{ seq: number; prev_hash: string; hash: string }>(
+      'SELECT seq, prev_hash, hash FROM audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+      [APPEND_LOCK, content.at, content.action, content.repository, content.digest, content.principal, content.requestId, detailJson, canonicalJson(content)],
+    );
+    if (recordHash({ ...content, prevHash: row.prev_hash }) !== row.hash) {
+      throw new Error(`audit record ${row.seq}: the database hashed it differently from the gateway`);
+    }
+    return { seq: row.seq, prevHash: row.prev_hash, hash: row.hash };
   }
 
   /** Remembers the head an append wrote: for the rest of its transaction, and once it commits. */
@@ -196,7 +210,7 @@ export class AuditLog {
       return;
     }
     this.heads.set(q, head);
-    if (this.db.serial && isTransaction(q)) q.afterCommit(() => (this.committedHead = head));
+    if (isTransaction(q)) q.afterCommit(() => (this.committedHead = head));
   }
 
   /** For events with no other state change (authentication failures, policy loads). */

@@ -89,6 +89,16 @@ for (const kind of DATABASE_KINDS) {
       expect((await audit.verify()).problems).to.deep.equal([]);
     });
 
+    it('hashes non-ASCII text, backslashes, quotes and newlines the same way the verifier does', async () => {
+      const detail = { s: 'café ☃ 𝄞 \\ "q" \n\t end', 'ключ': ['ü', "it's"] };
+      const record = await audit.appendNow({ action: 'push', repository: 'team/app', principal: 'zoë', detail });
+      const [stored] = await audit.query({ limit: 1 });
+      expect(stored.detail).to.deep.equal(detail);
+      expect(stored.hash).to.equal(record.hash);
+      expect(recordHash(stored)).to.equal(stored.hash);
+      expect((await audit.verify()).problems).to.deep.equal([]);
+    });
+
     it('keeps one linear chain under concurrent appends', async () => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => audit.appendNow({ action: 'auth.failure', principal: `p${i}`, detail: { i } })));
       const report = await audit.verify();
