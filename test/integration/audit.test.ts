@@ -99,6 +99,20 @@ for (const kind of DATABASE_KINDS) {
       expect((await audit.verify()).problems).to.deep.equal([]);
     });
 
+    // PostgreSQL only: PGlite appends are hashed by the gateway alone.
+    if (kind === 'postgres') it('fails the append, and writes nothing, when the database hashes a record differently', async () => {
+      await fill(2);
+      // A server-side hash that differs from the gateway's (as a wrong text encoding would).
+      const [fn] = await db.query<{ body: string }>(`SELECT pg_get_functiondef('audit_append'::regproc) AS body`);
+      await db.query(fn.body.replace("E'\\n' || p_content", "E'\\n' || p_content || ' '"));
+      const failed = await db.transaction((tx) => audit.append(tx, { action: 'push', repository: 'team/app' })).then(() => null, (err: Error) => err);
+      expect(failed?.message).to.match(/^audit record 3: the database hashed it differently/);
+      expect((await audit.query({ limit: 10 })).map((r) => r.seq)).to.deep.equal([1, 2]);
+      await db.query(fn.body);
+      await fill(1);
+      expect((await audit.verify()).problems).to.deep.equal([]);
+    });
+
     it('keeps one linear chain under concurrent appends', async () => {
       await Promise.all(Array.from({ length: 40 }, (_, i) => audit.appendNow({ action: 'auth.failure', principal: `p${i}`, detail: { i } })));
       const report = await audit.verify();
