@@ -1,8 +1,8 @@
 /**
- * A throwaway PostgreSQL cluster for tests: initdb into a temp dir (as the `postgres` user
- * when we are root, since initdb refuses root), start on a free loopback port, and remove
- * it all when the test run ends. Started once, lazily, and shared by every suite; each
- * suite gets its own database.
+ * A throwaway PostgreSQL cluster: initdb into a temp dir (as the `postgres` user when we are
+ * root, since initdb refuses root), start on a free loopback port, and remove it all at the
+ * end. For tests, one cluster without fsync, started lazily and shared by every suite; each
+ * suite gets its own database. The bench starts its own with the server's defaults.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 
-interface Cluster {
+export interface Cluster {
   port: number;
   dir: string;
   process: ChildProcess;
@@ -47,7 +47,8 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function startCluster(): Promise<Cluster> {
+/** Starts a cluster; `durable: false` turns fsync off (tests), otherwise the server's defaults apply. */
+export async function startCluster(options: { durable: boolean }): Promise<Cluster> {
   const bin = binDir();
   const dir = mkdtempSync(path.join(tmpdir(), 'gateway-pg-'));
   if (process.getuid?.() === 0) {
@@ -59,11 +60,16 @@ async function startCluster(): Promise<Cluster> {
   const [initCmd, initArgs] = asPostgresUser(path.join(bin, 'initdb'), [
     '-D', data, '--auth=trust', '--username=postgres', '--encoding=UTF8', '--no-sync',
   ]);
-  execFileSync(initCmd, initArgs, { stdio: 'pipe' });
+  try {
+    execFileSync(initCmd, initArgs, { stdio: 'pipe' });
+  } catch (err) {
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   const port = await freePort();
   const [cmd, args] = asPostgresUser(path.join(bin, 'postgres'), [
     '-D', data, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1',
-    '-c', 'fsync=off', '-c', 'max_connections=200',
+    '-c', 'max_connections=200', ...(options.durable ? [] : ['-c', 'fsync=off']),
   ]);
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
@@ -80,7 +86,9 @@ async function startCluster(): Promise<Cluster> {
     } catch {
       await client.end().catch(() => undefined);
       if (child.exitCode !== null || Date.now() > deadline) {
-        throw new Error(`PostgreSQL did not start (exit ${child.exitCode}): ${stderr.slice(-2000)}`);
+        const exit = child.exitCode;
+        await removeCluster({ port, dir, process: child });
+        throw new Error(`PostgreSQL did not start (exit ${exit}): ${stderr.slice(-2000)}`);
       }
       await new Promise((r) => setTimeout(r, 200));
     }
@@ -90,21 +98,28 @@ async function startCluster(): Promise<Cluster> {
 
 /** A fresh, empty database on the shared throwaway cluster; returns its URL. */
 export async function createTestDatabase(): Promise<string> {
-  cluster ??= startCluster();
-  const { port } = await cluster;
-  const name = `gw_test_${process.pid}_${++databaseCounter}`;
-  const admin = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+  cluster ??= startCluster({ durable: false });
+  return createDatabase(await cluster, `gw_test_${process.pid}_${++databaseCounter}`);
+}
+
+/** Creates database `name` on a cluster; returns its URL. */
+export async function createDatabase(c: Cluster, name: string): Promise<string> {
+  const admin = new pg.Client({ host: '127.0.0.1', port: c.port, user: 'postgres', database: 'postgres' });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${name}`);
   await admin.end();
-  return `postgres://postgres@127.0.0.1:${port}/${name}`;
+  return `postgres://postgres@127.0.0.1:${c.port}/${name}`;
 }
 
 export async function stopCluster(): Promise<void> {
   if (!cluster) return;
   const c = await cluster.catch(() => null);
   cluster = null;
-  if (!c) return;
+  if (c) await removeCluster(c);
+}
+
+/** Stops a cluster and removes its directory. */
+export async function removeCluster(c: Cluster): Promise<void> {
   // Signal the postmaster itself (runuser need not forward signals): SIGINT = fast shutdown.
   const pidFile = path.join(c.dir, 'data', 'postmaster.pid');
   const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').split('\n')[0]) : NaN;
