@@ -18,6 +18,7 @@ import { buildGateway, findReferenceBinary, SetupError, startGateway, startRefer
 import { closedLoop, inParallel, median, now, percentile, timed, windowedLoop } from './lib/stats.js';
 import { cosignSignature, sbomAttestation } from './lib/evidence.js';
 import { Suite, type BenchCase, type CaseContext } from './lib/suite.js';
+import { createDatabase, removeCluster, startCluster, type Cluster } from '../test/helpers/postgres.js';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const QUICK = /^(1|true|yes)$/i.test(process.env.BENCH_QUICK ?? '');
@@ -413,6 +414,52 @@ const signedAdmission: BenchCase = {
   },
 };
 
+/**
+ * Manifest PUTs with the gateway on PostgreSQL, the database for production: a local
+ * cluster with the server's defaults (fsync and synchronous_commit on), started for this
+ * row. Only the gateway has a database to choose, so the reference column stays empty;
+ * row 4 has both registries with the gateway on its embedded default.
+ */
+const postgresPut: BenchCase = {
+  id: 'manifest-put-postgres',
+  title: `4e. manifest PUT with the gateway on PostgreSQL (local cluster, server defaults), ${SIZES.loadMs} ms per concurrency after ${SIZES.warmupMs} ms of warm-up`,
+  group: GROUP.manifests,
+  async run(ctx) {
+    if (ctx.target.kind !== 'gateway') return;
+    let cluster: Cluster;
+    try {
+      cluster = await startCluster({ durable: true });
+    } catch (err) {
+      ctx.note(`not measured: no PostgreSQL cluster could be started here (${(err as Error).message.split('\n')[0]})`);
+      return;
+    }
+    try {
+      const gateway = await startGateway(REPO_ROOT, { GATEWAY_DATABASE_URL: await createDatabase(cluster, 'bench') });
+      try {
+        for (const c of SIZES.concurrency) {
+          const client = new OciClient(gateway.baseUrl, { maxSockets: c });
+          try {
+            const repo = ctx.repo('postgres');
+            const { config, layer } = await pushBaseImage(client, repo);
+            const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs }, async (seq) => {
+              await client.putManifest(repo, `p${c}-${seq}`, imageManifest(config, [layer], { 'bench.seq': `pg-${c}-${seq}` }));
+            });
+            ctx.record({ label: `manifest PUT on PostgreSQL c=${c}`, unit: 'req/s', better: 'higher', value: res.perSecond });
+            ctx.record({ label: `manifest PUT on PostgreSQL c=${c} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
+            ctx.record({ label: `manifest PUT on PostgreSQL c=${c} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
+          } finally {
+            client.close();
+          }
+        }
+      } finally {
+        await gateway.stop();
+      }
+    } finally {
+      await removeCluster(cluster);
+    }
+  },
+};
+
 const manifestRead: BenchCase = {
   id: 'manifest-read',
   title: `5. manifest GET and HEAD (half by tag, half by digest), ${SIZES.loadMs} ms per concurrency and method in ${SIZES.loadWindows} windows taken in turns, after ${SIZES.warmupMs} ms of warm-up`,
@@ -591,6 +638,7 @@ const CASES: BenchCase[] = [
   gateOverhead,
   scanOverhead,
   signedAdmission,
+  postgresPut,
   manifestRead,
   tagListing,
   concurrentPushes,
