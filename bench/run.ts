@@ -15,7 +15,7 @@ import { imageConfig, imageManifest, OciClient, sha256 } from './lib/client.js';
 import { blobSeed, MiB, PatternBlob, RUN_ID } from './lib/data.js';
 import { readMemory, RssSampler, type RssReport } from './lib/rss.js';
 import { buildGateway, findReferenceBinary, SetupError, startGateway, startReference, type Target } from './lib/servers.js';
-import { closedLoop, inParallel, median, now, percentile, timed, windowedLoop } from './lib/stats.js';
+import { closedLoop, inParallel, median, now, percentile, timed, windowedLoop, type LoadResult } from './lib/stats.js';
 import { cosignSignature, sbomAttestation } from './lib/evidence.js';
 import { Suite, type BenchCase, type CaseContext } from './lib/suite.js';
 import { createDatabase, removeCluster, startCluster, type Cluster } from '../test/helpers/postgres.js';
@@ -107,6 +107,31 @@ interface Descriptor {
 function recordRss(ctx: CaseContext, what: string, report: RssReport): void {
   ctx.record({ group: GROUP.memory, label: `peak RSS, ${what}`, unit: 'MiB', better: 'lower', value: report.peakMiB });
   ctx.record({ group: GROUP.memory, label: `RSS growth (peak - start), ${what}`, unit: 'MiB', better: 'lower', value: report.peakMiB - report.beforeMiB });
+}
+
+/** A load's rate and its p50 and p99 latency under `label`. */
+function recordLoad(ctx: CaseContext, label: string, res: LoadResult): void {
+  ctx.record({ label, unit: 'req/s', better: 'higher', value: res.perSecond });
+  ctx.record({ label: `${label} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
+  ctx.record({ label: `${label} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
+}
+
+/**
+ * Distinct manifest PUTs by tag at concurrency `c` into a new repository `name`, after a
+ * warm-up, with a client of their own: gateway-only cases measure gateways they start
+ * themselves as well as their target.
+ */
+async function manifestPutsAt(ctx: CaseContext, baseUrl: string, c: number, name: string): Promise<LoadResult> {
+  const client = new OciClient(baseUrl, { maxSockets: c });
+  try {
+    const repo = ctx.repo(name);
+    const { config, layer } = await pushBaseImage(client, repo);
+    return await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs }, async (seq) => {
+      await client.putManifest(repo, `t${c}-${seq}`, imageManifest(config, [layer], { 'bench.seq': `${name}-${c}-${seq}` }));
+    });
+  } finally {
+    client.close();
+  }
 }
 
 // --- cases -------------------------------------------------------------------------------------
@@ -224,9 +249,7 @@ const manifestPut: BenchCase = {
         const body = imageManifest(config, [layer], { 'bench.seq': `${c}-${seq}` });
         await client.putManifest(repo, `c${c}-${seq}`, body);
       });
-      ctx.record({ label: `manifest PUT c=${c}`, unit: 'req/s', better: 'higher', value: res.perSecond });
-      ctx.record({ label: `manifest PUT c=${c} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
-      ctx.record({ label: `manifest PUT c=${c} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
+      recordLoad(ctx, `manifest PUT c=${c}`, res);
     }
   },
 };
@@ -273,20 +296,9 @@ const gateOverhead: BenchCase = {
       for (const c of [1, 16]) {
         const rates: Record<string, number> = {};
         for (const [name, base] of [['on', ctx.target.baseUrl], ['off', off.baseUrl]] as const) {
-          const client = new OciClient(base, { maxSockets: c });
-          try {
-            const repo = ctx.repo(`gate-${name}`);
-            const { config, layer } = await pushBaseImage(client, repo);
-            const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs }, async (seq) => {
-              await client.putManifest(repo, `g${c}-${seq}`, imageManifest(config, [layer], { 'bench.seq': `${name}-${c}-${seq}` }));
-            });
-            rates[name] = res.perSecond;
-            ctx.record({ label: `manifest PUT c=${c}, gate ${name}`, unit: 'req/s', better: 'higher', value: res.perSecond });
-            ctx.record({ label: `manifest PUT c=${c}, gate ${name} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
-            ctx.record({ label: `manifest PUT c=${c}, gate ${name} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
-          } finally {
-            client.close();
-          }
+          const res = await manifestPutsAt(ctx, base, c, `gate-${name}`);
+          rates[name] = res.perSecond;
+          recordLoad(ctx, `manifest PUT c=${c}, gate ${name}`, res);
         }
         ctx.note(`c=${c}: gate on runs at ${((rates.on / rates.off) * 100).toFixed(0)}% of the gate-off rate`);
       }
@@ -436,21 +448,7 @@ const postgresPut: BenchCase = {
     try {
       const gateway = await startGateway(REPO_ROOT, { GATEWAY_DATABASE_URL: await createDatabase(cluster, 'bench') });
       try {
-        for (const c of SIZES.concurrency) {
-          const client = new OciClient(gateway.baseUrl, { maxSockets: c });
-          try {
-            const repo = ctx.repo('postgres');
-            const { config, layer } = await pushBaseImage(client, repo);
-            const res = await closedLoop({ concurrency: c, durationMs: SIZES.loadMs, warmup: c * 2, warmupMs: SIZES.warmupMs }, async (seq) => {
-              await client.putManifest(repo, `p${c}-${seq}`, imageManifest(config, [layer], { 'bench.seq': `pg-${c}-${seq}` }));
-            });
-            ctx.record({ label: `manifest PUT on PostgreSQL c=${c}`, unit: 'req/s', better: 'higher', value: res.perSecond });
-            ctx.record({ label: `manifest PUT on PostgreSQL c=${c} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
-            ctx.record({ label: `manifest PUT on PostgreSQL c=${c} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
-          } finally {
-            client.close();
-          }
-        }
+        for (const c of SIZES.concurrency) recordLoad(ctx, `manifest PUT on PostgreSQL c=${c}`, await manifestPutsAt(ctx, gateway.baseUrl, c, 'postgres'));
       } finally {
         await gateway.stop();
       }
@@ -492,9 +490,7 @@ const manifestRead: BenchCase = {
             if (digest !== m.digest) throw new Error(`HEAD /v2/${repo}/manifests/${reference}: Docker-Content-Digest ${String(digest)}, expected ${m.digest}`);
           }
         });
-        ctx.record({ label: `manifest ${method} c=${c}`, unit: 'req/s', better: 'higher', value: res.perSecond });
-        ctx.record({ label: `manifest ${method} c=${c} p50`, unit: 'ms', better: 'lower', value: res.p50Ms });
-        ctx.record({ label: `manifest ${method} c=${c} p99`, unit: 'ms', better: 'lower', value: res.p99Ms });
+        recordLoad(ctx, `manifest ${method} c=${c}`, res);
       }
     }
   },
