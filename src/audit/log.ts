@@ -111,7 +111,12 @@ function toRecord(row: Row): AuditRecord {
 /** What the hash covers: everything but the sequence number and the hash itself. */
 export function recordHash(record: Omit<AuditRecord, 'seq' | 'hash'> & { seq?: number; hash?: string }): string {
   const { prevHash, seq: _seq, hash: _hash, ...content } = record;
-  return `sha256:${createHash('sha256').update(`${prevHash}\n${canonicalJson(content)}`).digest('hex')}`;
+  return chainHash(prevHash, canonicalJson(content));
+}
+
+/** A record's hash from its predecessor's hash and the canonical JSON of its content. */
+function chainHash(prevHash: string, canonicalContent: string): string {
+  return `sha256:${createHash('sha256').update(`${prevHash}\n${canonicalContent}`).digest('hex')}`;
 }
 
 function checkpointPayload(seq: number, hash: string, at: string): Buffer {
@@ -193,11 +198,12 @@ export class AuditLog {
    * the server from the content serialised here (migration 010); the hash is checked here.
    */
   private async insertLocked(q: Queryable, content: RecordContent, detailJson: string): Promise<Chained> {
+    const canonical = canonicalJson(content);
     const [row] = await q.query<{ seq: number; prev_hash: string; hash: string }>(
       'SELECT seq, prev_hash, hash FROM audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9)',
-      [APPEND_LOCK, content.at, content.action, content.repository, content.digest, content.principal, content.requestId, detailJson, canonicalJson(content)],
+      [APPEND_LOCK, content.at, content.action, content.repository, content.digest, content.principal, content.requestId, detailJson, canonical],
     );
-    if (recordHash({ ...content, prevHash: row.prev_hash }) !== row.hash) {
+    if (chainHash(row.prev_hash, canonical) !== row.hash) {
       throw new Error(`audit record ${row.seq}: the database hashed it differently from the gateway`);
     }
     return { seq: row.seq, prevHash: row.prev_hash, hash: row.hash };
