@@ -392,7 +392,7 @@ function pageSize(req: Request): number | undefined {
   const raw = queryString(req, 'n');
   if (raw === undefined) return undefined;
   if (!/^\d{1,9}$/.test(raw)) {
-    throw new RegistryError('PAGINATION_NUMBER_INVALID', `n must be a non-negative integer, got ${JSON.stringify(raw.slice(0, 20))}`);
+    throw new RegistryError('PAGINATION_NUMBER_INVALID', `n must be an integer from 0 to 999999999, got ${JSON.stringify(raw.slice(0, 20))}`);
   }
   return Number(raw);
 }

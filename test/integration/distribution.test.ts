@@ -534,6 +534,11 @@ for (const kind of DATABASE_KINDS) {
         const bad = await c.request('GET', '/v2/l/tags/tags/list?n=-1');
         expect(bad.status).to.equal(400);
         expect(await errorCode(bad)).to.equal('PAGINATION_NUMBER_INVALID');
+        const huge = await c.request('GET', '/v2/l/tags/tags/list?n=10000000000');
+        expect(huge.status).to.equal(400);
+        const tooMany = (await huge.json()) as { errors: Array<{ code: string; message: string }> };
+        expect(tooMany.errors[0].code).to.equal('PAGINATION_NUMBER_INVALID');
+        expect(tooMany.errors[0].message).to.contain('from 0 to 999999999');
       });
 
       it('answers tag listing of an unknown repository with 404 NAME_UNKNOWN', async () => {
