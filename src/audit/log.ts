@@ -10,7 +10,7 @@
 import { createHash, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { advisoryLock, jsonParam, queryPlannedForValues, whereSet, type Database, type Queryable, type Transaction } from '../db/database.js';
+import { advisoryLock, jsonParam, queryPlannedForValues, textParam, whereSet, type Database, type Queryable, type Transaction } from '../db/database.js';
 import { canonicalJson } from './canonical.js';
 
 export const GENESIS_HASH = `sha256:${'0'.repeat(64)}`;
@@ -162,10 +162,11 @@ export class AuditLog {
     const content = {
       at: new Date().toISOString(),
       action: event.action,
-      repository: event.repository ?? null,
-      digest: event.digest ?? null,
-      principal: event.principal ?? null,
-      requestId: event.requestId ?? null,
+      // A failed login's username is any text the client sent.
+      repository: textParam(event.repository ?? null),
+      digest: textParam(event.digest ?? null),
+      principal: textParam(event.principal ?? null),
+      requestId: textParam(event.requestId ?? null),
       detail: JSON.parse(detailJson) as Record<string, unknown>,
     };
     const { seq, prevHash, hash } = this.db.serial ? await this.insertAfterHead(q, content, detailJson) : await this.insertLocked(q, content, detailJson);

@@ -114,7 +114,8 @@ export class RobotStore {
   }
 
   async verify(name: string, secret: string, now = new Date()): Promise<RobotCheck> {
-    const rows = await this.db.query<RobotRow>('SELECT * FROM robots WHERE name = $1', [name]);
+    // A name no robot can have (one from a login: any text, U+0000 included) is not looked up.
+    const rows = NAME_RE.test(name) ? await this.db.query<RobotRow>('SELECT * FROM robots WHERE name = $1', [name]) : [];
     const offered = createHash('sha256').update(secret).digest();
     if (rows.length === 0) return { ok: false, reason: 'unknown' };
     const row = rows[0];

@@ -108,6 +108,11 @@ export function jsonParam(value: unknown): string {
   });
 }
 
+/** Text for a text parameter that may come from the network: U+0000 (which PostgreSQL cannot store) becomes U+FFFD. */
+export function textParam<T extends string | null>(value: T): T {
+  return (value !== null && value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value) as T;
+}
+
 /** Runs the callbacks a transaction registered, once it has committed. */
 function runAfterCommit(callbacks: Array<() => void>): void {
   for (const fn of callbacks) fn();

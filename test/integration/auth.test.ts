@@ -48,6 +48,18 @@ for (const kind of DATABASE_KINDS) {
         }
       });
 
+      it('refuses a username no one can have (U+0000, robot names out of grammar) with 401 and audits it', async () => {
+        for (const username of ['ali\u0000ce', 'robot$bad\u0000name', 'robot$UPPER']) {
+          const res = await anon.as(basic(username, 'whatever-pass')).request('GET', '/v2/');
+          expect(res.status, JSON.stringify(username)).to.equal(401);
+          expect(await errorCode(res)).to.equal('UNAUTHORIZED');
+        }
+        const failures = await gw.audit.query({ action: 'auth.failure', limit: 1000 });
+        const principals = failures.map((r) => r.principal);
+        expect(principals).to.include.members(['ali\uFFFDce', 'robot$bad\uFFFDname', 'robot$UPPER']);
+        expect((await gw.audit.verify()).ok).to.equal(true);
+      });
+
       it('names what is wrong with a malformed Authorization header, whatever its shape', async () => {
         const messages: string[] = [];
         for (const authorization of ['Basic', 'Bearer', 'Basic !!!', 'Negotiate abc']) {
@@ -190,6 +202,14 @@ for (const kind of DATABASE_KINDS) {
         expect((await post({ name: 'ok', repositories: ['x\u0000'], actions: ['pull'] })).status).to.equal(400);
         expect((await post({ name: 'ok', repositories: ['x'], actions: ['pull'], description: 'a\u0000b' })).status).to.equal(400);
         expect((await post({ name: 'ci-builder', repositories: ['x'], actions: ['pull'] })).status).to.equal(409);
+        // A name in the URL that no robot can have is unknown (404); U+0000 in a URL is refused first (400).
+        for (const name of ['UPPER', '%C3%BC']) {
+          const rotate = await admin.request('POST', `/gateway/v1/robots/${name}/rotate`);
+          expect(rotate.status, name).to.equal(404);
+          expect(await errorCode(rotate)).to.equal('NAME_UNKNOWN');
+          expect((await admin.request('DELETE', `/gateway/v1/robots/${name}`)).status, name).to.equal(404);
+        }
+        expect((await admin.request('DELETE', '/gateway/v1/robots/bad%00name')).status).to.equal(400);
       });
 
       it('stop working when rotated, expired or removed', async () => {
