@@ -1,7 +1,7 @@
 /** CLI (commander): `gateway serve` and the admin commands. Started through gateway.cts. */
 import { Command } from 'commander';
 import { ConfigError, environmentKeys, loadConfig } from './config/config.js';
-import { startGateway } from './server.js';
+import { startGateway, StartupError } from './server.js';
 import { registerAdminCommands } from './cli/admin.js';
 import { registerAdmitCommand, registerRescanCommand } from './cli/admit.js';
 import { registerAuditCommands } from './cli/audit.js';
@@ -38,6 +38,12 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof ConfigError || err instanceof PolicyLoadError) {
     process.stderr.write(`gateway: ${err.message}\n`);
     process.exit(78);
+  }
+  if (err instanceof StartupError) {
+    // An error code (EACCES, EADDRINUSE, ECONNREFUSED, PostgreSQL's 28P01) says the message is the whole story.
+    const cause = err.cause as { code?: unknown; stack?: string } | undefined;
+    process.stderr.write(`gateway: ${err.message}\n${typeof cause?.code === 'string' || !cause?.stack ? '' : `${cause.stack}\n`}`);
+    process.exit(1);
   }
   process.stderr.write(`gateway: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
   process.exit(1);

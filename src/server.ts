@@ -100,6 +100,45 @@ async function bootstrapAdmin(config: GatewayConfig, logger: Logger): Promise<vo
   );
 }
 
+/**
+ * Start-up could not use what a setting names (the storage root, the database, the listen
+ * address, a TLS file). The message says which setting and why; `main` prints it without a
+ * stack when the cause is the system's or the server's (it has an error code).
+ */
+export class StartupError extends Error {
+  constructor(what: string, cause: unknown) {
+    super(`${what}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'StartupError';
+  }
+}
+
+async function using<T>(what: string, step: () => Promise<T>): Promise<T> {
+  try {
+    return await step();
+  } catch (err) {
+    throw new StartupError(what, err);
+  }
+}
+
+function readSetting(file: string, setting: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new StartupError(`cannot read ${file} (${setting})`, err);
+  }
+}
+
+/** A database URL as it may be shown: without its password. */
+function withoutPassword(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return '(unparseable URL)';
+  }
+}
+
 export interface RunningGateway {
   url: string;
   port: number;
@@ -123,13 +162,19 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
   const logger = options.logger ?? createLogger(config.log.level);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   const store = instrumentBlobStore(new FsBlobStore(config.storage.root, { fsync: config.storage.fsync }), metrics);
-  await store.init();
-  const db = await openDatabase({
-    url: config.database.url || undefined,
-    pgliteDir: path.join(config.storage.root, 'pglite'),
-    poolSize: config.database.poolSize,
-    onIdleError: (err) => logger.warn({ err }, 'idle database connection failed; the pool replaces it'),
-  });
+  await using(`cannot use the storage root ${config.storage.root} (storage.root, GATEWAY_STORAGE_ROOT)`, () => store.init());
+  const db = await using(
+    config.database.url
+      ? `cannot open the database at ${withoutPassword(config.database.url)} (database.url, GATEWAY_DATABASE_URL)`
+      : `cannot open the embedded database in ${path.join(config.storage.root, 'pglite')}`,
+    () =>
+      openDatabase({
+        url: config.database.url || undefined,
+        pgliteDir: path.join(config.storage.root, 'pglite'),
+        poolSize: config.database.poolSize,
+        onIdleError: (err) => logger.warn({ err }, 'idle database connection failed; the pool replaces it'),
+      }),
+  );
   const audit = new AuditLog(db, {
     checkpointKey: loadOrCreateSigningKey(
       config.audit.checkpointKeyFile || path.join(config.storage.root, 'audit', 'checkpoint-key.pem'),
@@ -178,8 +223,8 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     ? https.createServer(
         {
           ...serverOptions,
-          cert: readFileSync(config.http.tlsCert),
-          key: readFileSync(config.http.tlsKey),
+          cert: readSetting(config.http.tlsCert, 'http.tlsCert, GATEWAY_HTTP_TLS_CERT'),
+          key: readSetting(config.http.tlsKey, 'http.tlsKey, GATEWAY_HTTP_TLS_KEY'),
           minVersion: 'TLSv1.2',
           ciphers: MODERN_CIPHERS,
           honorCipherOrder: true,
@@ -191,10 +236,12 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
   server.setTimeout(config.http.idleTimeoutSeconds * 1000);
 
   const { host, port } = parseAddr(config.http.addr);
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
+  await using(`cannot listen on ${config.http.addr} (http.addr, GATEWAY_HTTP_ADDR)`, () =>
+    new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => resolve());
+    }),
+  );
   const address = server.address() as AddressInfo;
   const shownHost = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `${tls ? 'https' : 'http'}://${shownHost === '0.0.0.0' ? '127.0.0.1' : shownHost}:${address.port}`;

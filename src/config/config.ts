@@ -361,8 +361,12 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
       if (raw !== undefined) merged[section][key] = coerce(raw, example, name);
     }
   }
+  refuseUnknownVariables(env);
   validateOrThrow(merged, 'configuration');
   const config = merged as unknown as GatewayConfig;
+  if (parseAddr(config.http.addr).port > 65535) {
+    throw new ConfigError(`invalid configuration: http.addr (GATEWAY_HTTP_ADDR) has port ${parseAddr(config.http.addr).port}, above 65535`);
+  }
   config.storage.root = path.resolve(config.storage.root);
   config.policy.dir = path.resolve(config.policy.dir);
   config.auth.htpasswd = path.resolve(config.auth.htpasswd || path.join(config.storage.root, 'auth', 'htpasswd'));
@@ -375,6 +379,39 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
     throw new ConfigError('invalid configuration: http.tlsCert (GATEWAY_HTTP_TLS_CERT) and http.tlsKey (GATEWAY_HTTP_TLS_KEY) must be set together');
   }
   return config;
+}
+
+/**
+ * A variable named like a setting of a known section that is no setting (GATEWAY_AUTH_ENABLE
+ * for GATEWAY_AUTH_ENABLED) would otherwise be ignored without a word. Other GATEWAY_* names
+ * (the CLI's GATEWAY_USERNAME) are left alone, and so are the variables Kubernetes sets for
+ * each Service in the namespace: a Service "gateway-database" brings GATEWAY_DATABASE_PORT.
+ */
+function refuseUnknownVariables(env: NodeJS.ProcessEnv): void {
+  const known = environmentKeys().map((k) => k.env);
+  const prefixes = Object.keys(DEFAULT_CONFIG).map((section) => `GATEWAY_${section.toUpperCase()}_`);
+  const unknown = Object.keys(env).filter(
+    (name) => prefixes.some((p) => name.startsWith(p)) && !known.includes(name) && !KUBERNETES_SERVICE_VARIABLE.test(name),
+  );
+  if (unknown.length === 0) return;
+  const described = unknown.map((name) => {
+    const near = known.filter((k) => editDistance(k, name) <= 3).sort((a, b) => editDistance(a, name) - editDistance(b, name))[0];
+    return near ? `${name} (did you mean ${near}?)` : name;
+  });
+  throw new ConfigError(`invalid configuration: unknown environment variable ${described.join(', ')}; \`gateway serve --help\` lists them all`);
+}
+
+/** {SVCNAME}_SERVICE_HOST, _SERVICE_PORT[_NAME], _PORT and _PORT_{port}_{PROTOCOL}[_PROTO|_PORT|_ADDR]. */
+const KUBERNETES_SERVICE_VARIABLE = /_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT|PORT_\d+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)$/;
+
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
 }
 
 /** Trivy's own default cache: os.UserCacheDir()/trivy. */

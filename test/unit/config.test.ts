@@ -37,6 +37,32 @@ describe('configuration', () => {
     const file = path.join(dir, 'gateway.json');
     writeFileSync(file, JSON.stringify({ storage: { rot: '/x' } }));
     expect(() => loadConfig({ file, env: {} })).to.throw(ConfigError, /unknown key storage\.rot/);
+    expect(() => loadConfig({ env: { GATEWAY_HTTP_ADDR: '127.0.0.1:65536' } })).to.throw(ConfigError, /http\.addr .*port 65536, above 65535/);
+  });
+
+  it('stops at an unknown variable of a known section, naming the setting it resembles', () => {
+    expect(() => loadConfig({ env: { GATEWAY_AUTH_ENABLE: 'false' } })).to.throw(
+      ConfigError,
+      /unknown environment variable GATEWAY_AUTH_ENABLE \(did you mean GATEWAY_AUTH_ENABLED\?\)/,
+    );
+    expect(() => loadConfig({ env: { GATEWAY_STORAGE_SOMETHING_ELSE: 'x' } })).to.throw(ConfigError, /GATEWAY_STORAGE_SOMETHING_ELSE;/);
+  });
+
+  it('leaves alone other GATEWAY_ variables and those Kubernetes sets for Services', () => {
+    const env = {
+      GATEWAY_USERNAME: 'ci',
+      GATEWAY_FAILPOINTS: '',
+      GATEWAY_PORT: 'tcp://10.0.0.1:5000',
+      GATEWAY_DATABASE_SERVICE_HOST: '10.0.0.2',
+      GATEWAY_DATABASE_SERVICE_PORT: '5432',
+      GATEWAY_DATABASE_SERVICE_PORT_POSTGRES: '5432',
+      GATEWAY_DATABASE_PORT: 'tcp://10.0.0.2:5432',
+      GATEWAY_DATABASE_PORT_5432_TCP: 'tcp://10.0.0.2:5432',
+      GATEWAY_DATABASE_PORT_5432_TCP_ADDR: '10.0.0.2',
+      GATEWAY_DATABASE_PORT_5432_TCP_PORT: '5432',
+      GATEWAY_DATABASE_PORT_5432_TCP_PROTO: 'tcp',
+    };
+    expect(loadConfig({ env }).database.url).to.equal('');
   });
 });
 

@@ -63,3 +63,46 @@ describe('entry points', () => {
     }
   });
 });
+
+describe('gateway serve, when start-up cannot use what a setting names', () => {
+  const serve = (env: Record<string, string>) => {
+    try {
+      execFileSync(process.execPath, ['--import', 'tsx', path.join(ROOT, 'src', 'main.ts'), 'serve'], {
+        env: { ...process.env, GATEWAY_POLICY_DIR: path.join(ROOT, 'policies'), GATEWAY_LOG_LEVEL: 'error', ...env },
+        encoding: 'utf8',
+        stdio: 'pipe',
+      });
+    } catch (err) {
+      const { status, stderr } = err as { status: number; stderr: string };
+      return { status, stderr };
+    }
+    throw new Error('gateway serve started');
+  };
+
+  it('names the setting and the system error in one line, without a stack', function () {
+    this.timeout(60_000);
+    const dir = mkdtempSync(path.join(tmpdir(), 'startup-'));
+    try {
+      writeFileSync(path.join(dir, 'a-file'), '');
+      const storage = serve({ GATEWAY_STORAGE_ROOT: path.join(dir, 'a-file', 'data') });
+      expect(storage.status).to.equal(1);
+      expect(storage.stderr).to.match(/^gateway: cannot use the storage root .*a-file\/data \(storage\.root, GATEWAY_STORAGE_ROOT\): ENOTDIR/);
+      expect(storage.stderr.trim().split('\n')).to.have.length(1);
+
+      const database = serve({ GATEWAY_STORAGE_ROOT: path.join(dir, 'data'), GATEWAY_DATABASE_URL: 'postgres://u:hunter2@127.0.0.1:1/db' });
+      expect(database.status).to.equal(1);
+      expect(database.stderr).to.match(/^gateway: cannot open the database at postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db \(database\.url, GATEWAY_DATABASE_URL\): .*ECONNREFUSED/);
+      expect(database.stderr).not.to.contain('hunter2');
+      expect(database.stderr.trim().split('\n')).to.have.length(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('stops with exit code 78 at an unknown setting variable', function () {
+    this.timeout(30_000);
+    const typo = serve({ GATEWAY_AUTH_ENABLE: 'false' });
+    expect(typo.status).to.equal(78);
+    expect(typo.stderr).to.contain('did you mean GATEWAY_AUTH_ENABLED?');
+  });
+});
