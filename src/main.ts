@@ -20,7 +20,8 @@ program
     const config = loadConfig({ file: opts.config });
     const gateway = await startGateway(config);
     const stop = async (signal: string) => {
-      gateway.logger.info({ signal }, 'shutting down');
+      // A second signal ends the process at once (the handlers are registered once).
+      gateway.logger.info({ signal, graceSeconds: config.http.shutdownGraceSeconds }, 'shutting down: refusing new connections, letting requests in progress finish');
       await gateway.close();
       process.exit(0);
     };

@@ -15,6 +15,7 @@ export interface GatewayConfig {
     /** Idle socket timeout: a request that sends or receives nothing for this long is cut. */
     idleTimeoutSeconds: number;
     headersTimeoutSeconds: number;
+    shutdownGraceSeconds: number;
     /** PEM certificate and key: when both are set the gateway serves HTTPS only (TLS 1.2+). */
     tlsCert: string;
     tlsKey: string;
@@ -108,6 +109,7 @@ export const DEFAULT_CONFIG: GatewayConfig = {
     addr: '0.0.0.0:5000',
     idleTimeoutSeconds: 120,
     headersTimeoutSeconds: 60,
+    shutdownGraceSeconds: 25,
     tlsCert: '',
     tlsKey: '',
     trustedProxies: [],
@@ -168,6 +170,7 @@ const schema = {
         addr: { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[A-Za-z0-9.-]*):[0-9]{1,5}$' },
         idleTimeoutSeconds: positiveInt,
         headersTimeoutSeconds: positiveInt,
+        shutdownGraceSeconds: { type: 'integer', minimum: 0 },
         tlsCert: { type: 'string' },
         tlsKey: { type: 'string' },
         trustedProxies: { type: 'array', items: { type: 'string', minLength: 1 } },
