@@ -10,6 +10,11 @@ export function toRegistryError(err: unknown): RegistryError {
   const type = (err as { type?: string }).type;
   if (status === 413 || type === 'entity.too.large') return new RegistryError('SIZE_INVALID', 'request body too large', { status: 413 });
   if (status === 400 && type === 'request.aborted') return new RegistryError('BLOB_UPLOAD_INVALID', 'request aborted');
+  const code = (err as { code?: unknown }).code;
+  // The file system's ENOSPC and EDQUOT, and PostgreSQL's disk_full.
+  if (code === 'ENOSPC' || code === 'EDQUOT' || code === '53100') {
+    return new RegistryError('UNKNOWN', 'the registry is out of storage space; retry once space is freed', { status: 507 });
+  }
   return new RegistryError('UNKNOWN', 'internal error', { status: 500 });
 }
 

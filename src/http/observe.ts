@@ -9,6 +9,8 @@ const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,128}$/;
 export function observeRequests(logger: Logger, metrics: Metrics) {
   return (req: Request, res: Response, next: NextFunction): void => {
     const started = process.hrtime.bigint();
+    // Read now: a connection cut before the response finished (a body refused mid-stream) has no socket by then.
+    const remote = req.socket.remoteAddress;
     const offered = req.headers['x-request-id'];
     const requestId = typeof offered === 'string' && REQUEST_ID_RE.test(offered) ? offered : randomUUID();
     res.setHeader('X-Request-Id', requestId);
@@ -36,7 +38,7 @@ export function observeRequests(logger: Logger, metrics: Metrics) {
           status: res.statusCode,
           ms: Math.round(seconds * 1000 * 10) / 10,
           bytesIn: received,
-          remote: req.socket.remoteAddress,
+          remote,
         },
         'request',
       );

@@ -207,6 +207,28 @@ for (const kind of DATABASE_KINDS) {
         expect(await (await c.request('GET', `/v2/up/unsynced/blobs/${sha256('unsynced')}`)).text()).to.equal('unsynced');
       });
 
+      it('answers 507 when storage is full, stores nothing, and keeps the upload for a retry', async () => {
+        const store = gw.registry.store;
+        const flush = store.syncUpload;
+        store.syncUpload = async () => {
+          throw Object.assign(new Error('ENOSPC: no space left on device, fdatasync'), { code: 'ENOSPC' });
+        };
+        const start = await c.request('POST', '/v2/up/full/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        let put: Response;
+        try {
+          put = await c.request('PUT', `${location}?digest=${sha256('full')}`, { body: 'full' });
+        } finally {
+          store.syncUpload = flush;
+        }
+        expect(put.status).to.equal(507);
+        const body = (await put.json()) as { errors: Array<{ code: string; message: string }> };
+        expect(body.errors[0].code).to.equal('UNKNOWN');
+        expect(body.errors[0].message).to.contain('out of storage space');
+        expect((await c.request('HEAD', `/v2/up/full/blobs/${sha256('full')}`)).status).to.equal(404);
+        expect((await c.request('PUT', `${location}?digest=${sha256('full')}`)).status).to.equal(201);
+      });
+
       it('cancels an upload and forgets it', async () => {
         const start = await c.request('POST', '/v2/up/cancel/blobs/uploads/');
         const location = start.headers.get('location')!;
@@ -281,6 +303,54 @@ for (const kind of DATABASE_KINDS) {
         writeFileSync(path.join(gw.root, 'uploads', orphan), 'left by a crash');
         await gw.registry.purgeStaleUploads(new Date(Date.now() + 1000));
         expect(existsSync(path.join(gw.root, 'uploads', orphan))).to.equal(false);
+      });
+    });
+
+    describe('blob size limit', () => {
+      let limited: TestGateway;
+      before(async () => {
+        limited = await startTestGateway(kind, { config: (cfg) => void (cfg.limits.maxBlobBytes = 256 * 1024) });
+      });
+      after(async () => limited.stop());
+
+      it('refuses a declared body above the limit with 413 SIZE_INVALID', async () => {
+        const lc = new OciClient(limited.url);
+        const big = Buffer.alloc(300 * 1024, 7);
+        const res = await lc.request('POST', `/v2/lim/declared/blobs/uploads/?digest=${sha256(big)}`, { body: big });
+        expect(res.status).to.equal(413);
+        expect(await errorCode(res)).to.equal('SIZE_INVALID');
+      });
+
+      it('stops a streamed PATCH at the limit, keeps serving and keeps the upload where it was', async () => {
+        const lc = new OciClient(limited.url);
+        const start = await lc.request('POST', '/v2/lim/streamed/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        // No Content-Length: the gateway learns the size only while reading, and cuts the request there.
+        const outcome = await new Promise<string>((resolve) => {
+          const req = http.request(new URL(location, limited.url), { method: 'PATCH', headers: { 'Content-Type': 'application/octet-stream' } });
+          req.on('response', (res) => {
+            res.resume();
+            resolve(String(res.statusCode));
+          });
+          req.on('error', (err) => resolve((err as NodeJS.ErrnoException).code ?? err.message));
+          const chunk = Buffer.alloc(64 * 1024, 1);
+          let sent = 0;
+          const more = () => {
+            while (sent < 2 * 1024 * 1024) {
+              sent += chunk.length;
+              if (!req.write(chunk)) return void req.once('drain', more);
+            }
+            req.end();
+          };
+          more();
+        });
+        expect(outcome).to.be.oneOf(['413', 'EPIPE', 'ECONNRESET']);
+        // The cut connection's response finished without a socket: the gateway lives on.
+        await new Promise((r) => setTimeout(r, 100));
+        expect((await lc.request('GET', '/v2/')).status).to.equal(200);
+        const status = await lc.request('GET', location);
+        expect(status.status).to.equal(204);
+        expect(status.headers.get('range')).to.equal('0-0');
       });
     });
 
