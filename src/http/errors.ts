@@ -24,6 +24,9 @@ export function sendRegistryError(res: Response, error: RegistryError): void {
     return;
   }
   for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value);
+  // A body still arriving that nothing reads (an upload refused or failed midway) would hold
+  // the connection until the idle timeout, and a shutdown with it: close it after the answer.
+  if (!res.req.complete && !res.req.readableFlowing) res.setHeader('Connection', 'close');
   res.status(error.status);
   const body = JSON.stringify(error.toBody());
   res.setHeader('Content-Type', 'application/json');

@@ -229,6 +229,36 @@ for (const kind of DATABASE_KINDS) {
         expect((await c.request('PUT', `${location}?digest=${sha256('full')}`)).status).to.equal(201);
       });
 
+      it('closes the connection after refusing a body it stopped reading (a write that hit a full disk)', async () => {
+        const store = gw.registry.store;
+        const open = store.openUploadWriter;
+        const { Writable } = await import('node:stream');
+        store.openUploadWriter = async () =>
+          new Writable({ write: (_chunk, _enc, done) => done(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' })) });
+        const start = await c.request('POST', '/v2/up/midway/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        try {
+          // The client sends part of its body and waits: the answer must come, and then the end of the connection.
+          const { status, connection, closed } = await new Promise<{ status: number; connection?: string; closed: Promise<void> }>((resolve, reject) => {
+            const req = http.request(new URL(location, gw.url), { method: 'PATCH', headers: { 'Content-Type': 'application/octet-stream' } });
+            req.on('response', (res) => {
+              res.resume();
+              const closed = new Promise<void>((done) => req.socket!.once('close', () => done()));
+              resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, closed });
+            });
+            req.on('error', reject);
+            req.write(Buffer.alloc(256 * 1024, 3));
+          });
+          expect(status).to.equal(507);
+          expect(connection).to.equal('close');
+          const timeout = new Promise<string>((r) => setTimeout(() => r('still open'), 3000));
+          expect(await Promise.race([closed.then(() => 'closed'), timeout])).to.equal('closed');
+        } finally {
+          store.openUploadWriter = open;
+        }
+        expect((await c.request('GET', location)).headers.get('range')).to.equal('0-0');
+      });
+
       it('cancels an upload and forgets it', async () => {
         const start = await c.request('POST', '/v2/up/cancel/blobs/uploads/');
         const location = start.headers.get('location')!;
