@@ -10,6 +10,11 @@ export function toRegistryError(err: unknown): RegistryError {
   const type = (err as { type?: string }).type;
   if (status === 413 || type === 'entity.too.large') return new RegistryError('SIZE_INVALID', 'request body too large', { status: 413 });
   if (status === 400 && type === 'request.aborted') return new RegistryError('BLOB_UPLOAD_INVALID', 'request aborted');
+  // The JSON body parser of the administration API: a body that is not JSON, an unsupported charset.
+  if (type === 'entity.parse.failed') return new RegistryError('MANIFEST_INVALID', `invalid request body: ${(err as Error).message}`, { status: 400 });
+  if ((err as { expose?: boolean }).expose && status !== undefined && status >= 400 && status < 500) {
+    return new RegistryError('UNSUPPORTED', (err as Error).message, { status });
+  }
   const code = (err as { code?: unknown }).code;
   // The file system's ENOSPC and EDQUOT, and PostgreSQL's disk_full.
   if (code === 'ENOSPC' || code === 'EDQUOT' || code === '53100') {

@@ -202,6 +202,14 @@ for (const kind of DATABASE_KINDS) {
         expect((await post({ name: 'ok', repositories: ['x\u0000'], actions: ['pull'] })).status).to.equal(400);
         expect((await post({ name: 'ok', repositories: ['x'], actions: ['pull'], description: 'a\u0000b' })).status).to.equal(400);
         expect((await post({ name: 'ci-builder', repositories: ['x'], actions: ['pull'] })).status).to.equal(409);
+        // A body that is not JSON, or JSON that is not an object: 400 saying so, never 500.
+        for (const raw of ['{', 'null']) {
+          const res = await admin.request('POST', '/gateway/v1/robots', { body: raw, headers: { 'Content-Type': 'application/json' } });
+          expect(res.status, raw).to.equal(400);
+          expect(((await res.json()) as { errors: Array<{ message: string }> }).errors[0].message).to.match(/^invalid request body/);
+        }
+        const charset = await admin.request('POST', '/gateway/v1/robots', { body: '{}', headers: { 'Content-Type': 'application/json; charset=latin9' } });
+        expect(charset.status).to.equal(415);
         // A name in the URL that no robot can have is unknown (404); U+0000 in a URL is refused first (400).
         for (const name of ['UPPER', '%C3%BC']) {
           const rotate = await admin.request('POST', `/gateway/v1/robots/${name}/rotate`);
