@@ -129,23 +129,37 @@ function readSetting(file: string, setting: string): Buffer {
 }
 
 /**
- * Stops accepting connections and lets the requests in progress finish for up to `graceMs`
- * (a push's PATCH or PUT, a pull), closing each connection once it is idle; then cuts the
- * connections left. Returns how many were cut.
+ * The app as the server's request listener, with a shutdown that stops accepting connections
+ * and lets the requests in progress finish for up to `graceMs` (a push's PATCH or PUT, a
+ * pull): each is answered with `Connection: close` where its headers are not out yet, and each
+ * connection is closed once idle; then the connections left are cut. `drain` says how many.
  */
-async function drain(server: http.Server, graceMs: number): Promise<number> {
-  let cut = 0;
-  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-  const idle = setInterval(() => server.closeIdleConnections(), DRAIN_POLL_MS);
-  const deadline = setTimeout(() => {
-    server.getConnections((_err, count) => (cut = count ?? 0));
-    server.closeAllConnections();
-  }, graceMs);
-  server.closeIdleConnections();
-  await closed;
-  clearInterval(idle);
-  clearTimeout(deadline);
-  return cut;
+function drainable(app: http.RequestListener) {
+  let draining = false;
+  const inProgress = new Set<http.ServerResponse>();
+  const handler: http.RequestListener = (req, res) => {
+    if (draining) res.setHeader('Connection', 'close');
+    inProgress.add(res);
+    res.once('close', () => inProgress.delete(res));
+    app(req, res);
+  };
+  const drain = async (server: http.Server, graceMs: number): Promise<number> => {
+    draining = true;
+    for (const res of inProgress) if (!res.headersSent) res.setHeader('Connection', 'close');
+    let cut = 0;
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    const idle = setInterval(() => server.closeIdleConnections(), DRAIN_POLL_MS);
+    const deadline = setTimeout(() => {
+      server.getConnections((_err, count) => (cut = count ?? 0));
+      server.closeAllConnections();
+    }, graceMs);
+    server.closeIdleConnections();
+    await closed;
+    clearInterval(idle);
+    clearTimeout(deadline);
+    return cut;
+  };
+  return { handler, drain };
 }
 
 const DRAIN_POLL_MS = 50;
@@ -228,7 +242,6 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
   const auth = config.auth.enabled ? await createAuth(config, robots, logger, audit) : undefined;
   if (!auth) logger.warn('authentication is DISABLED (auth.enabled=false): anyone who reaches this port can push, pull and delete');
 
-  let draining = false;
   const app = createApp({
     registry,
     logger,
@@ -241,14 +254,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     trustedProxies: config.http.trustedProxies,
   });
   const serverOptions = { requestTimeout: 0, headersTimeout: config.http.headersTimeoutSeconds * 1000 };
-  // While draining, each connection closes after the response it is giving.
-  const inProgress = new Set<http.ServerResponse>();
-  const handler = (req: http.IncomingMessage, res: http.ServerResponse) => {
-    if (draining) res.setHeader('Connection', 'close');
-    inProgress.add(res);
-    res.once('close', () => inProgress.delete(res));
-    app(req, res);
-  };
+  const { handler, drain } = drainable(app);
   const tls = Boolean(config.http.tlsCert);
   const server = tls
     ? https.createServer(
@@ -317,8 +323,6 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
       clearInterval(checkpointTimer);
       clearInterval(maintenanceTimer);
       gated?.stop();
-      draining = true;
-      for (const res of inProgress) if (!res.headersSent) res.setHeader('Connection', 'close');
       const cut = await drain(server, config.http.shutdownGraceSeconds * 1000);
       if (cut > 0) logger.warn({ connections: cut, graceSeconds: config.http.shutdownGraceSeconds }, 'shutdown cut requests still in progress');
       await db.close();
