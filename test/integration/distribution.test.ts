@@ -185,20 +185,24 @@ for (const kind of DATABASE_KINDS) {
         expect(await (await c.request('GET', `/v2/up/bad/blobs/${sha256('actual')}`)).text()).to.equal('actual');
       });
 
-      it('answers 500 when the bytes cannot be flushed to disk, stores nothing, and keeps the upload for a retry', async () => {
+      /** Ends a new upload of `content` with a PUT while flushing its bytes fails with `code`. */
+      async function putWhileFlushFails(content: string, code: string): Promise<{ put: Response; location: string }> {
         const store = gw.registry.store;
         const flush = store.syncUpload;
         store.syncUpload = async () => {
-          throw Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' });
+          throw Object.assign(new Error(`${code}: fdatasync`), { code });
         };
-        const start = await c.request('POST', '/v2/up/unsynced/blobs/uploads/');
+        const start = await c.request('POST', `/v2/up/${content}/blobs/uploads/`);
         const location = start.headers.get('location')!;
-        let put: Response;
         try {
-          put = await c.request('PUT', `${location}?digest=${sha256('unsynced')}`, { body: 'unsynced' });
+          return { put: await c.request('PUT', `${location}?digest=${sha256(content)}`, { body: content }), location };
         } finally {
           store.syncUpload = flush;
         }
+      }
+
+      it('answers 500 when the bytes cannot be flushed to disk, stores nothing, and keeps the upload for a retry', async () => {
+        const { put, location } = await putWhileFlushFails('unsynced', 'EIO');
         expect(put.status).to.equal(500);
         expect((await c.request('HEAD', `/v2/up/unsynced/blobs/${sha256('unsynced')}`)).status).to.equal(404);
         expect((await c.request('GET', location)).headers.get('range')).to.equal('0-7');
@@ -208,19 +212,7 @@ for (const kind of DATABASE_KINDS) {
       });
 
       it('answers 507 when storage is full, stores nothing, and keeps the upload for a retry', async () => {
-        const store = gw.registry.store;
-        const flush = store.syncUpload;
-        store.syncUpload = async () => {
-          throw Object.assign(new Error('ENOSPC: no space left on device, fdatasync'), { code: 'ENOSPC' });
-        };
-        const start = await c.request('POST', '/v2/up/full/blobs/uploads/');
-        const location = start.headers.get('location')!;
-        let put: Response;
-        try {
-          put = await c.request('PUT', `${location}?digest=${sha256('full')}`, { body: 'full' });
-        } finally {
-          store.syncUpload = flush;
-        }
+        const { put, location } = await putWhileFlushFails('full', 'ENOSPC');
         expect(put.status).to.equal(507);
         const body = (await put.json()) as { errors: Array<{ code: string; message: string }> };
         expect(body.errors[0].code).to.equal('UNKNOWN');
