@@ -15,6 +15,8 @@ const VERIFIED_TTL_MS = 5 * 60 * 1000;
 export const BCRYPT_COST = 10;
 let dummyHash: string | undefined;
 
+export const MIN_PASSWORD_LENGTH = 8;
+
 export function isValidUsername(name: string): boolean {
   return USERNAME_RE.test(name);
 }
@@ -126,7 +128,7 @@ export function parseHtpasswd(text: string, logger?: Logger): Map<string, string
 /** Creates or updates a user in an htpasswd file (atomic rewrite, mode 0600). */
 export async function upsertHtpasswdUser(file: string, name: string, password: string): Promise<'created' | 'updated'> {
   if (!isValidUsername(name)) throw new Error(`invalid user name ${JSON.stringify(name)}: letters, digits and . _ @ - only`);
-  if (password.length < 8) throw new Error('password must have at least 8 characters');
+  if (password.length < MIN_PASSWORD_LENGTH) throw new Error(`password must have at least ${MIN_PASSWORD_LENGTH} characters`);
   const hash = await bcrypt.hash(password, BCRYPT_COST);
   let lines: string[] = [];
   try {

@@ -4,7 +4,8 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { loadConfig, type Action } from '../config/config.js';
 import { openDatabase } from '../db/database.js';
-import { upsertHtpasswdUser } from '../auth/htpasswd.js';
+import { isValidUsername, MIN_PASSWORD_LENGTH, upsertHtpasswdUser } from '../auth/htpasswd.js';
+import { actions, days } from './args.js';
 import { RobotError, RobotStore } from '../auth/robots.js';
 import { makeCertificates, writeCertificates } from '../auth/certs.js';
 import { expiryFromDays, robotJson } from '../http/admin.js';
@@ -47,23 +48,17 @@ async function withRobots<T>(configFile: string | undefined, fn: (robots: RobotS
   }
 }
 
-function parseActions(value: string): Action[] {
-  const actions = value.split(',').map((a) => a.trim());
-  for (const a of actions) {
-    if (!['pull', 'push', 'delete'].includes(a)) throw new Error(`unknown action ${a}: use pull, push, delete`);
-  }
-  return actions as Action[];
-}
-
 export function registerAdminCommands(program: Command): void {
   const users = program.command('users').description('htpasswd users (bcrypt)');
   users
     .command('add <name>')
     .description('create or update a user; the password is read from stdin or a prompt, never from arguments')
     .option('-c, --config <file>', 'configuration file')
-    .action(async (name: string, opts: { config?: string }) => {
+    .action(async (name: string, opts: { config?: string }, command: Command) => {
+      if (!isValidUsername(name)) command.error(`error: invalid user name ${JSON.stringify(name)}: letters, digits and . _ @ - only`);
       const config = loadConfig({ file: opts.config });
       const password = await readSecret(`password for ${name}: `);
+      if (password.length < MIN_PASSWORD_LENGTH) command.error(`error: the password must have at least ${MIN_PASSWORD_LENGTH} characters`);
       const result = await upsertHtpasswdUser(config.auth.htpasswd, name, password);
       process.stdout.write(`${result} user ${name} in ${config.auth.htpasswd}\n`);
     });
@@ -73,18 +68,18 @@ export function registerAdminCommands(program: Command): void {
     .command('add <name>')
     .description('create a robot; its secret is printed once')
     .requiredOption('-r, --repository <glob...>', 'repository globs it may use (team/* one level, team/** any depth)')
-    .option('-a, --actions <list>', 'comma-separated actions: pull,push,delete', 'pull,push')
-    .option('--expires-in-days <n>', 'expire after this many days')
+    .option('-a, --actions <list>', 'comma-separated actions: pull,push,delete', actions, actions('pull,push'))
+    .option('--expires-in-days <n>', 'expire after this many days (1-3650)', days)
     .option('--description <text>', 'what it is for', '')
     .option('-c, --config <file>', 'configuration file')
-    .action(async (name: string, opts: { repository: string[]; actions: string; expiresInDays?: string; description: string; config?: string }) => {
+    .action(async (name: string, opts: { repository: string[]; actions: Action[]; expiresInDays?: number; description: string; config?: string }) => {
       await withRobots(opts.config, async (store) => {
         const { robot, secret } = await store.create({
           name,
           repositories: opts.repository,
-          actions: parseActions(opts.actions),
+          actions: opts.actions,
           description: opts.description,
-          expiresAt: expiryFromDays(opts.expiresInDays ? Number(opts.expiresInDays) : undefined),
+          expiresAt: expiryFromDays(opts.expiresInDays),
         });
         process.stdout.write(`${JSON.stringify({ ...robotJson(robot), secret }, null, 2)}\n`);
         process.stderr.write('The secret is shown only this once.\n');
@@ -101,11 +96,11 @@ export function registerAdminCommands(program: Command): void {
   robots
     .command('rotate <name>')
     .description('replace the secret (the old one stops working at once)')
-    .option('--expires-in-days <n>', 'new expiry')
+    .option('--expires-in-days <n>', 'new expiry (1-3650 days)', days)
     .option('-c, --config <file>', 'configuration file')
-    .action(async (name: string, opts: { expiresInDays?: string; config?: string }) => {
+    .action(async (name: string, opts: { expiresInDays?: number; config?: string }) => {
       await withRobots(opts.config, async (store) => {
-        const { robot, secret } = await store.rotate(name, opts.expiresInDays ? expiryFromDays(Number(opts.expiresInDays)) : undefined);
+        const { robot, secret } = await store.rotate(name, opts.expiresInDays ? expiryFromDays(opts.expiresInDays) : undefined);
         process.stdout.write(`${JSON.stringify({ ...robotJson(robot), secret }, null, 2)}\n`);
       });
     });

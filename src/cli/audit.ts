@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { loadConfig } from '../config/config.js';
 import { openDatabase, type Database } from '../db/database.js';
 import { AuditLog, type VerifyReport } from './../audit/log.js';
+import { isoTime, wholeNumber } from './args.js';
 
 async function withAudit<T>(configFile: string | undefined, fn: (audit: AuditLog) => Promise<T>): Promise<T> {
   const config = loadConfig({ file: configFile });
@@ -25,25 +26,19 @@ export function formatReport(report: VerifyReport): string {
   return [...lines, summary].join('\n') + '\n';
 }
 
-function wholeNumber(value: string | undefined, name: string): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value)) throw new Error(`${name} must be a whole number`);
-  return Number(value);
-}
-
 export function registerAuditCommands(program: Command): void {
   const audit = program.command('audit').description('verify and export the tamper-evident audit trail');
   audit
     .command('verify')
     .description('check every record against the hash chain and the signed checkpoints (exit 0 intact, 2 broken)')
     .option('-c, --config <file>', 'configuration file (also GATEWAY_CONFIG)')
-    .option('--from <seq>', 'first record to check')
-    .option('--to <seq>', 'last record to check')
+    .option('--from <seq>', 'first record to check', wholeNumber)
+    .option('--to <seq>', 'last record to check', wholeNumber)
     .option('--key <file>', 'PEM public key the checkpoints must be signed with (default: the key stored with each)')
-    .action(async (opts: { config?: string; from?: string; to?: string; key?: string }) => {
+    .action(async (opts: { config?: string; from?: number; to?: number; key?: string }) => {
       const key: KeyObject | undefined = opts.key ? createPublicKey(readFileSync(opts.key, 'utf8')) : undefined;
       const report = await withAudit(opts.config, (log) =>
-        log.verify({ from: wholeNumber(opts.from, '--from'), to: wholeNumber(opts.to, '--to') }, key),
+        log.verify({ from: opts.from, to: opts.to }, key),
       );
       process.stdout.write(formatReport(report));
       process.exitCode = report.ok ? 0 : 2;
@@ -53,11 +48,10 @@ export function registerAuditCommands(program: Command): void {
     .description('write the audit trail as JSON Lines, oldest first')
     .option('-c, --config <file>', 'configuration file (also GATEWAY_CONFIG)')
     .option('-o, --output <file>', 'write here instead of stdout')
-    .option('--since <time>', 'only records at or after this ISO 8601 time')
+    .option('--since <time>', 'only records at or after this ISO 8601 time', isoTime)
     .option('--repository <name>', 'only records about this repository')
-    .action(async (opts: { config?: string; output?: string; since?: string; repository?: string }) => {
-      const since = opts.since ? new Date(opts.since) : undefined;
-      if (since && Number.isNaN(since.getTime())) throw new Error('--since must be an ISO 8601 time');
+    .action(async (opts: { config?: string; output?: string; since?: Date; repository?: string }) => {
+      const since = opts.since;
       const out = opts.output ? createWriteStream(opts.output) : process.stdout;
       const count = await withAudit(opts.config, (log) => log.export(out, { since, repository: opts.repository }));
       if (opts.output) await new Promise<void>((resolve, reject) => (out as ReturnType<typeof createWriteStream>).end((err?: Error | null) => (err ? reject(err) : resolve())));

@@ -128,3 +128,39 @@ describe('gateway users add', () => {
     rmSync(dir, { recursive: true, force: true });
   }).timeout(30_000);
 });
+
+describe('administration commands with bad arguments', () => {
+  it('stop with one line naming the option and what it takes, and change nothing', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cli-args-'));
+    const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', path.resolve('src/main.ts'), ...args], { env: { ...process.env, GATEWAY_STORAGE_ROOT: dir } });
+    const failure = async (...args: string[]) => {
+      const child = cli(...args);
+      child.child.stdin!.end('a-long-enough-password\n');
+      const err = await child.then(
+        () => null,
+        (e: { code: number; stderr: string }) => e,
+      );
+      expect(err, args.join(' ')).to.not.equal(null);
+      expect(err!.code, args.join(' ')).to.equal(1);
+      expect(err!.stderr.trim().split('\n'), args.join(' ')).to.have.length(1);
+      return err!.stderr;
+    };
+    try {
+      // A typo in a robot's lifetime used to create a robot that never expires.
+      expect(await failure('robots', 'add', 'ci', '-r', 'team/**', '--expires-in-days', 'thirty')).to.match(/--expires-in-days <n>' argument 'thirty' is invalid/);
+      expect(await failure('robots', 'add', 'ci', '-r', 'team/**', '--expires-in-days', '0')).to.match(/from 1 to 3650/);
+      expect(await failure('robots', 'add', 'ci', '-r', 'team/**', '--actions', 'pull,fly')).to.match(/Unknown action fly/);
+      expect(await failure('audit', 'verify', '--from', 'first')).to.match(/--from <seq>' argument 'first' is invalid/);
+      expect(await failure('audit', 'export', '--since', 'yesterday')).to.match(/ISO 8601/);
+      expect(await failure('users', 'add', 'bad name')).to.match(/invalid user name "bad name"/);
+      const { stdout } = await cli('robots', 'list');
+      expect(JSON.parse(stdout)).to.deep.equal([]);
+      const created = cli('robots', 'add', 'ci', '-r', 'team/**', '--expires-in-days', '30', '--actions', 'pull');
+      const robot = JSON.parse((await created).stdout) as { actions: string[]; expiresAt: string };
+      expect(robot.actions).to.deep.equal(['pull']);
+      expect(new Date(robot.expiresAt).getTime() - Date.now()).to.be.closeTo(30 * 86_400_000, 60_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }).timeout(60_000);
+});
