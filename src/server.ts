@@ -236,7 +236,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     },
   });
 
-  const robots = new RobotStore(db);
+  const robots = new RobotStore(db, audit);
   const gated = config.gate.enabled && !options.admit ? await startGate(config, registry, audit, db, logger) : undefined;
   if (!config.gate.enabled) logger.warn('the gate is DISABLED (gate.enabled=false): every push is admitted at once, without policies');
   const auth = config.auth.enabled ? await createAuth(config, robots, logger, audit) : undefined;

@@ -1,4 +1,5 @@
 /** CLI commands that manage identities and certificates: users, robots, certs. */
+import { userInfo } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
@@ -6,7 +7,9 @@ import { loadConfig, type Action } from '../config/config.js';
 import { openDatabase } from '../db/database.js';
 import { isValidUsername, MIN_PASSWORD_LENGTH, upsertHtpasswdUser } from '../auth/htpasswd.js';
 import { actions, days } from './args.js';
-import { RobotError, RobotStore } from '../auth/robots.js';
+import { RobotError, RobotStore, type RobotActor } from '../auth/robots.js';
+import { AuditLog } from '../audit/log.js';
+import { loadOrCreateSigningKey } from '../auth/tokens.js';
 import { makeCertificates, writeCertificates } from '../auth/certs.js';
 import { expiryFromDays, robotJson } from '../http/admin.js';
 
@@ -28,6 +31,9 @@ export async function readSecret(prompt: string): Promise<string> {
   return answer;
 }
 
+/** Changes made with this command are recorded as the local account's: `cli:<user>` (no registry user has a colon). */
+const CLI_ACTOR = (): RobotActor => ({ principal: `cli:${userInfo().username}` });
+
 async function withRobots<T>(configFile: string | undefined, fn: (robots: RobotStore) => Promise<T>): Promise<T | undefined> {
   const config = loadConfig({ file: configFile });
   const db = await openDatabase({
@@ -35,7 +41,11 @@ async function withRobots<T>(configFile: string | undefined, fn: (robots: RobotS
     pgliteDir: path.join(config.storage.root, 'pglite'),
   });
   try {
-    return await fn(new RobotStore(db));
+    const audit = new AuditLog(db, {
+      checkpointKey: loadOrCreateSigningKey(config.audit.checkpointKeyFile, 'audit checkpoint key'),
+      checkpointEvery: config.audit.checkpointEvery,
+    });
+    return await fn(new RobotStore(db, audit));
   } catch (err) {
     if (err instanceof RobotError) {
       process.stderr.write(`gateway: ${err.message}\n`);
@@ -80,7 +90,7 @@ export function registerAdminCommands(program: Command): void {
           actions: opts.actions,
           description: opts.description,
           expiresAt: expiryFromDays(opts.expiresInDays),
-        });
+        }, CLI_ACTOR());
         process.stdout.write(`${JSON.stringify({ ...robotJson(robot), secret }, null, 2)}\n`);
         process.stderr.write('The secret is shown only this once.\n');
       });
@@ -100,7 +110,7 @@ export function registerAdminCommands(program: Command): void {
     .option('-c, --config <file>', 'configuration file')
     .action(async (name: string, opts: { expiresInDays?: number; config?: string }) => {
       await withRobots(opts.config, async (store) => {
-        const { robot, secret } = await store.rotate(name, opts.expiresInDays ? expiryFromDays(opts.expiresInDays) : undefined);
+        const { robot, secret } = await store.rotate(name, CLI_ACTOR(), opts.expiresInDays ? expiryFromDays(opts.expiresInDays) : undefined);
         process.stdout.write(`${JSON.stringify({ ...robotJson(robot), secret }, null, 2)}\n`);
       });
     });
@@ -109,7 +119,7 @@ export function registerAdminCommands(program: Command): void {
     .option('-c, --config <file>', 'configuration file')
     .action(async (name: string, opts: { config?: string }) => {
       await withRobots(opts.config, async (store) => {
-        await store.remove(name);
+        await store.remove(name, CLI_ACTOR());
         process.stdout.write(`removed robot ${name}\n`);
       });
     });

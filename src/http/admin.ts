@@ -2,11 +2,10 @@
 import express, { type Request, type Response, type Router } from 'express';
 import { Ajv } from 'ajv';
 import type { Logger } from 'pino';
-import { RobotError, type Robot, type RobotStore } from '../auth/robots.js';
+import { RobotError, type Robot, type RobotActor, type RobotStore } from '../auth/robots.js';
 import { RegistryError } from '../registry/errors.js';
 import type { Guard } from './auth.js';
 import { usernameOf } from '../auth/authenticator.js';
-import type { AuditLog } from '../audit/log.js';
 
 const ajv = new Ajv({ allErrors: true });
 const validateNewRobot = ajv.compile<{
@@ -64,7 +63,7 @@ function robotFailure(err: unknown): never {
   throw err;
 }
 
-export function adminRouter(guard: Guard, robots: RobotStore, auditLog: AuditLog): Router {
+export function adminRouter(guard: Guard, robots: RobotStore): Router {
   const router = express.Router();
   router.use('/robots', express.json({ limit: '64kb' }));
   router.use('/robots', async (req: Request, res: Response, next) => {
@@ -72,11 +71,9 @@ export function adminRouter(guard: Guard, robots: RobotStore, auditLog: AuditLog
     res.locals.admin = await guard.requireAdmin(req, res);
     next();
   });
-  const audit = async (res: Response, event: 'robot.create' | 'robot.rotate' | 'robot.delete', robot: string) => {
-    const by = usernameOf(res.locals.admin.principal) || 'anonymous';
-    (res.locals.log as Logger).info({ event, robot, by }, event);
-    await auditLog.appendNow({ action: event, principal: by, requestId: res.locals.requestId as string, detail: { robot } });
-  };
+  /** The administrator making a change, recorded with it; the change is logged once done. */
+  const actor = (res: Response): RobotActor => ({ principal: usernameOf(res.locals.admin.principal) || 'anonymous', requestId: res.locals.requestId as string });
+  const logged = (res: Response, event: string, robot: string) => (res.locals.log as Logger).info({ event, robot, by: actor(res).principal }, event);
 
   router.get('/robots', async (_req, res) => {
     res.json({ robots: (await robots.list()).map(robotJson) });
@@ -85,23 +82,23 @@ export function adminRouter(guard: Guard, robots: RobotStore, auditLog: AuditLog
     if (!validateNewRobot(req.body)) throw invalid(validateNewRobot.errors);
     const body = req.body;
     const created = await robots
-      .create({ ...body, expiresAt: expiryFromDays(body.expiresInDays) })
+      .create({ ...body, expiresAt: expiryFromDays(body.expiresInDays) }, actor(res))
       .catch(robotFailure);
-    await audit(res, 'robot.create', created.robot.name);
+    logged(res, 'robot.create', created.robot.name);
     res.status(201).json({ ...robotJson(created.robot), secret: created.secret });
   });
   router.post('/robots/:name/rotate', async (req, res) => {
     const body = req.body ?? {};
     if (!validateRotate(body)) throw invalid(validateRotate.errors);
     const rotated = await robots
-      .rotate(String(req.params.name), body.expiresInDays ? expiryFromDays(body.expiresInDays) : undefined)
+      .rotate(String(req.params.name), actor(res), body.expiresInDays ? expiryFromDays(body.expiresInDays) : undefined)
       .catch(robotFailure);
-    await audit(res, 'robot.rotate', rotated.robot.name);
+    logged(res, 'robot.rotate', rotated.robot.name);
     res.json({ ...robotJson(rotated.robot), secret: rotated.secret });
   });
   router.delete('/robots/:name', async (req, res) => {
-    await robots.remove(String(req.params.name)).catch(robotFailure);
-    await audit(res, 'robot.delete', String(req.params.name));
+    await robots.remove(String(req.params.name), actor(res)).catch(robotFailure);
+    logged(res, 'robot.delete', String(req.params.name));
     res.status(204).end();
   });
   return router;

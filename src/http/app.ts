@@ -68,7 +68,7 @@ export function createApp(deps: AppDeps): Express {
   if (deps.auth) app.use('/auth/token', deps.auth.tokenRouter());
   if (deps.gate) app.use('/gateway/v1', admissionsRouter(guard, deps.gate.admissions, deps.gate.gate));
   app.use('/gateway/v1', auditRouter(guard, deps.audit));
-  app.use('/gateway/v1', adminRouter(guard, deps.robots, deps.audit));
+  app.use('/gateway/v1', adminRouter(guard, deps.robots));
   app.use('/v2', distributionRouter(deps.registry, guard));
   app.use(errorHandler);
   return app;

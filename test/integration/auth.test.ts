@@ -220,11 +220,34 @@ for (const kind of DATABASE_KINDS) {
         expect((await admin.request('DELETE', '/gateway/v1/robots/bad%00name')).status).to.equal(400);
       });
 
+      it('are created, rotated and removed together with their audit records, or not at all', async () => {
+        const post = (name: string) =>
+          admin.request('POST', '/gateway/v1/robots', { body: JSON.stringify({ name, repositories: ['team/**'], actions: ['pull'] }), headers: { 'Content-Type': 'application/json' } });
+        expect((await post('audited')).status).to.equal(201);
+        expect((await admin.request('POST', '/gateway/v1/robots/audited/rotate')).status).to.equal(200);
+        expect((await admin.request('DELETE', '/gateway/v1/robots/audited')).status).to.equal(204);
+        const records = (await gw.audit.query({ principal: 'admin', limit: 10_000 })).filter((r) => r.detail.robot === 'audited');
+        expect(records.map((r) => r.action)).to.deep.equal(['robot.create', 'robot.rotate', 'robot.delete']);
+
+        // An audit trail that refuses the record refuses the change.
+        const db = gw.registry.metadata.db;
+        await db.query(`CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'audit refused'; END $$`);
+        await db.query('CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()');
+        try {
+          expect((await post('unaudited')).status).to.equal(500);
+        } finally {
+          await db.query('DROP TRIGGER refuse_audit ON audit_log');
+          await db.query('DROP FUNCTION refuse_audit()');
+        }
+        const listed = (await (await admin.request('GET', '/gateway/v1/robots')).json()) as { robots: Array<{ name: string }> };
+        expect(listed.robots.map((r) => r.name)).to.not.include('unaudited');
+      });
+
       it('stop working when rotated, expired or removed', async () => {
         const robots = gw.registry.metadata.db;
         const { RobotStore } = await import('../../src/auth/robots.js');
-        const store = new RobotStore(robots);
-        const { secret } = await store.create({ name: 'short-lived', repositories: ['team/**'], actions: ['pull'] });
+        const store = new RobotStore(robots, gw.audit);
+        const { secret } = await store.create({ name: 'short-lived', repositories: ['team/**'], actions: ['pull'] }, { principal: 'test' });
         const auth = basic('robot$short-lived', secret);
         expect((await anon.as(auth).request('GET', '/v2/team/app/manifests/v1')).status).to.equal(200);
         const { token } = await fetchToken(gw.url, auth, ['repository:team/app:pull']);

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
@@ -159,6 +159,9 @@ describe('administration commands with bad arguments', () => {
       const robot = JSON.parse((await created).stdout) as { actions: string[]; expiresAt: string };
       expect(robot.actions).to.deep.equal(['pull']);
       expect(new Date(robot.expiresAt).getTime() - Date.now()).to.be.closeTo(30 * 86_400_000, 60_000);
+      // Only the command that changed something left a record, naming the local account.
+      const exported = (await cli('audit', 'export')).stdout.trim().split('\n').map((line) => JSON.parse(line) as { action: string; principal: string; detail: { robot?: string } });
+      expect(exported.map((r) => [r.action, r.principal, r.detail.robot])).to.deep.equal([['robot.create', `cli:${userInfo().username}`, 'ci']]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
