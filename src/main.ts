@@ -40,12 +40,19 @@ program.parseAsync(process.argv).catch((err: unknown) => {
     process.stderr.write(`gateway: ${err.message}\n`);
     process.exit(78);
   }
-  if (err instanceof StartupError) {
-    // An error code (EACCES, EADDRINUSE, ECONNREFUSED, PostgreSQL's 28P01) says the message is the whole story.
-    const cause = err.cause as { code?: unknown; stack?: string } | undefined;
-    process.stderr.write(`gateway: ${err.message}\n${typeof cause?.code === 'string' || !cause?.stack ? '' : `${cause.stack}\n`}`);
-    process.exit(1);
-  }
-  process.stderr.write(`gateway: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`gateway: ${explain(err)}\n`);
   process.exit(1);
 });
+
+/**
+ * The message alone when an error code says it all (EACCES, ECONNREFUSED, PostgreSQL's
+ * 28P01, ELOCKED for a database directory in use), for the error or the cause of a failed
+ * start; else the message with the stack, which a bug needs.
+ */
+function explain(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = err instanceof StartupError ? err.cause : err;
+  if (typeof (cause as { code?: unknown } | undefined)?.code === 'string') return err.message;
+  const stack = cause instanceof Error ? cause.stack : undefined;
+  return err instanceof StartupError ? `${err.message}${stack ? `\n${stack}` : ''}` : (err.stack ?? err.message);
+}

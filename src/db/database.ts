@@ -13,6 +13,7 @@ import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
 import { ReplyCollector, type Field, type Reply } from './pglite-wire.js';
+import { lockDirectory } from './dir-lock.js';
 
 export interface Queryable {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
@@ -142,6 +143,8 @@ class PgliteDatabase implements Database {
   constructor(
     private readonly db: PGlite,
     private readonly checkpointWalBytes: number,
+    /** Frees the data directory's lock (dir-lock.ts) once the database is closed. */
+    private readonly release: () => void,
   ) {}
 
   query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
@@ -252,7 +255,11 @@ class PgliteDatabase implements Database {
 
   async close(): Promise<void> {
     this.closing = true;
-    await this.exclusive(() => this.db.close());
+    try {
+      await this.exclusive(() => this.db.close());
+    } finally {
+      this.release();
+    }
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -390,34 +397,50 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
     db = new PostgresDatabase(pool);
   } else {
     await mkdir(options.pgliteDir, { recursive: true });
-    if (!existsSync(path.join(options.pgliteDir, 'PG_VERSION'))) await initPgliteDir(options.pgliteDir);
-    const lite = await PGlite.create(options.pgliteDir, {
-      // bytea as a Buffer, decoded at once (PGlite's own parser decodes byte by byte).
-      parsers: { [pgliteTypes.INT8]: (value: string) => Number(value), [pgliteTypes.BYTEA]: (value: string) => Buffer.from(value.slice(2), 'hex') },
-      // An embedded database for one process: a small buffer cache keeps the WASM heap small,
-      // and coarse statistics keep the ANALYZE that maintain() runs short (every lookup is by key).
-      // The log is capped well below PostgreSQL's 1 GB default: recovery after a crash replays it.
-      // Prepared statements keep one generic plan: planning runs on the one thread that serves
-      // every request, and once tables had statistics PostgreSQL chose to re-plan the hot
-      // statements that take arrays on every call (0.3-0.6 ms each). Statements with optional
-      // filters are written per combination of filters (whereSet), so that a generic plan of
-      // each can use its indexes, and maintain()'s ANALYZE replaces plans made while the tables
-      // were small. The database sits in the page cache, so an index probe costs about what a
-      // sequential page read does (random_page_cost 1.1, as for SSDs): at the default of 4, the
-      // generic plans of key lookups scanned whole tables of a few thousand rows.
-      postgresqlconf: [
-        `shared_buffers = ${PGLITE_SHARED_BUFFERS}`,
-        `default_statistics_target = ${PGLITE_STATISTICS_TARGET}`,
-        `max_wal_size = ${PGLITE_MAX_WAL_SIZE}`,
-        `min_wal_size = ${PGLITE_MIN_WAL_SIZE}`,
-        `plan_cache_mode = force_generic_plan`,
-        `random_page_cost = 1.1`,
-      ],
-    });
-    db = new PgliteDatabase(lite, options.checkpointWalBytes ?? CHECKPOINT.walBytes);
+    const release = lockDirectory(options.pgliteDir);
+    try {
+      db = await openPglite(options.pgliteDir, options.checkpointWalBytes ?? CHECKPOINT.walBytes, release);
+    } catch (err) {
+      release();
+      throw err;
+    }
   }
-  await migrate(db);
+  try {
+    await migrate(db);
+  } catch (err) {
+    await db.close().catch(() => undefined);
+    throw err;
+  }
   return db;
+}
+
+/** PGlite in `dir` (initialised when new), closed together with the lock `release` frees. */
+async function openPglite(dir: string, checkpointWalBytes: number, release: () => void): Promise<Database> {
+  if (!existsSync(path.join(dir, 'PG_VERSION'))) await initPgliteDir(dir);
+  const lite = await PGlite.create(dir, {
+    // bytea as a Buffer, decoded at once (PGlite's own parser decodes byte by byte).
+    parsers: { [pgliteTypes.INT8]: (value: string) => Number(value), [pgliteTypes.BYTEA]: (value: string) => Buffer.from(value.slice(2), 'hex') },
+    // An embedded database for one process: a small buffer cache keeps the WASM heap small,
+    // and coarse statistics keep the ANALYZE that maintain() runs short (every lookup is by key).
+    // The log is capped well below PostgreSQL's 1 GB default: recovery after a crash replays it.
+    // Prepared statements keep one generic plan: planning runs on the one thread that serves
+    // every request, and once tables had statistics PostgreSQL chose to re-plan the hot
+    // statements that take arrays on every call (0.3-0.6 ms each). Statements with optional
+    // filters are written per combination of filters (whereSet), so that a generic plan of
+    // each can use its indexes, and maintain()'s ANALYZE replaces plans made while the tables
+    // were small. The database sits in the page cache, so an index probe costs about what a
+    // sequential page read does (random_page_cost 1.1, as for SSDs): at the default of 4, the
+    // generic plans of key lookups scanned whole tables of a few thousand rows.
+    postgresqlconf: [
+      `shared_buffers = ${PGLITE_SHARED_BUFFERS}`,
+      `default_statistics_target = ${PGLITE_STATISTICS_TARGET}`,
+      `max_wal_size = ${PGLITE_MAX_WAL_SIZE}`,
+      `min_wal_size = ${PGLITE_MIN_WAL_SIZE}`,
+      `plan_cache_mode = force_generic_plan`,
+      `random_page_cost = 1.1`,
+    ],
+  });
+  return new PgliteDatabase(lite, checkpointWalBytes, release);
 }
 
 const PGLITE_SHARED_BUFFERS = '32MB';

@@ -3,10 +3,12 @@
  * wire-protocol entry point) and on PostgreSQL (pg): the same answers, types and errors.
  */
 import { expect } from 'chai';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { advisoryLock, jsonParam, openDatabase, queryPlannedForValues, splitStatements, whereSet, type Database } from '../../src/db/database.js';
+import { DirectoryInUseError } from '../../src/db/dir-lock.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 
@@ -275,4 +277,64 @@ describe('migration statements', () => {
       'CREATE INDEX i ON t (a)\n  WHERE a > 0',
     ]);
   });
+});
+
+describe('the embedded database directory', () => {
+  let root: string;
+  beforeEach(() => (root = mkdtempSync(path.join(tmpdir(), 'db-lock-'))));
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  /** A process that lives until killed: a Node.js one (as a gateway is) or another program. */
+  const holder = (command: string, args: string[]) => {
+    const child = spawn(command, args, { stdio: 'ignore' });
+    return { pid: child.pid!, stop: () => new Promise((resolve) => (child.kill('SIGKILL'), child.once('exit', resolve))) };
+  };
+  const lockNaming = (dir: string, pid: number) => writeFileSync(`${dir}.lock`, JSON.stringify({ pid, since: new Date().toISOString(), command: 'x' }));
+
+  it('is opened by one database at a time, and free again once it is closed', async () => {
+    const dir = path.join(root, 'pglite');
+    const first = await openDatabase({ pgliteDir: dir });
+    try {
+      let refused: Error | null = null;
+      await openDatabase({ pgliteDir: dir }).catch((err: Error) => (refused = err));
+      expect(refused).to.be.instanceOf(DirectoryInUseError);
+      expect(existsSync(`${dir}.lock`)).to.equal(true);
+    } finally {
+      await first.close();
+    }
+    expect(existsSync(`${dir}.lock`)).to.equal(false);
+    const again = await openDatabase({ pgliteDir: dir });
+    await again.close();
+  });
+
+  it('is refused while another Node.js process holds it, and taken over once that process is gone', async () => {
+    const dir = path.join(root, 'pglite');
+    const other = holder(process.execPath, ['-e', 'setTimeout(() => {}, 60000)']);
+    try {
+      lockNaming(dir, other.pid);
+      let refused: Error | null = null;
+      await openDatabase({ pgliteDir: dir }).catch((err: Error) => (refused = err));
+      expect(refused).to.be.instanceOf(DirectoryInUseError);
+      expect(refused!.message).to.contain(`in use by process ${other.pid}`);
+      expect(refused!.message).to.contain(`remove ${dir}.lock`);
+    } finally {
+      await other.stop();
+    }
+    // A crash leaves the lock behind; its process is gone.
+    const db = await openDatabase({ pgliteDir: dir });
+    expect(JSON.parse(readFileSync(`${dir}.lock`, 'utf8')).pid).to.equal(process.pid);
+    await db.close();
+  }).timeout(60_000);
+
+  it('takes over a lock whose pid another program has since', async () => {
+    const dir = path.join(root, 'pglite');
+    const sleeper = holder('sleep', ['60']);
+    try {
+      lockNaming(dir, sleeper.pid);
+      const db = await openDatabase({ pgliteDir: dir });
+      await db.close();
+    } finally {
+      await sleeper.stop();
+    }
+  }).timeout(60_000);
 });

@@ -167,3 +167,27 @@ describe('administration commands with bad arguments', () => {
     }
   }).timeout(60_000);
 });
+
+describe('commands that open the embedded database', () => {
+  it('refuse, in one line, a directory a running gateway holds, and change nothing', async () => {
+    const gw = await startTestGateway('pglite');
+    try {
+      const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', path.resolve('src/main.ts'), ...args], { env: { ...process.env, GATEWAY_STORAGE_ROOT: gw.root } });
+      for (const args of [['robots', 'add', 'ci', '-r', 'team/**'], ['audit', 'verify']]) {
+        const err = await cli(...args).then(
+          () => null,
+          (e: { code: number; stderr: string }) => e,
+        );
+        expect(err, args.join(' ')).to.not.equal(null);
+        expect(err!.code).to.equal(1);
+        expect(err!.stderr.trim().split('\n')).to.have.length(1);
+        expect(err!.stderr).to.contain(`is in use by process ${process.pid}`);
+      }
+      // The gateway still serves from it.
+      expect((await fetch(`${gw.url}/v2/`)).status).to.equal(200);
+      expect((await gw.db.query('SELECT count(*)::int AS n FROM robots'))[0]).to.deep.equal({ n: 0 });
+    } finally {
+      await gw.stop();
+    }
+  }).timeout(60_000);
+});
