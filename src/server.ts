@@ -175,6 +175,18 @@ function withoutPassword(url: string): string {
   }
 }
 
+/** The audit trail as configured: checkpoints signed with the configured (or a generated) key. */
+export function configuredAuditLog(config: GatewayConfig, db: Database, logger?: Logger): AuditLog {
+  return new AuditLog(db, {
+    checkpointKey: loadOrCreateSigningKey(
+      config.audit.checkpointKeyFile || path.join(config.storage.root, 'audit', 'checkpoint-key.pem'),
+      'audit checkpoint key',
+    ),
+    checkpointEvery: config.audit.checkpointEvery,
+    logger,
+  });
+}
+
 export interface RunningGateway {
   url: string;
   port: number;
@@ -211,14 +223,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
         onIdleError: (err) => logger.warn({ err }, 'idle database connection failed; the pool replaces it'),
       }),
   );
-  const audit = new AuditLog(db, {
-    checkpointKey: loadOrCreateSigningKey(
-      config.audit.checkpointKeyFile || path.join(config.storage.root, 'audit', 'checkpoint-key.pem'),
-      'audit checkpoint key',
-    ),
-    checkpointEvery: config.audit.checkpointEvery,
-    logger,
-  });
+  const audit = configuredAuditLog(config, db, logger);
   sharedHashing().start();
   const registry = new Registry({
     metadata: new MetadataStore(db),

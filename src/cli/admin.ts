@@ -8,8 +8,7 @@ import { openDatabase } from '../db/database.js';
 import { isValidUsername, MIN_PASSWORD_LENGTH, upsertHtpasswdUser } from '../auth/htpasswd.js';
 import { actions, days } from './args.js';
 import { RobotError, RobotStore, type RobotActor } from '../auth/robots.js';
-import { AuditLog } from '../audit/log.js';
-import { loadOrCreateSigningKey } from '../auth/tokens.js';
+import { configuredAuditLog } from '../server.js';
 import { makeCertificates, writeCertificates } from '../auth/certs.js';
 import { expiryFromDays, robotJson } from '../http/admin.js';
 
@@ -41,11 +40,7 @@ async function withRobots<T>(configFile: string | undefined, fn: (robots: RobotS
     pgliteDir: path.join(config.storage.root, 'pglite'),
   });
   try {
-    const audit = new AuditLog(db, {
-      checkpointKey: loadOrCreateSigningKey(config.audit.checkpointKeyFile, 'audit checkpoint key'),
-      checkpointEvery: config.audit.checkpointEvery,
-    });
-    return await fn(new RobotStore(db, audit));
+    return await fn(new RobotStore(db, configuredAuditLog(config, db)));
   } catch (err) {
     if (err instanceof RobotError) {
       process.stderr.write(`gateway: ${err.message}\n`);
