@@ -15,7 +15,16 @@ const VERIFIED_TTL_MS = 5 * 60 * 1000;
 export const BCRYPT_COST = 10;
 let dummyHash: string | undefined;
 
-export const MIN_PASSWORD_LENGTH = 8;
+const MIN_PASSWORD_LENGTH = 8;
+
+/** A user name or password a new user cannot have; printed as one line, as the system's errors are. */
+export class UserInputError extends Error {
+  readonly code = 'EINVAL';
+}
+
+export function assertValidUsername(name: string): void {
+  if (!isValidUsername(name)) throw new UserInputError(`invalid user name ${JSON.stringify(name)}: letters, digits and . _ @ - only`);
+}
 
 export function isValidUsername(name: string): boolean {
   return USERNAME_RE.test(name);
@@ -127,8 +136,8 @@ export function parseHtpasswd(text: string, logger?: Logger): Map<string, string
 
 /** Creates or updates a user in an htpasswd file (atomic rewrite, mode 0600). */
 export async function upsertHtpasswdUser(file: string, name: string, password: string): Promise<'created' | 'updated'> {
-  if (!isValidUsername(name)) throw new Error(`invalid user name ${JSON.stringify(name)}: letters, digits and . _ @ - only`);
-  if (password.length < MIN_PASSWORD_LENGTH) throw new Error(`password must have at least ${MIN_PASSWORD_LENGTH} characters`);
+  assertValidUsername(name);
+  if (password.length < MIN_PASSWORD_LENGTH) throw new UserInputError(`password must have at least ${MIN_PASSWORD_LENGTH} characters`);
   const hash = await bcrypt.hash(password, BCRYPT_COST);
   let lines: string[] = [];
   try {

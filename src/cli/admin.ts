@@ -5,7 +5,7 @@ import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import { loadConfig, type Action } from '../config/config.js';
 import { openDatabase } from '../db/database.js';
-import { isValidUsername, MIN_PASSWORD_LENGTH, upsertHtpasswdUser } from '../auth/htpasswd.js';
+import { assertValidUsername, upsertHtpasswdUser } from '../auth/htpasswd.js';
 import { actions, days } from './args.js';
 import { RobotError, RobotStore, type RobotActor } from '../auth/robots.js';
 import { configuredAuditLog } from '../server.js';
@@ -59,11 +59,10 @@ export function registerAdminCommands(program: Command): void {
     .command('add <name>')
     .description('create or update a user; the password is read from stdin or a prompt, never from arguments')
     .option('-c, --config <file>', 'configuration file')
-    .action(async (name: string, opts: { config?: string }, command: Command) => {
-      if (!isValidUsername(name)) command.error(`error: invalid user name ${JSON.stringify(name)}: letters, digits and . _ @ - only`);
+    .action(async (name: string, opts: { config?: string }) => {
+      assertValidUsername(name); // before asking for a password
       const config = loadConfig({ file: opts.config });
       const password = await readSecret(`password for ${name}: `);
-      if (password.length < MIN_PASSWORD_LENGTH) command.error(`error: the password must have at least ${MIN_PASSWORD_LENGTH} characters`);
       const result = await upsertHtpasswdUser(config.auth.htpasswd, name, password);
       process.stdout.write(`${result} user ${name} in ${config.auth.htpasswd}\n`);
     });
