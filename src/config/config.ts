@@ -367,9 +367,8 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv } =
   refuseUnknownVariables(env);
   validateOrThrow(merged, 'configuration');
   const config = merged as unknown as GatewayConfig;
-  if (parseAddr(config.http.addr).port > 65535) {
-    throw new ConfigError(`invalid configuration: http.addr (GATEWAY_HTTP_ADDR) has port ${parseAddr(config.http.addr).port}, above 65535`);
-  }
+  const { port } = parseAddr(config.http.addr);
+  if (port > 65535) throw new ConfigError(`invalid configuration: http.addr (GATEWAY_HTTP_ADDR) has port ${port}, above 65535`);
   config.storage.root = path.resolve(config.storage.root);
   config.policy.dir = path.resolve(config.policy.dir);
   config.auth.htpasswd = path.resolve(config.auth.htpasswd || path.join(config.storage.root, 'auth', 'htpasswd'));
