@@ -1,5 +1,6 @@
 /** CLI (commander): `gateway serve` and the admin commands. Started through gateway.cts. */
 import { Command } from 'commander';
+import type { Logger } from 'pino';
 import { ConfigError, environmentKeys, loadConfig } from './config/config.js';
 import { startGateway, StartupError } from './server.js';
 import { registerAdminCommands } from './cli/admin.js';
@@ -27,6 +28,7 @@ program
     };
     process.once('SIGINT', () => void stop('SIGINT'));
     process.once('SIGTERM', () => void stop('SIGTERM'));
+    process.on('uncaughtException', (err, origin) => exitOnBug(gateway.logger, err, origin));
   });
 
 registerAdminCommands(program);
@@ -43,6 +45,19 @@ program.parseAsync(process.argv).catch((err: unknown) => {
   process.stderr.write(`gateway: ${explain(err)}\n`);
   process.exit(1);
 });
+
+/**
+ * A bug reached the top of the stack (an exception no code caught, or a promise rejected
+ * with no handler): its state is unknown, so the process ends, as Node's default would, but
+ * the error goes to the structured log first, where operators look. The embedded
+ * database recovers at the next start as after any crash.
+ */
+function exitOnBug(logger: Logger, err: unknown, origin: string): void {
+  logger.fatal({ err, origin }, 'uncaught error: the gateway stops');
+  const exit = () => process.exit(1);
+  setTimeout(exit, 2000);
+  logger.flush(exit);
+}
 
 /**
  * The message alone when an error code says it all (EACCES, ECONNREFUSED, PostgreSQL's
