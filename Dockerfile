@@ -20,6 +20,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
  && dpkg -i /tmp/trivy.deb && rm /tmp/trivy.deb \
  && apt-get purge -y curl && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 ENV NODE_ENV=production \
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 \
     GATEWAY_HTTP_ADDR=0.0.0.0:5000 \
     GATEWAY_STORAGE_ROOT=/data \
     GATEWAY_POLICY_DIR=/app/policies \

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --initial-old-space-size=128
+#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.hugetlb=1 node --initial-old-space-size=128
 /**
  * The `gateway` executable (what `npm start`, the bin and the container run). A CommonJS
  * file, so that it runs before Node's ES module loader, which reads files on libuv's thread
@@ -8,6 +8,14 @@
  * thread until the device has the data. With libuv's default of 4 threads at most 4 uploads
  * write at once (8 concurrent 32 MiB pushes ran at about 670 MiB/s with 4 threads, 760 with 8,
  * and no faster with 16). A UV_THREADPOOL_SIZE the operator sets is kept.
+ *
+ * The shebang (like `npm start` and the container) sets GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
+ * so that malloc asks for transparent huge pages. Socket reads allocate with malloc, the memory
+ * is freed when the garbage collector collects their buffers, glibc returns it to the system,
+ * and the next reads fault it in again 4 KiB at a time: without the tunable a 256 MiB push took
+ * about 33,000 page faults and twice the CPU, and on the virtual machine measured that limited
+ * blob pushes (see README, Benchmarks). It must be set before node starts: the C library reads
+ * it when the process loads.
  */
 const THREADPOOL_SIZE = 8;
 

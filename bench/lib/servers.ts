@@ -173,14 +173,25 @@ function getStatus(url: string): Promise<number> {
   });
 }
 
+function startScriptWords(repoRoot: string): string[] {
+  const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { scripts?: { start?: string } };
+  return (pkg.scripts?.start ?? '').split(/\s+/);
+}
+
 /** The node options `npm start` gives the gateway (its V8 heap settings), so the bench runs it as users do. */
 export function gatewayNodeFlags(repoRoot: string): string[] {
-  const pkg = JSON.parse(readFileSync(path.join(repoRoot, 'package.json'), 'utf8')) as { scripts?: { start?: string } };
-  const words = (pkg.scripts?.start ?? '').split(/\s+/);
+  const words = startScriptWords(repoRoot);
   return words.slice(words.indexOf('node') + 1).filter((w) => w.startsWith('--'));
 }
 
-/** Starts the built gateway (`dist/src/gateway.cjs`) from `repoRoot`, with the node options of `npm start`. */
+/** The environment `npm start` sets for the gateway (its malloc tunables), as NAME=value pairs before `node`. */
+export function gatewayEnvironment(repoRoot: string): Record<string, string> {
+  const words = startScriptWords(repoRoot);
+  const assignments = words.slice(0, Math.max(0, words.indexOf('node'))).filter((w) => /^[A-Z_][A-Z0-9_]*=/.test(w));
+  return Object.fromEntries(assignments.map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
+}
+
+/** Starts the built gateway (`dist/src/gateway.cjs`) from `repoRoot`, with the node options and environment of `npm start`. */
 export async function startGateway(repoRoot: string, extraEnv: Record<string, string> = {}): Promise<Target> {
   const port = await freePort();
   const dataDir = mkdtempSync(path.join(os.tmpdir(), 'bench-gateway-'));
@@ -189,6 +200,7 @@ export async function startGateway(repoRoot: string, extraEnv: Record<string, st
     cwd: repoRoot,
     env: {
       ...process.env,
+      ...gatewayEnvironment(repoRoot),
       GATEWAY_HTTP_ADDR: `127.0.0.1:${port}`,
       GATEWAY_STORAGE_ROOT: dataDir,
       GATEWAY_LOG_LEVEL: 'warn',

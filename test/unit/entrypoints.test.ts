@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ts from 'typescript';
-import { gatewayNodeFlags } from '../../bench/lib/servers.js';
+import { gatewayEnvironment, gatewayNodeFlags } from '../../bench/lib/servers.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -21,7 +21,7 @@ describe('entry points', () => {
     const fromStart = gatewayNodeFlags(ROOT);
     expect(fromStart).to.include('--initial-old-space-size=128');
     const shebang = readFileSync(path.join(ROOT, 'src', 'gateway.cts'), 'utf8').split('\n')[0] as string;
-    expect(shebang.startsWith('#!/usr/bin/env -S node')).to.equal(true);
+    expect(shebang.startsWith('#!/usr/bin/env -S ')).to.equal(true);
     expect(shebang.split(/\s+/).filter((w) => w.startsWith('--'))).to.deep.equal(fromStart);
     const entrypoint = /^ENTRYPOINT (\[.*\])$/m.exec(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'))?.[1];
     const words = JSON.parse(entrypoint ?? '[]') as string[];
@@ -30,8 +30,32 @@ describe('entry points', () => {
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin: Record<string, string>; scripts: Record<string, string> };
     const launcher = 'dist/src/gateway.cjs';
     expect(pkg.bin.gateway).to.equal(launcher);
-    expect(pkg.scripts.start).to.match(new RegExp(`^node( --\\S+)* ${launcher} serve$`));
+    expect(pkg.scripts.start).to.match(new RegExp(`^([A-Z_]+=\\S+ )*node( --\\S+)* ${launcher} serve$`));
     expect(words.at(-1)).to.equal(launcher);
+  });
+
+  it('start the gateway with the same malloc tunables: npm start, the bin, the container and the bench', () => {
+    const fromStart = gatewayEnvironment(ROOT);
+    expect(fromStart).to.deep.equal({ GLIBC_TUNABLES: 'glibc.malloc.hugetlb=1' });
+    const shebang = readFileSync(path.join(ROOT, 'src', 'gateway.cts'), 'utf8').split('\n')[0] as string;
+    expect(shebang).to.match(/^#!\/usr\/bin\/env -S GLIBC_TUNABLES=glibc\.malloc\.hugetlb=1 node /);
+    // The shebang's assignment reaches the process (env -S takes NAME=value before the command).
+    const dir = mkdtempSync(path.join(tmpdir(), 'shebang-'));
+    try {
+      const script = path.join(dir, 'probe.cjs');
+      writeFileSync(script, `${shebang}\nprocess.stdout.write(String(process.env.GLIBC_TUNABLES));\n`, { mode: 0o755 });
+      const { GLIBC_TUNABLES: _, ...inherited } = process.env;
+      expect(execFileSync(script, { env: inherited, encoding: 'utf8' })).to.equal('glibc.malloc.hugetlb=1');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const dockerfile = readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8');
+    const runtimeStage = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    expect(runtimeStage).to.match(/^ENV [^\n]*(\\\n[^\n]*)*\bGLIBC_TUNABLES=glibc\.malloc\.hugetlb=1\b/m);
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    // The bench's client runs with them too, and its registries inherit them.
+    expect(pkg.scripts.bench).to.match(/^GLIBC_TUNABLES=glibc\.malloc\.hugetlb=1 tsx /);
+    expect(readFileSync(path.join(ROOT, 'bench', 'lib', 'servers.ts'), 'utf8')).to.include('...gatewayEnvironment(repoRoot),');
     expect(readFileSync(path.join(ROOT, 'bench', 'lib', 'servers.ts'), 'utf8')).to.include("path.join(repoRoot, 'dist', 'src', 'gateway.cjs'), 'serve'");
   });
 
