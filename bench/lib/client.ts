@@ -4,6 +4,7 @@
  * {@link HttpError} carrying the request and the response body, for the report.
  */
 import http from 'node:http';
+import net from 'node:net';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { PatternBlob } from './data.js';
@@ -186,15 +187,20 @@ export class OciClient {
     return res.status === 200;
   }
 
-  /** GET a blob, hashing and discarding it; fails unless the bytes match `digest`. */
+  /**
+   * GET a blob, hashing and discarding it; fails unless the bytes match `digest`. Over a
+   * connection of its own, read into one reused 4 MiB buffer: through node:http (64 KiB
+   * reads, a buffer and an event each) the client's CPU, not the registry, set the rate of a
+   * 256 MiB pull (about 500-650 MiB/s for either registry, 1-1.3 GB/s this way).
+   */
   async pullBlob(name: string, digest: string, expectedSize?: number): Promise<number> {
-    const hash = createHash('sha256');
     const path = `/v2/${name}/blobs/${digest}`;
-    const res = await this.expect('GET', path, [200], { sink: (chunk) => hash.update(chunk) });
-    const got = `sha256:${hash.digest('hex')}`;
-    if (got !== digest) throw new Error(`GET ${path}: body hashes to ${got} (${res.bytes} bytes)`);
-    if (expectedSize !== undefined && res.bytes !== expectedSize) throw new Error(`GET ${path}: ${res.bytes} bytes, expected ${expectedSize}`);
-    return res.bytes;
+    const { status, head, bytes, hex } = await rawGet(this.host, this.port, path, this.timeoutMs);
+    if (status !== 200) throw new HttpError('GET', path, status, head, '200');
+    const got = `sha256:${hex}`;
+    if (got !== digest) throw new Error(`GET ${path}: body hashes to ${got} (${bytes} bytes)`);
+    if (expectedSize !== undefined && bytes !== expectedSize) throw new Error(`GET ${path}: ${bytes} bytes, expected ${expectedSize}`);
+    return bytes;
   }
 
   // --- manifests and tags --------------------------------------------------------------------
@@ -294,4 +300,70 @@ export function imageConfig(label: string, layerDigests: string[]): Buffer {
       rootfs: { type: 'layers', diff_ids: layerDigests },
     }),
   );
+}
+
+const RAW_READ_BYTES = 4 * 1024 * 1024;
+
+/**
+ * One HTTP/1.1 GET on a new connection (closed after it) whose body, of the length its
+ * Content-Length gives, is hashed with sha256 as it arrives; the response head comes back as
+ * text. Chunked bodies are not read: a registry answers a blob GET with its length.
+ */
+function rawGet(host: string, port: number, path: string, timeoutMs: number): Promise<{ status: number; head: string; bytes: number; hex: string }> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash('sha256');
+    let head = Buffer.alloc(0);
+    let status = 0;
+    let headText = '';
+    let length = -1;
+    let bytes = 0;
+    let settled = false;
+    const finish = (err: Error | null) => {
+      if (settled) return;
+      settled = true;
+      socket.destroy();
+      if (err) reject(err);
+      else resolve({ status, head: headText, bytes, hex: hash.digest('hex') });
+    };
+    const onBody = (chunk: Buffer) => {
+      const take = Math.min(chunk.length, length - bytes);
+      hash.update(chunk.subarray(0, take));
+      bytes += take;
+      if (bytes === length) finish(null);
+    };
+    const onHead = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) {
+        if (head.length > 64 * 1024) finish(new Error(`GET ${path}: response head over 64 KiB`));
+        return;
+      }
+      headText = head.subarray(0, end).toString('latin1');
+      status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(headText)?.[1] ?? 0);
+      const declared = /\r\ncontent-length:[ \t]*(\d+)/i.exec(headText)?.[1];
+      if (declared === undefined) return finish(new Error(`GET ${path}: response without Content-Length: ${headText.slice(0, 200)}`));
+      length = Number(declared);
+      if (status !== 200) return finish(null);
+      const rest = head.subarray(end + 4);
+      if (length === 0) return finish(null);
+      if (rest.length > 0) onBody(Buffer.from(rest));
+    };
+    const socket = net.connect({
+      host,
+      port,
+      onread: {
+        buffer: Buffer.allocUnsafe(RAW_READ_BYTES),
+        callback: (nread: number, buffer: Uint8Array) => {
+          const chunk = Buffer.from(buffer.buffer, buffer.byteOffset, nread);
+          if (length < 0) onHead(Buffer.from(chunk));
+          else onBody(chunk);
+          return !settled;
+        },
+      },
+    });
+    socket.setTimeout(timeoutMs, () => finish(new Error(`GET ${path}: no progress for ${timeoutMs} ms`)));
+    socket.on('connect', () => socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nConnection: close\r\n\r\n`));
+    socket.on('error', (err) => finish(new Error(`GET ${path}: ${err.message}`)));
+    socket.on('close', () => finish(new Error(`GET ${path}: connection closed after ${bytes} of ${length < 0 ? '?' : length} body bytes`)));
+  });
 }

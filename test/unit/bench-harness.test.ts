@@ -1,9 +1,11 @@
 /**
  * The bench's turn-taking: the rounds of the two registries alternate, one target runs at a
  * time, and a target that ends (or fails) early leaves the other to finish alone; a load
- * measured in windows covers every window once.
+ * measured in windows covers every window once; the pull client checks what it reads.
  */
 import { expect } from 'chai';
+import { createHash } from 'node:crypto';
+import { OciClient } from '../../bench/lib/client.js';
 import { Baton } from '../../bench/lib/suite.js';
 import { windowedLoop } from '../../bench/lib/stats.js';
 import type { TargetKind } from '../../bench/lib/servers.js';
@@ -92,3 +94,56 @@ describe('bench windowed load', () => {
     expect(res.p50Ms).to.be.at.least(2);
   });
 });
+
+describe('bench client pull (own connection, reused read buffer)', () => {
+  /** A server that answers every GET with `respond`, on a free loopback port. */
+  async function serve(respond: (socket: import('node:net').Socket) => void) {
+    const net = await import('node:net');
+    const server = net.createServer((socket) => socket.once('data', () => respond(socket)));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const { port } = server.address() as import('node:net').AddressInfo;
+    return { client: new OciClient(`http://127.0.0.1:${port}`, { maxSockets: 1, timeoutMs: 2000 }), close: () => server.close() };
+  }
+  const body = Buffer.alloc(9 * 1024 * 1024 + 17, 7);
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+
+  it('hashes a body that spans many reads, and checks its digest and size', async () => {
+    const { client, close } = await serve((socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`);
+      socket.write(body.subarray(0, 100));
+      setTimeout(() => socket.end(body.subarray(100)), 20);
+    });
+    try {
+      expect(await client.pullBlob('a/b', digest, body.length)).to.equal(body.length);
+      await expectRejection(client.pullBlob('a/b', `sha256:${'0'.repeat(64)}`), /body hashes to sha256:/);
+      await expectRejection(client.pullBlob('a/b', digest, body.length + 1), /bytes, expected/);
+    } finally {
+      close();
+    }
+  });
+
+  it('fails on a short body, a missing length and a status other than 200', async () => {
+    const answers = [
+      `HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\nshort`,
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+      'HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}',
+    ];
+    let next = 0;
+    const { client, close } = await serve((socket) => socket.end(answers[next++]));
+    try {
+      await expectRejection(client.pullBlob('a/b', digest), /connection closed after 5 of \d+ body bytes/);
+      await expectRejection(client.pullBlob('a/b', digest), /without Content-Length/);
+      await expectRejection(client.pullBlob('a/b', digest), /-> 404 \(expected 200\)/);
+    } finally {
+      close();
+    }
+  });
+});
+
+async function expectRejection(promise: Promise<unknown>, pattern: RegExp): Promise<void> {
+  const outcome = await promise.then(
+    () => 'resolved',
+    (err: Error) => err.message,
+  );
+  expect(outcome).to.match(pattern);
+}
