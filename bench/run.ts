@@ -657,7 +657,7 @@ function describeEnvironment(referenceVersion: string): string {
     `node ${process.version}, ${cpus.length} x ${cpus[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 1024 ** 3)} GiB RAM, ${os.platform()} ${os.release()}`,
     `gateway: ${REPO_ROOT} at ${commit} (working tree as built), PGlite, auth off, log level warn`,
     `reference: ${referenceVersion}, filesystem storage, log level error, access log off`,
-    `client: node:http keep-alive agents, same code for both, GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES ?? '(unset)'} (as both registries); the registries take turns within each row (reference, gateway, reference, ...), one timed round each, with dirty pages written out at each turn`,
+    `client: node:http keep-alive agents (a pull: a connection of its own, read into a reused 4 MiB buffer), same code for both, GLIBC_TUNABLES=${process.env.GLIBC_TUNABLES ?? '(unset)'} (as both registries); the registries take turns within each row (reference, gateway, reference, ...), one timed round each, with dirty pages written out at each turn`,
   ].join('\n');
 }
 
