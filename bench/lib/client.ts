@@ -346,7 +346,7 @@ function rawGet(host: string, port: number, path: string, timeoutMs: number): Pr
       if (status !== 200) return finish(null);
       const rest = head.subarray(end + 4);
       if (length === 0) return finish(null);
-      if (rest.length > 0) onBody(Buffer.from(rest));
+      if (rest.length > 0) onBody(rest); // its own memory: concat copied it out of the read buffer
     };
     const socket = net.connect({
       host,
@@ -355,7 +355,7 @@ function rawGet(host: string, port: number, path: string, timeoutMs: number): Pr
         buffer: Buffer.allocUnsafe(RAW_READ_BYTES),
         callback: (nread: number, buffer: Uint8Array) => {
           const chunk = Buffer.from(buffer.buffer, buffer.byteOffset, nread);
-          if (length < 0) onHead(Buffer.from(chunk));
+          if (length < 0) onHead(chunk);
           else onBody(chunk);
           return !settled;
         },
