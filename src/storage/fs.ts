@@ -21,6 +21,8 @@ import { FileAppender, syncFile } from './file-appender.js';
 
 const UPLOAD_ID_RE = /^[a-f0-9-]{36}$/;
 const HIGH_WATER_MARK = 1024 * 1024;
+/** With fsync on, an upload is flushed in the background after each 32 MiB written (see FileAppender). */
+const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
 /** Prefix directories made at once when a new root is initialised. */
 const PREFIX_DIR_BATCH = 16;
 
@@ -60,7 +62,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async openUploadWriter(uploadId: string, offset: number, tap?: UploadTap): Promise<Writable> {
-    return FileAppender.open(this.uploadPath(uploadId), offset, { tap });
+    return FileAppender.open(this.uploadPath(uploadId), offset, { tap, flushEvery: this.fsync ? FLUSH_EVERY_BYTES : 0 });
   }
 
   async truncateUpload(uploadId: string, size: number): Promise<void> {

@@ -107,6 +107,32 @@ describe('FileAppender (pooled, direct-I/O file writes)', () => {
     for (const [i, body] of bodies.entries()) expect(readFileSync(path.join(dir, `f${i}`)).equals(body)).to.equal(true);
   });
 
+  it('flushes in the background as it writes when asked to, and not otherwise', async () => {
+    const MiB = 1024 * 1024;
+    const body = randomBytes(12 * MiB + 99);
+    const chunks = Array.from({ length: 13 }, (_, k) => body.subarray(k * MiB, (k + 1) * MiB));
+    const flushing = await FileAppender.open(path.join(dir, 'f'), 0, { flushEvery: MiB });
+    await pipeline(Readable.from(chunks), flushing);
+    const plain = await FileAppender.open(path.join(dir, 'g'), 0);
+    await pipeline(Readable.from(chunks), plain);
+    expect(flushing.flushes).to.be.greaterThan(0);
+    expect(plain.flushes).to.equal(0);
+    expect(readFileSync(path.join(dir, 'f')).equals(body)).to.equal(true);
+  });
+
+  it('fails when a background flush fails, though every write succeeded', async () => {
+    const MiB = 1024 * 1024;
+    // /dev/null takes every write and refuses fdatasync (EINVAL).
+    const chunks = Array.from({ length: 12 }, () => randomBytes(MiB));
+    const flushing = await FileAppender.open('/dev/null', 0, { flushEvery: MiB });
+    let error: NodeJS.ErrnoException | undefined;
+    await pipeline(Readable.from(chunks), flushing).catch((e: NodeJS.ErrnoException) => (error = e));
+    expect(flushing.flushes).to.be.greaterThan(0);
+    expect(error?.code).to.equal('EINVAL');
+    const plain = await FileAppender.open('/dev/null', 0);
+    await pipeline(Readable.from(chunks), plain);
+  });
+
   it('truncates when it starts at offset 0', async () => {
     const file = path.join(dir, 'f');
     writeFileSync(file, randomBytes(10_000));
