@@ -35,7 +35,7 @@
  * cache and writes them through on a flush), a 256 MiB push's last flush took 20 ms instead
  * of about 140; the writes along the way were slower by most of that, so a push alone gained
  * little, but in the bench's alternation with the reference (whose writes the disk is still
- * digesting) the gateway's median went from 337-424 to 395-427 MiB/s over three runs each.
+ * digesting) the gateway's median went from 337-424 to 395-427 MiB/s (five runs each).
  * A flush that fails fails the upload, as a write does.
  */
 import { constants, promises as fsp } from 'node:fs';
