@@ -16,17 +16,15 @@ export const OCI_LAYER = 'application/vnd.oci.image.layer.v1.tar+gzip';
 export interface HttpResponse {
   status: number;
   headers: http.IncomingHttpHeaders;
-  /** The body (capped at {@link BODY_CAP} bytes); empty when a sink consumed it. */
+  /** The body (capped at {@link BODY_CAP} bytes). */
   body: Buffer;
-  /** Body bytes received (including those given to a sink or beyond the cap). */
+  /** Body bytes received (including those beyond the cap). */
   bytes: number;
 }
 
 export interface RequestOptions {
   headers?: http.OutgoingHttpHeaders;
   body?: Buffer | string | Readable;
-  /** For 2xx responses, body chunks go here instead of being kept. */
-  sink?: (chunk: Buffer) => void;
 }
 
 const BODY_CAP = 8 * 1024 * 1024;
@@ -77,7 +75,7 @@ export class OciClient {
   request(method: string, path: string, options: RequestOptions = {}): Promise<HttpResponse> {
     return new Promise<HttpResponse>((resolve, reject) => {
       let settled = false;
-      const { body, sink } = options;
+      const { body } = options;
       const finish = (err: Error | undefined, res?: HttpResponse) => {
         if (settled) return;
         settled = true;
@@ -100,11 +98,9 @@ export class OciClient {
         const keep: Buffer[] = [];
         let kept = 0;
         let bytes = 0;
-        const toSink = sink !== undefined && status >= 200 && status < 300;
         res.on('data', (chunk: Buffer) => {
           bytes += chunk.length;
-          if (toSink) sink(chunk);
-          else if (kept < BODY_CAP) {
+          if (kept < BODY_CAP) {
             keep.push(chunk);
             kept += chunk.length;
           }
