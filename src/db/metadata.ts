@@ -2,7 +2,7 @@
  * Data access for the registry tables. This module is the only writer of repositories,
  * blobs, repository_blobs, manifests, manifest_references, tags and uploads.
  */
-import { whereSet, type Database, type Queryable } from './database.js';
+import { advisoryLock, whereSet, type Database, type Queryable } from './database.js';
 
 export type ContentState = 'staged' | 'committed';
 /**
@@ -68,6 +68,15 @@ interface ManifestRow {
   annotations: Record<string, string> | null;
   state: ContentState;
 }
+
+/**
+ * A check of a conditional manifest PUT (If-Match / If-None-Match), given what each of its
+ * tags names now (null: nothing); it throws to refuse the PUT.
+ */
+export type TagPrecondition = (current: ReadonlyMap<string, string | null>) => void;
+
+/** Lock key space for per-tag advisory locks (the second key is a hash of repository and tag). */
+const TAG_LOCK = 0x7461;
 
 const MANIFEST_COLUMNS = 'm.digest, m.media_type, m.size, m.artifact_type, m.subject_digest, m.annotations, m.state';
 
@@ -315,10 +324,12 @@ export class MetadataStore {
     manifest: NewManifest,
     tags: string[] = [],
     inTransaction?: (tx: Queryable) => Promise<void>,
+    precondition?: TagPrecondition,
   ): Promise<{ created: boolean; content: ContentLocation }> {
     this.invalidate();
     return this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
+      if (precondition) precondition(await this.lockTags(tx, repoId, repository, tags));
       // One statement: the bytes as content linked to the repository, the manifest, its
       // references and its pending tags (foreign keys are checked at the statement's end).
       // Its SELECT sees the tables as they were before it: the content row stored earlier, if any.
@@ -355,6 +366,23 @@ export class MetadataStore {
       const content: ContentLocation = state ? locationOf({ state, inline: Boolean(inline) }) : manifest.body ? 'inline' : 'staged';
       return { created: created > 0, content };
     });
+  }
+
+  /**
+   * Locks the tags (in name order, so that two pushes of the same tags cannot deadlock) until
+   * the transaction ends, and says what each names now: the pending push if there is one,
+   * else the committed manifest, else null.
+   */
+  private async lockTags(tx: Queryable, repoId: number, repository: string, tags: string[]): Promise<Map<string, string | null>> {
+    const sorted = [...tags].sort();
+    for (const tag of sorted) await advisoryLock(this.db, tx, TAG_LOCK, `${repository}:${tag}`);
+    const rows = await tx.query<{ name: string; digest: string | null }>(
+      `SELECT t.name, coalesce(p.manifest_digest, c.manifest_digest) AS digest FROM unnest($2::text[]) AS t(name)
+         LEFT JOIN pending_tags p ON p.repository_id = $1 AND p.name = t.name
+         LEFT JOIN tags c ON c.repository_id = $1 AND c.name = t.name`,
+      [repoId, sorted],
+    );
+    return new Map(rows.map((r) => [r.name, r.digest]));
   }
 
   async getManifest(repository: string, digest: string): Promise<ManifestRecord | null> {

@@ -6,7 +6,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { pipeline } from 'node:stream/promises';
 import { RegistryError } from '../registry/errors.js';
-import { rangeHeader, type Actor, type ContentRange, type Registry, type RepositoryView } from '../registry/registry.js';
+import { etagListMatches, rangeHeader, type Actor, type ContentRange, type Registry, type RepositoryView } from '../registry/registry.js';
 import { usernameOf, type Caller } from '../auth/authenticator.js';
 import type { Action } from '../auth/access.js';
 import type { Guard } from './auth.js';
@@ -81,7 +81,7 @@ export function distributionRouter(registry: Registry, guard: Guard) {
 
   return async (req: Request, res: Response, next: NextFunction): Promise<void> => {
     res.setHeader('Docker-Distribution-API-Version', 'registry/2.0');
-    const path = req.path;
+    const path = decodedPath(req.path);
     if (path === '/' || path === '') {
       res.locals.route = 'base';
       if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -96,7 +96,7 @@ export function distributionRouter(registry: Registry, guard: Guard) {
       if (!match) continue;
       res.locals.route = route.route;
       // HEAD is GET without a body wherever GET exists (sendJson omits the body).
-      const method = route.methods[req.method] ? req.method : req.method === 'HEAD' ? 'GET' : undefined;
+      const method = route.methods[req.method] ? req.method : req.method === 'HEAD' && route.methods.GET ? 'GET' : undefined;
       if (!method) {
         const allowed = Object.keys(route.methods);
         if (route.methods.GET && !route.methods.HEAD) allowed.splice(1, 0, 'HEAD');
@@ -204,7 +204,8 @@ class DistributionHandlers {
     res.setHeader('Accept-Ranges', 'bytes');
     res.setHeader('Content-Type', 'application/octet-stream');
     res.setHeader('Cache-Control', 'max-age=31536000');
-    const range = parseRange(req.headers.range, size);
+    // Range requests are defined for GET only (RFC 9110 §14.2): HEAD describes the whole blob.
+    const range = req.method === 'GET' ? parseRange(req.headers.range, size) : null;
     if (range === 'unsatisfiable') {
       throw new RegistryError('RANGE_INVALID', `range ${String(req.headers.range).slice(0, 100)} cannot be satisfied for ${size} bytes`, {
         status: 416,
@@ -234,19 +235,22 @@ class DistributionHandlers {
   // ---- manifests ----------------------------------------------------------------------
 
   async getManifest(req: Request, res: Response, name: string, reference: string): Promise<void> {
-    if (req.method === 'HEAD') {
+    const ifNoneMatch = req.headers['if-none-match'];
+    if (req.method === 'HEAD' || ifNoneMatch) {
       const record = await this.registry.findManifest(name, reference, viewOf(res));
       setManifestHeaders(res, record.digest, record.mediaType, record.size);
-      res.status(200).end();
-      return;
+      // If-None-Match compares weakly, and `*` matches any manifest (RFC 9110 §13.1.2).
+      if (ifNoneMatch && etagListMatches(ifNoneMatch, `"${record.digest}"`, 'weak')) {
+        res.status(304).end();
+        return;
+      }
+      if (req.method === 'HEAD') {
+        res.status(200).end();
+        return;
+      }
     }
     const { record, body } = await this.registry.getManifest(name, reference, viewOf(res));
     setManifestHeaders(res, record.digest, record.mediaType, body.length);
-    const ifNoneMatch = req.headers['if-none-match'];
-    if (ifNoneMatch && ifNoneMatch.split(',').some((t) => t.trim() === `"${record.digest}"`)) {
-      res.status(304).end();
-      return;
-    }
     res.status(200).end(body);
   }
 
@@ -316,7 +320,8 @@ class DistributionHandlers {
 
   async referrers(req: Request, res: Response, name: string, param: string): Promise<void> {
     const digest = parseDigest(param);
-    const artifactType = queryString(req, 'artifactType');
+    // An empty filter filters nothing, so it is not reported as applied.
+    const artifactType = queryString(req, 'artifactType') || undefined;
     const { index, filtered } = await this.registry.listReferrers(name, digest, artifactType, viewOf(res));
     if (filtered) res.setHeader('OCI-Filters-Applied', 'artifactType');
     sendJson(res, 200, index, MEDIA_TYPES.ociIndex);
@@ -426,20 +431,51 @@ function parseContentRange(header: string | undefined): ContentRange | null {
   return { start, end };
 }
 
-/** One `bytes=` range per RFC 9110; null means serve the whole blob. */
+/**
+ * A `Range` header per RFC 9110 §14.2; null means serve the whole blob. A unit other than
+ * bytes is ignored, as is a set of several ranges of which one can be served (a server may
+ * ignore Range; multipart responses are not offered). A malformed bytes range, or a set none
+ * of which can be served, is unsatisfiable (416).
+ */
 function parseRange(header: string | undefined, size: number): ByteRange | 'unsatisfiable' | null {
   if (!header) return null;
-  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
-  if (!match || (match[1] === '' && match[2] === '')) return 'unsatisfiable';
+  const value = header.trim();
+  const unit = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+)=/.exec(value);
+  if (unit && unit[1].toLowerCase() !== 'bytes') return null;
+  if (!unit) return 'unsatisfiable';
+  const ranges = value.slice(unit[0].length).split(',').map((spec) => parseByteRange(spec.trim(), size));
+  if (ranges.includes('malformed')) return 'unsatisfiable';
+  const satisfiable = ranges.filter((r): r is ByteRange => r !== 'unsatisfiable');
+  if (satisfiable.length === 0) return 'unsatisfiable';
+  return ranges.length === 1 ? satisfiable[0] : null;
+}
+
+function parseByteRange(spec: string, size: number): ByteRange | 'unsatisfiable' | 'malformed' {
+  const match = /^(\d*)-(\d*)$/.exec(spec);
+  if (!match || (match[1] === '' && match[2] === '')) return 'malformed';
   if (match[1] === '') {
     const suffix = Number(match[2]);
     if (suffix === 0 || size === 0) return 'unsatisfiable';
     return { start: Math.max(size - suffix, 0), end: size - 1 };
   }
   const start = Number(match[1]);
-  const end = match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1);
-  if (start >= size || (match[2] !== '' && Number(match[2]) < start)) return 'unsatisfiable';
-  return { start, end };
+  if (match[2] !== '' && Number(match[2]) < start) return 'malformed';
+  if (start >= size) return 'unsatisfiable';
+  return { start, end: match[2] === '' ? size - 1 : Math.min(Number(match[2]), size - 1) };
+}
+
+/**
+ * The path with its percent-escapes decoded, as Distribution routes (`%3A` in a digest from
+ * encodeURIComponent, `%76` for `v`). What it decodes to is validated like any other path:
+ * names, tags and digests by their grammars.
+ */
+function decodedPath(raw: string): string {
+  if (!raw.includes('%')) return raw;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new RegistryError('NAME_INVALID', `the path has a malformed percent-escape: ${raw.slice(0, 200)}`, { status: 400 });
+  }
 }
 
 async function readBody(req: Request, limit: number): Promise<Buffer> {

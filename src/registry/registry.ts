@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Area, BlobStore, ByteRange, OpenedBlob } from '../storage/blobstore.js';
-import { locationOf, type BlobRecord, type ContentLocation, type ContentState, type ManifestRecord, type MetadataStore } from '../db/metadata.js';
+import { locationOf, type BlobRecord, type ContentLocation, type ContentState, type ManifestRecord, type MetadataStore, type TagPrecondition } from '../db/metadata.js';
 import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
 import { ByteMeter, digestStream, ownMemory, readAll } from './streams.js';
@@ -423,7 +423,7 @@ export class Registry {
   }
 
   async deleteBlob(repository: string, digest: Digest, actor: Actor = {}): Promise<void> {
-    this.requireDelete();
+    this.requireDelete('GET, HEAD');
     const event: RegistryEvent = { action: 'delete.blob', repository, digest: digest.value, ...actor };
     if (!(await this.metadata.unlinkBlob(repository, digest.value, (tx) => this.record(tx, event)))) throw blobUnknown(digest);
   }
@@ -507,7 +507,6 @@ export class Registry {
       });
     }
     const manifest = parseManifest(body, contentType);
-    await this.checkPreconditions(repository, tags, options);
     const contentLocations = await this.requireReferencedContent(repository, manifest);
 
     this.contentCache.set(digest.value, body);
@@ -533,6 +532,7 @@ export class Registry {
       },
       tags,
       (tx) => this.record(tx, pushed),
+      preconditionCheck(options),
     );
     contentLocations.set(digest.value, content);
 
@@ -599,7 +599,7 @@ export class Registry {
   }
 
   async deleteManifest(repository: string, reference: string, actor: Actor = {}): Promise<void> {
-    this.requireDelete();
+    this.requireDelete('GET, HEAD, PUT');
     const ref = parseReference(reference);
     const deleted =
       ref.kind === 'tag'
@@ -610,30 +610,6 @@ export class Registry {
             this.record(tx, { action: 'delete.manifest', repository, digest: ref.digest.value, ...actor }),
           );
     if (!deleted) throw manifestUnknown(reference);
-  }
-
-  private async checkPreconditions(
-    repository: string,
-    tags: string[],
-    options: { ifMatch?: string; ifNoneMatch?: string },
-  ): Promise<void> {
-    if (!options.ifMatch && !options.ifNoneMatch) return;
-    for (const tag of tags) {
-      const current = await this.metadata.getManifestByTag(repository, tag);
-      const etag = current ? `"${current.digest}"` : null;
-      if (options.ifMatch && !etagMatches(options.ifMatch, etag)) {
-        throw new RegistryError('DENIED', `precondition failed: tag ${tag} is ${current?.digest ?? 'absent'}`, {
-          status: 412,
-          detail: { tag, current: current?.digest ?? null },
-        });
-      }
-      if (options.ifNoneMatch && etag && etagMatches(options.ifNoneMatch, etag)) {
-        throw new RegistryError('DENIED', `precondition failed: tag ${tag} already exists`, {
-          status: 412,
-          detail: { tag, current: current?.digest ?? null },
-        });
-      }
-    }
   }
 
   /**
@@ -759,9 +735,10 @@ export class Registry {
     return records.filter((r) => r.subjectDigest === null || r.subjectDigest === subject.value);
   }
 
-  private requireDelete(): void {
+  /** `allow`: the methods the resource takes without deletion, for the 405's Allow header. */
+  private requireDelete(allow: string): void {
     if (!this.limits.deleteEnabled) {
-      throw new RegistryError('UNSUPPORTED', 'deletion is disabled on this registry');
+      throw new RegistryError('UNSUPPORTED', 'deletion is disabled on this registry', { headers: { Allow: allow } });
     }
   }
 }
@@ -780,10 +757,38 @@ export function rangeHeader(size: number): string {
   return `0-${Math.max(size - 1, 0)}`;
 }
 
-function etagMatches(header: string, etag: string | null): boolean {
-  if (header.trim() === '*') return etag !== null;
-  if (!etag) return false;
-  return header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag);
+/**
+ * If-Match / If-None-Match against what each tag names now (for a pusher: its newest push,
+ * pending or committed, as a pusher's GET shows it). Called by the metadata store inside the
+ * transaction that writes the tags, with the tags locked, so that of concurrent conditional
+ * PUTs only one can pass (no lost update).
+ */
+function preconditionCheck(options: { ifMatch?: string; ifNoneMatch?: string }): TagPrecondition | undefined {
+  const { ifMatch, ifNoneMatch } = options;
+  if (!ifMatch && !ifNoneMatch) return undefined;
+  return (current) => {
+    for (const [tag, digest] of current) {
+      const etag = digest ? `"${digest}"` : null;
+      if (ifMatch && !etagListMatches(ifMatch, etag, 'strong')) {
+        throw new RegistryError('DENIED', `precondition failed: tag ${tag} is ${digest ?? 'absent'}`, { status: 412, detail: { tag, current: digest } });
+      }
+      if (ifNoneMatch && etagListMatches(ifNoneMatch, etag, 'weak')) {
+        throw new RegistryError('DENIED', `precondition failed: tag ${tag} already exists`, { status: 412, detail: { tag, current: digest } });
+      }
+    }
+  };
+}
+
+/**
+ * Whether an If-Match or If-None-Match list names `etag` (null: there is no current
+ * representation). If-Match uses the strong comparison (a weak `W/` tag never matches),
+ * If-None-Match the weak one; `*` matches any current representation (RFC 9110 §13.1.1-2).
+ */
+export function etagListMatches(header: string, etag: string | null, comparison: 'strong' | 'weak'): boolean {
+  if (etag === null) return false;
+  if (header.trim() === '*') return true;
+  const opaque = (tag: string) => (comparison === 'weak' ? tag.replace(/^W\//, '') : tag);
+  return header.split(',').some((candidate) => opaque(candidate.trim()) === opaque(etag));
 }
 
 function blobUnknown(digest: Digest): RegistryError {

@@ -93,6 +93,26 @@ for (const kind of DATABASE_KINDS) {
         }
       });
 
+      it('answers HEAD on a route without GET with 405 and an Allow header, never 500', async () => {
+        const res = await c.request('HEAD', '/v2/x/blobs/uploads/');
+        expect(res.status).to.equal(405);
+        expect(res.headers.get('allow')).to.equal('POST');
+      });
+
+      it('decodes percent-escapes in the path as Distribution does, and refuses malformed ones with 400', async () => {
+        const { digest, manifest } = await c.pushImage('m/pct', 'v1');
+        const configDigest = manifest.config.digest;
+        const byTag = await c.request('GET', '/v2/m/pct/manifests/%76%31');
+        expect(byTag.status).to.equal(200);
+        expect(byTag.headers.get('docker-content-digest')).to.equal(digest);
+        const blob = await c.request('HEAD', `/v2/m/pct/blobs/${encodeURIComponent(configDigest)}`);
+        expect(blob.status).to.equal(200);
+        expect(blob.headers.get('docker-content-digest')).to.equal(configDigest);
+        const malformed = await c.request('GET', '/v2/m/pct/manifests/%zz');
+        expect(malformed.status).to.equal(400);
+        expect(await errorCode(malformed)).to.equal('NAME_INVALID');
+      });
+
       it('answers HEAD wherever GET works, without a body', async () => {
         const res = await c.request('HEAD', `/v2/x/referrers/${ZERO}`);
         expect(res.status).to.equal(200);
@@ -294,12 +314,26 @@ for (const kind of DATABASE_KINDS) {
         expect(await part.text()).to.equal('234');
         const suffix = await c.request('GET', `/v2/up/range/blobs/${digest}`, { headers: { Range: 'bytes=-3' } });
         expect(await suffix.text()).to.equal('789');
-        for (const range of ['bytes=50-60', 'bytes=5-2', 'items=1-2']) {
+        for (const range of ['bytes=50-60', 'bytes=5-2', 'bytes=50-60,70-80', 'bytes=abc']) {
           const res = await c.request('GET', `/v2/up/range/blobs/${digest}`, { headers: { Range: range } });
           expect(res.status, range).to.equal(416);
           expect(res.headers.get('content-range')).to.equal('bytes */10');
           expect(await errorCode(res)).to.equal('RANGE_INVALID');
         }
+      });
+
+      it('ignores a Range it does not serve (another unit, several ranges, on HEAD) and sends the whole blob (RFC 9110 §14.2)', async () => {
+        const digest = await c.pushBlob('up/range-ignored', '0123456789');
+        for (const range of ['items=1-2', 'bytes=0-0,5-9']) {
+          const res = await c.request('GET', `/v2/up/range-ignored/blobs/${digest}`, { headers: { Range: range } });
+          expect(res.status, range).to.equal(200);
+          expect(res.headers.get('content-range'), range).to.equal(null);
+          expect(await res.text(), range).to.equal('0123456789');
+        }
+        const head = await c.request('HEAD', `/v2/up/range-ignored/blobs/${digest}`, { headers: { Range: 'bytes=2-4' } });
+        expect(head.status).to.equal(200);
+        expect(head.headers.get('content-length')).to.equal('10');
+        expect(head.headers.get('content-range')).to.equal(null);
       });
 
       it('deletes a blob from a repository', async () => {
@@ -496,6 +530,58 @@ for (const kind of DATABASE_KINDS) {
         expect(cached.status).to.equal(304);
       });
 
+      it('compares If-Match strongly and If-None-Match weakly, on GET and HEAD (RFC 9110 §13.1)', async () => {
+        const first = await c.pushImage('m/etag', 'latest');
+        const second = await c.pushImage('m/etag', 'other');
+        const weak = await c.putManifest('m/etag', 'latest', second.body, OCI_MANIFEST, { 'If-Match': `W/"${first.digest}"` });
+        expect(weak.status).to.equal(412);
+        for (const method of ['GET', 'HEAD']) {
+          for (const tag of [`W/"${first.digest}"`, `"${first.digest}"`, '*', `"sha256:${'f'.repeat(64)}", "${first.digest}"`]) {
+            const res = await c.request(method, '/v2/m/etag/manifests/latest', { headers: { 'If-None-Match': tag } });
+            expect(res.status, `${method} ${tag}`).to.equal(304);
+            expect(res.headers.get('etag'), `${method} ${tag}`).to.equal(`"${first.digest}"`);
+          }
+          const changed = await c.request(method, '/v2/m/etag/manifests/latest', { headers: { 'If-None-Match': `"${second.digest}"` } });
+          expect(changed.status, method).to.equal(200);
+        }
+      });
+
+      it('lets only one of concurrent PUTs with the same If-Match (or If-None-Match: *) through: no lost update', async () => {
+        const base = await c.pushImage('m/race', 'seed');
+        const variant = (n: string) => Buffer.from(JSON.stringify({ ...JSON.parse(base.body.toString()), annotations: { n } }));
+        await c.putManifest('m/race', 'current', base.body);
+        const etag = `"${base.digest}"`;
+        const updates = await Promise.all(
+          [...Array(8).keys()].map((k) => c.putManifest('m/race', 'current', variant(`update ${k}`), OCI_MANIFEST, { 'If-Match': etag })),
+        );
+        expect(updates.map((r) => r.status).sort()).to.deep.equal([201, 412, 412, 412, 412, 412, 412, 412]);
+        const winner = updates.find((r) => r.status === 201)!.headers.get('docker-content-digest');
+        expect((await c.request('HEAD', '/v2/m/race/manifests/current')).headers.get('docker-content-digest')).to.equal(winner);
+        const creates = await Promise.all(
+          [...Array(8).keys()].map((k) => c.putManifest('m/race', 'fresh', variant(`create ${k}`), OCI_MANIFEST, { 'If-None-Match': '*' })),
+        );
+        expect(creates.map((r) => r.status).sort()).to.deep.equal([201, 412, 412, 412, 412, 412, 412, 412]);
+      });
+
+      it('answers DELETE with 405 and an Allow header while deletion is disabled', async () => {
+        const { digest, manifest: image } = await c.pushImage('m/nodelete', 'v1');
+        const configDigest = image.config.digest;
+        const limits = gw.registry.limits as { deleteEnabled: boolean };
+        limits.deleteEnabled = false;
+        try {
+          const manifest = await c.request('DELETE', `/v2/m/nodelete/manifests/${digest}`);
+          expect(manifest.status).to.equal(405);
+          expect(manifest.headers.get('allow')).to.equal('GET, HEAD, PUT');
+          expect(await errorCode(manifest)).to.equal('UNSUPPORTED');
+          const blob = await c.request('DELETE', `/v2/m/nodelete/blobs/${configDigest}`);
+          expect(blob.status).to.equal(405);
+          expect(blob.headers.get('allow')).to.equal('GET, HEAD');
+        } finally {
+          limits.deleteEnabled = true;
+        }
+        expect((await c.request('HEAD', `/v2/m/nodelete/manifests/v1`)).status).to.equal(200);
+      });
+
       it('deletes by tag (tag only) and by digest (manifest and all its tags)', async () => {
         const { digest } = await c.pushImage('m/del', 'one');
         await c.request('PUT', `/v2/m/del/manifests/two`, {
@@ -556,6 +642,10 @@ for (const kind of DATABASE_KINDS) {
         const filtered = await c.request('GET', `/v2/r/app/referrers/${subject.digest}?artifactType=application/spdx%2Bjson`);
         expect(filtered.headers.get('oci-filters-applied')).to.equal('artifactType');
         expect(((await filtered.json()) as { manifests: Array<{ digest: string }> }).manifests.map((m) => m.digest)).to.deep.equal([sha256(sbom)]);
+        // An empty artifactType filters nothing, and the response does not claim it did.
+        const empty = await c.request('GET', `/v2/r/app/referrers/${subject.digest}?artifactType=`);
+        expect(empty.headers.get('oci-filters-applied')).to.equal(null);
+        expect(((await empty.json()) as { manifests: unknown[] }).manifests).to.have.length(2);
       });
 
       it('accepts a referrer before its subject exists', async () => {
