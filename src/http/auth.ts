@@ -19,6 +19,13 @@ export interface Guard {
   require(req: Request, res: Response, repository: string, needed: Action[]): Promise<RepositoryView>;
   /** The caller's rights on another repository (mount sources), without failing. */
   rightsOn(req: Request, res: Response, repository: string): Promise<Set<Action>>;
+  /**
+   * The caller's rights on the source of a mount into `target`. A token that lacks pull on the
+   * source while its principal has it fails with 401 and a challenge naming both scopes (as
+   * Distribution does), so that the client fetches a token for both and mounts; a principal
+   * without pull there gets the rights it has (the mount falls back to an upload).
+   */
+  mountSourceRights(req: Request, res: Response, target: string, source: string): Promise<Set<Action>>;
   /** Requires an authenticated caller, or an anonymous one where anonymous pulls exist. */
   requireLogin(req: Request, res: Response): Promise<Caller>;
   /** Whether a repository appears in the catalog for this caller. */
@@ -32,6 +39,7 @@ export const OPEN_GUARD: Guard = {
   caller: async () => ({ principal: ANONYMOUS, via: 'anonymous' }),
   require: async () => ({ seesStaged: true }),
   rightsOn: async () => new Set<Action>(['pull', 'push', 'delete']),
+  mountSourceRights: async () => new Set<Action>(['pull', 'push', 'delete']),
   requireLogin: async () => ({ principal: ANONYMOUS, via: 'anonymous' }),
   catalogFilter: async () => () => true,
   requireAdmin: async () => ({ principal: ANONYMOUS, via: 'anonymous' }),
@@ -42,6 +50,9 @@ export interface AuthHttpOptions {
   service: string;
   anonymousAllowed: boolean;
 }
+
+const PULL: Action[] = ['pull'];
+const PUSH: Action[] = ['push'];
 
 function challengeScope(repository: string, needed: Action[]): string {
   const actions = needed.includes('push') ? ['pull', 'push'] : needed;
@@ -98,6 +109,16 @@ export class HttpAuth implements Guard {
     const rights = this.auth.rights(caller, repository);
     // As in require(): staged content of the source follows the principal's push right.
     if (rights.has('pull') && this.auth.access.actions(caller.principal, repository).has('push')) rights.add('push');
+    return rights;
+  }
+
+  async mountSourceRights(req: Request, res: Response, target: string, source: string): Promise<Set<Action>> {
+    const rights = await this.rightsOn(req, res, source);
+    const caller = await this.caller(req, res);
+    if (!rights.has('pull') && caller.via === 'bearer' && this.auth.access.actions(caller.principal, source).has('pull')) {
+      const scope = `${challengeScope(target, PUSH)} ${challengeScope(source, PULL)}`;
+      throw this.unauthorized(req, `token does not grant pull on ${source}, the source of the mount`, scope, 'insufficient_scope');
+    }
     return rights;
   }
 

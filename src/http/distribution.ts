@@ -133,7 +133,7 @@ class DistributionHandlers {
     if (mount !== undefined) {
       const digest = parseDigest(mount);
       // Mounting needs pull on the source (and push there to take quarantined content).
-      const sourceRights = from !== undefined && isValidName(from) ? await this.guard.rightsOn(req, res, from) : new Set<Action>();
+      const sourceRights = from !== undefined && isValidName(from) ? await this.guard.mountSourceRights(req, res, name, from) : new Set<Action>();
       if (
         from !== undefined &&
         sourceRights.has('pull') &&

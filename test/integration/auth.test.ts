@@ -281,6 +281,27 @@ for (const kind of DATABASE_KINDS) {
         const noPushOnTarget = await reader.request('POST', `/v2/team/dst/blobs/uploads/?mount=${digest}&from=team/src`);
         expect(noPushOnTarget.status).to.equal(403);
       });
+
+      it('asks a token without pull on the source for one with both scopes, as Distribution does, and then mounts', async () => {
+        const digest = await alice.pushBlob('team/src', 'layer mounted with a token');
+        const mountPath = `/v2/public/tokendst/blobs/uploads/?mount=${digest}&from=team/src`;
+        const narrow = await fetchToken(gw.url, userAuth('alice'), ['repository:public/tokendst:pull,push']);
+        const refused = await anon.as(bearer(narrow.token!)).request('POST', mountPath);
+        expect(refused.status).to.equal(401);
+        expect(await errorCode(refused)).to.equal('UNAUTHORIZED');
+        const challenge = refused.headers.get('www-authenticate')!;
+        expect(challenge).to.include('scope="repository:public/tokendst:pull,push repository:team/src:pull"');
+        expect(challenge).to.include('error="insufficient_scope"');
+        const scope = /scope="([^"]+)"/.exec(challenge)![1];
+        const wide = await fetchToken(gw.url, userAuth('alice'), [scope]);
+        const mounted = await anon.as(bearer(wide.token!)).request('POST', mountPath);
+        expect(mounted.status).to.equal(201);
+        expect(mounted.headers.get('docker-content-digest')).to.equal(digest);
+        // A principal without pull on the source gets no such challenge: its mount becomes an upload.
+        const bobToken = await fetchToken(gw.url, userAuth('bob'), ['repository:bob/tokendst:pull,push', 'repository:team/src:pull']);
+        const fallback = await anon.as(bearer(bobToken.token!)).request('POST', `/v2/bob/tokendst/blobs/uploads/?mount=${digest}&from=team/src`);
+        expect(fallback.status).to.equal(202);
+      });
     });
 
     describe('catalog', () => {
