@@ -15,8 +15,12 @@ import type { RepositoryView } from '../registry/registry.js';
 export interface Guard {
   /** Authenticates the request once (cached on the response). */
   caller(req: Request, res: Response): Promise<Caller>;
-  /** Requires `needed` on the repository; returns what the caller may see there. */
-  require(req: Request, res: Response, repository: string, needed: Action[]): Promise<RepositoryView>;
+  /**
+   * Requires `needed` on the repository; returns what the caller may see there. `alsoScope` is
+   * added to the challenge of a refusal (the source of a mount), so that the client's next token
+   * covers the whole request.
+   */
+  require(req: Request, res: Response, repository: string, needed: Action[], alsoScope?: string): Promise<RepositoryView>;
   /** The caller's rights on another repository (mount sources), without failing. */
   rightsOn(req: Request, res: Response, repository: string): Promise<Set<Action>>;
   /**
@@ -51,8 +55,12 @@ export interface AuthHttpOptions {
   anonymousAllowed: boolean;
 }
 
-const PULL: Action[] = ['pull'];
 const PUSH: Action[] = ['push'];
+
+/** The scope a mount from `source` needs there, beside push on its target. */
+export function mountSourceScope(source: string): string {
+  return challengeScope(source, ['pull']);
+}
 
 function challengeScope(repository: string, needed: Action[]): string {
   const actions = needed.includes('push') ? ['pull', 'push'] : needed;
@@ -116,16 +124,16 @@ export class HttpAuth implements Guard {
     const rights = await this.rightsOn(req, res, source);
     const caller = await this.caller(req, res);
     if (!rights.has('pull') && caller.via === 'bearer' && this.auth.access.actions(caller.principal, source).has('pull')) {
-      const scope = `${challengeScope(target, PUSH)} ${challengeScope(source, PULL)}`;
+      const scope = `${challengeScope(target, PUSH)} ${mountSourceScope(source)}`;
       throw this.unauthorized(req, `token does not grant pull on ${source}, the source of the mount`, scope, 'insufficient_scope');
     }
     return rights;
   }
 
-  async require(req: Request, res: Response, repository: string, needed: Action[]): Promise<RepositoryView> {
+  async require(req: Request, res: Response, repository: string, needed: Action[], alsoScope?: string): Promise<RepositoryView> {
     const caller = await this.caller(req, res);
     const rights = this.auth.rights(caller, repository);
-    const scope = challengeScope(repository, needed);
+    const scope = alsoScope ? `${challengeScope(repository, needed)} ${alsoScope}` : challengeScope(repository, needed);
     const principalRights = this.auth.access.actions(caller.principal, repository);
     // Quarantine visibility follows the principal's push right, not the token's scope: a pusher
     // reading back its own image asks for a pull token.

@@ -9,7 +9,7 @@ import { RegistryError } from '../registry/errors.js';
 import { etagListMatches, rangeHeader, type Actor, type ContentRange, type Registry, type RepositoryView } from '../registry/registry.js';
 import { usernameOf, type Caller } from '../auth/authenticator.js';
 import type { Action } from '../auth/access.js';
-import type { Guard } from './auth.js';
+import { mountSourceScope, type Guard } from './auth.js';
 import { assertName, isValidName, parseAlgorithm, parseDigest } from '../registry/names.js';
 import { bareMediaType, MEDIA_TYPES } from '../registry/mediatypes.js';
 import type { ByteRange } from '../storage/blobstore.js';
@@ -22,6 +22,8 @@ interface Route {
   methods: Record<string, Handler>;
   /** What the caller needs on the repository, per method (HEAD follows GET). */
   needs: Record<string, Action[]>;
+  /** A scope beyond the repository's that the request also needs, for the challenge of a refusal. */
+  alsoScope?: (req: Request) => string | undefined;
 }
 
 const PULL: Action[] = ['pull'];
@@ -37,6 +39,11 @@ export function distributionRouter(registry: Registry, guard: Guard) {
       pattern: /^\/(.+)\/blobs\/uploads\/?$/,
       methods: { POST: (q, s, n) => h.startUpload(q, s, n) },
       needs: { POST: PUSH },
+      // As Distribution does: a mount's first challenge names its source, so one token does.
+      alsoScope: (q) => {
+        const { mount, from } = q.query as Record<string, unknown>;
+        return mount !== undefined && typeof from === 'string' && isValidName(from) ? mountSourceScope(from) : undefined;
+      },
     },
     {
       route: 'blob_upload',
@@ -105,7 +112,7 @@ export function distributionRouter(registry: Registry, guard: Guard) {
       }
       const name = route.route === 'catalog' ? '' : assertName(match[1]);
       const needs = route.needs[method === 'HEAD' ? 'GET' : method];
-      if (needs) res.locals.view = await guard.require(req, res, name, needs);
+      if (needs) res.locals.view = await guard.require(req, res, name, needs, route.alsoScope?.(req));
       await route.methods[method](req, res, name, match[2] ?? '');
       return;
     }

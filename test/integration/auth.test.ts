@@ -285,6 +285,13 @@ for (const kind of DATABASE_KINDS) {
       it('asks a token without pull on the source for one with both scopes, as Distribution does, and then mounts', async () => {
         const digest = await alice.pushBlob('team/src', 'layer mounted with a token');
         const mountPath = `/v2/public/tokendst/blobs/uploads/?mount=${digest}&from=team/src`;
+        // The first challenge, to a caller without a token or with one for another repository, names both.
+        const elsewhere = await fetchToken(gw.url, userAuth('alice'), ['repository:team/app:pull']);
+        for (const client of [anon, anon.as(bearer(elsewhere.token!))]) {
+          const first = await client.request('POST', mountPath);
+          expect(first.status).to.equal(401);
+          expect(first.headers.get('www-authenticate')).to.include('scope="repository:public/tokendst:pull,push repository:team/src:pull"');
+        }
         const narrow = await fetchToken(gw.url, userAuth('alice'), ['repository:public/tokendst:pull,push']);
         const refused = await anon.as(bearer(narrow.token!)).request('POST', mountPath);
         expect(refused.status).to.equal(401);
