@@ -238,6 +238,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
       maxBlobBytes: config.limits.maxBlobBytes,
       maxPageSize: config.limits.maxPageSize,
       deleteEnabled: config.storage.deleteEnabled,
+      reserveBytes: config.storage.reserveBytes,
     },
   });
 

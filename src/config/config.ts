@@ -23,7 +23,13 @@ export interface GatewayConfig {
     trustedProxies: string[];
   };
   auth: AuthConfig;
-  storage: { root: string; deleteEnabled: boolean; fsync: boolean };
+  storage: {
+    root: string;
+    deleteEnabled: boolean;
+    fsync: boolean;
+    /** Writes are refused (507) rather than leave less than this many bytes free on the storage root's filesystem. */
+    reserveBytes: number;
+  };
   database: { url: string; poolSize: number };
   policy: {
     dir: string;
@@ -131,7 +137,7 @@ export const DEFAULT_CONFIG: GatewayConfig = {
     lockoutWindowSeconds: 300,
     lockoutSeconds: 900,
   },
-  storage: { root: './data', deleteEnabled: true, fsync: true },
+  storage: { root: './data', deleteEnabled: true, fsync: true, reserveBytes: 256 * 1024 * 1024 },
   database: { url: '', poolSize: 20 },
   policy: { dir: './policies', defaultPolicy: 'default' },
   gate: {
@@ -215,7 +221,12 @@ const schema = {
     storage: {
       type: 'object',
       additionalProperties: false,
-      properties: { root: { type: 'string', minLength: 1 }, deleteEnabled: { type: 'boolean' }, fsync: { type: 'boolean' } },
+      properties: {
+        root: { type: 'string', minLength: 1 },
+        deleteEnabled: { type: 'boolean' },
+        fsync: { type: 'boolean' },
+        reserveBytes: { type: 'integer', minimum: 0 },
+      },
     },
     database: {
       type: 'object',

@@ -357,7 +357,8 @@ export class MetadataStore {
           manifest.annotations ? JSON.stringify(manifest.annotations) : null,
           manifest.references.map((r) => r.digest),
           manifest.references.map((r) => r.kind),
-          tags,
+          // In name order: two pushes of the same tags lock their rows in one order (no deadlock).
+          [...tags].sort(),
           manifest.body ?? null,
         ],
       );

@@ -15,6 +15,9 @@ export const MAX_NAME_LENGTH = 200;
 export type DigestAlgorithm = 'sha256' | 'sha512';
 export const HEX_LENGTH: Record<DigestAlgorithm, number> = { sha256: 64, sha512: 128 };
 
+/** Upload session ids are UUIDs, as the gateway makes them (the database's uuid type takes nothing else). */
+export const UPLOAD_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 export interface Digest {
   algorithm: DigestAlgorithm;
   hex: string;

@@ -23,6 +23,7 @@ import {
   looksLikeDigest,
   parseDigest,
   parseReference,
+  UPLOAD_ID_RE,
   type Digest,
   type DigestAlgorithm,
 } from './names.js';
@@ -34,6 +35,12 @@ export interface RegistryLimits {
   /** Most entries one tag or catalog page returns. */
   maxPageSize: number;
   deleteEnabled: boolean;
+  /**
+   * Writes that would leave less than this many bytes free where content goes are refused with
+   * 507 (0 or absent: no reserve). The embedded database shares the storage root by default,
+   * and PGlite hangs for good once its log cannot be written: the reserve is its room.
+   */
+  reserveBytes?: number;
 }
 
 /** A state change worth an audit record, written in the transaction that makes the change. */
@@ -139,6 +146,10 @@ const CONTENT_CACHE_BYTES = 64 * 1024 * 1024;
  * signature payloads): the gate reads them back at the manifest PUT that follows.
  */
 const SMALL_BLOB_BYTES = 64 * 1024;
+/** A body being stored checks the free space again after each this many bytes. */
+const SPACE_CHECK_BYTES = 64 * 1024 * 1024;
+/** How long a reading of the free space serves the checks at the start of requests. */
+const SPACE_READING_MS = 250;
 /** Staged blobs moved to the committed area at once. */
 const COMMIT_CONCURRENCY = 8;
 
@@ -157,6 +168,7 @@ export class Registry {
    * under `upload:<id>`; bounded, least recently used first out.
    */
   private readonly contentCache = new ByteLru(CONTENT_CACHE_BYTES);
+  private spaceReading: { at: number; free: Promise<number> } | null = null;
 
   constructor(options: RegistryOptions) {
     this.metadata = options.metadata;
@@ -176,6 +188,7 @@ export class Registry {
   // ---- uploads ------------------------------------------------------------------------
 
   async startUpload(repository: string, algorithm: DigestAlgorithm = 'sha256'): Promise<string> {
+    await this.requireSpace(0);
     const id = randomUUID();
     await this.metadata.createUpload(id, repository);
     this.uploadHashes.set(id, { algorithm, hash: this.hashing.open(algorithm), offset: 0 });
@@ -237,12 +250,22 @@ export class Registry {
     });
   }
 
+  /** Ends an upload session and drops its bytes; not while a request writes to it (409). */
   async cancelUpload(repository: string, id: string): Promise<void> {
-    await this.requireUpload(repository, id);
-    await this.metadata.deleteUpload(id);
-    this.uploadHashes.delete(id);
-    this.contentCache.take(`upload:${id}`);
-    await this.store.deleteUpload(id);
+    const busy = () =>
+      new RegistryError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload; cancel it once that request has ended', { status: 409 });
+    await this.withUploadLock(
+      repository,
+      id,
+      async () => {
+        await this.metadata.deleteUpload(id);
+        this.uploadHashes.delete(id);
+        this.contentCache.take(`upload:${id}`);
+        await this.store.deleteUpload(id);
+        return 0;
+      },
+      busy,
+    );
   }
 
   /** Single-request upload: POST with `?digest=` and the whole blob as body. */
@@ -258,6 +281,7 @@ export class Registry {
 
   /** Links a blob from another repository; false when it cannot be mounted (caller falls back to an upload). */
   async mountBlob(repository: string, digest: Digest, from: string, sourceView: RepositoryView = FULL_VIEW): Promise<boolean> {
+    await this.requireSpace(0);
     const source = await this.metadata.findBlob(from, digest.value);
     if (!source || (!source.committedInRepository && !sourceView.seesStaged)) return false;
     await this.metadata.linkBlob(repository, digest.value, source.size);
@@ -267,11 +291,19 @@ export class Registry {
   /** Deletes upload sessions untouched since `olderThan`, with their bytes. */
   async purgeStaleUploads(olderThan: Date): Promise<number> {
     const ids = await this.metadata.staleUploads(olderThan);
+    let purged = 0;
     for (const id of ids) {
+      // Held like a writer's lock while it is purged, so no request can finish it meanwhile.
       if (this.busyUploads.has(id)) continue;
-      await this.metadata.deleteUpload(id);
-      this.uploadHashes.delete(id);
-      await this.store.deleteUpload(id);
+      this.busyUploads.add(id);
+      try {
+        await this.metadata.deleteUpload(id);
+        this.uploadHashes.delete(id);
+        await this.store.deleteUpload(id);
+        purged++;
+      } finally {
+        this.busyUploads.delete(id);
+      }
     }
     // Scratch files whose session row is gone (a crash between the two deletes).
     let orphans = 0;
@@ -281,25 +313,31 @@ export class Registry {
       await this.store.deleteUpload(file.id);
       orphans++;
     }
-    if (ids.length + orphans > 0) this.logger.info({ purged: ids.length, orphans }, 'purged stale uploads');
-    return ids.length + orphans;
+    if (purged + orphans > 0) this.logger.info({ purged, orphans }, 'purged stale uploads');
+    return purged + orphans;
   }
 
   private async requireUpload(repository: string, id: string) {
-    const upload = /^[a-f0-9-]{36}$/.test(id) ? await this.metadata.getUpload(id) : null;
+    const upload = UPLOAD_ID_RE.test(id) ? await this.metadata.getUpload(id) : null;
     if (!upload || upload.repository !== repository) {
       throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id.slice(0, 64)} is unknown in ${repository}`);
     }
     return upload;
   }
 
-  private async withUploadLock(repository: string, id: string, fn: (size: number) => Promise<number>): Promise<number> {
+  /** Runs `fn` as the one request working on an upload; another gets `busy` (by default 416 with the upload's Range). */
+  private async withUploadLock(
+    repository: string,
+    id: string,
+    fn: (size: number) => Promise<number>,
+    busy?: () => RegistryError,
+  ): Promise<number> {
     const upload = await this.requireUpload(repository, id);
     if (this.busyUploads.has(id)) {
-      throw new RegistryError('RANGE_INVALID', 'another request is writing to this upload', {
-        status: 416,
-        headers: { Range: rangeHeader(upload.size) },
-      });
+      throw (
+        busy?.() ??
+        new RegistryError('RANGE_INVALID', 'another request is writing to this upload', { status: 416, headers: { Range: rangeHeader(upload.size) } })
+      );
     }
     this.busyUploads.add(id);
     try {
@@ -334,12 +372,15 @@ export class Registry {
         });
       }
     }
+    await this.requireSpace(contentLength ?? 0);
     const state = this.uploadHashes.get(id);
     const hash = state && state.offset === size ? state.hash : null;
     if (!hash) this.uploadHashes.delete(id);
     const remaining = this.limits.maxBlobBytes > 0 ? this.limits.maxBlobBytes - size : 0;
     const keep = contentLength !== null && size + contentLength <= SMALL_BLOB_BYTES;
-    const meter = new ByteMeter(remaining, keep);
+    // A body longer than announced, or streamed without a length, is checked as it comes.
+    const spaceCheck = this.reserving() ? { every: SPACE_CHECK_BYTES, check: () => this.requireSpace(0, true) } : undefined;
+    const meter = new ByteMeter(remaining, keep, spaceCheck);
     try {
       // The writer feeds the digest from the memory it writes: no copy of the bytes for it here.
       const writer = await this.store.openUploadWriter(id, size, hash ?? undefined);
@@ -392,7 +433,7 @@ export class Registry {
   private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number, recorded: number): Promise<void> {
     const existing = await this.metadata.getBlob(digest.value);
     if (existing && (await this.hasBytes(existing, digest))) await this.store.deleteUpload(id);
-    else await this.store.promoteUpload(id, digest);
+    else await this.store.promoteUpload(id, digest, size);
     this.uploadHashes.delete(id);
     const bytes = this.contentCache.take(`upload:${id}`);
     if (!(await this.metadata.finishUpload(id, digest.value, size, recorded))) {
@@ -413,6 +454,11 @@ export class Registry {
     const blob = await this.findVisibleBlob(repository, digest, view);
     const opened = await this.openContent(locationOf(blob), digest, range);
     if (!opened) throw blobUnknown(digest);
+    if (opened.size !== blob.size) {
+      // Never a short body under the recorded Content-Length: a client would wait for the rest.
+      opened.stream.destroy();
+      throw new Error(`the stored bytes of ${digest.value} are ${opened.size} bytes, its record says ${blob.size}`);
+    }
     return opened;
   }
 
@@ -471,9 +517,9 @@ export class Registry {
     }
   }
 
-  /** Whether the bytes of recorded content are where its record says (a lost file is written again). */
+  /** Whether the bytes of recorded content are where its record says, whole (a lost or cut file is written again). */
   private async hasBytes(blob: BlobRecord, digest: Digest): Promise<boolean> {
-    return blob.inline || (await this.store.stat(areaOf(blob.state), digest)) !== null;
+    return blob.inline || (await this.store.stat(areaOf(blob.state), digest))?.size === blob.size;
   }
 
   /** Opens content where it is: its database row, its recorded area, or the other area if a commit moved it meanwhile. */
@@ -507,6 +553,7 @@ export class Registry {
       });
     }
     const manifest = parseManifest(body, contentType);
+    await this.requireSpace(body.length);
     const contentLocations = await this.requireReferencedContent(repository, manifest);
 
     this.contentCache.set(digest.value, body);
@@ -733,6 +780,33 @@ export class Registry {
     }
     const records = await this.metadata.getManifests(repository, listed);
     return records.filter((r) => r.subjectDigest === null || r.subjectDigest === subject.value);
+  }
+
+  private reserving(): boolean {
+    return (this.limits.reserveBytes ?? 0) > 0 && this.store.freeBytes !== undefined;
+  }
+
+  /**
+   * Refuses (507) a write of `bytes` that would leave less than the reserve free. A reading of
+   * the free space serves the requests of the next 250 ms, unless `fresh` asks for a new one.
+   */
+  private async requireSpace(bytes: number, fresh = false): Promise<void> {
+    if (!this.reserving()) return;
+    const reserve = this.limits.reserveBytes as number;
+    const now = performance.now();
+    if (fresh || !this.spaceReading || now - this.spaceReading.at > SPACE_READING_MS) {
+      this.spaceReading = { at: now, free: (this.store.freeBytes as () => Promise<number>).call(this.store) };
+      this.spaceReading.free.catch(() => (this.spaceReading = null));
+    }
+    const free = await this.spaceReading.free;
+    if (free - bytes < reserve) {
+      const mib = (n: number) => `${Math.floor(n / (1024 * 1024))} MiB`;
+      throw new RegistryError(
+        'UNKNOWN',
+        `out of storage space: ${mib(free)} free, and the registry keeps ${mib(reserve)} free (storage.reserveBytes); retry once space is freed`,
+        { status: 507 },
+      );
+    }
   }
 
   /** `allow`: the methods the resource takes without deletion, for the 405's Allow header. */

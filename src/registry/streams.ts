@@ -10,12 +10,19 @@ import type { DigestAlgorithm } from './names.js';
 export class ByteMeter extends Transform {
   bytes = 0;
   private readonly chunks: Buffer[] | null;
+  private nextCheck: number;
+  /**
+   * `limit`: most bytes that may pass (0 = any); `keep`: keep what passed; `spaceCheck`: awaited
+   * after each `every` bytes (a failure fails the stream).
+   */
   constructor(
     private readonly limit: number,
     keep = false,
+    private readonly spaceCheck?: { every: number; check: () => Promise<void> },
   ) {
     super();
     this.chunks = keep ? [] : null;
+    this.nextCheck = spaceCheck?.every ?? Infinity;
   }
 
   /** The bytes that passed, when kept. */
@@ -30,7 +37,12 @@ export class ByteMeter extends Transform {
       return;
     }
     this.chunks?.push(chunk);
-    callback(null, chunk);
+    if (this.bytes < this.nextCheck) {
+      callback(null, chunk);
+      return;
+    }
+    this.nextCheck = this.bytes + (this.spaceCheck as { every: number }).every;
+    (this.spaceCheck as { check: () => Promise<void> }).check().then(() => callback(null, chunk), callback);
   }
 }
 

@@ -41,13 +41,17 @@ export interface BlobStore {
   readUpload(uploadId: string): Promise<Readable>;
   /** Makes an upload's bytes durable (a missing, zero-byte upload is no error): before its 201. */
   syncUpload(uploadId: string): Promise<void>;
-  /** Moves a finished upload, made durable by syncUpload, into the staging area under its verified digest. */
-  promoteUpload(uploadId: string, digest: Digest): Promise<void>;
+  /**
+   * Moves a finished upload of `size` bytes, made durable by syncUpload, into the staging area
+   * under its verified digest. Content already there with that size is kept (the upload is
+   * dropped); an upload whose bytes are gone fails with BlobNotFoundError, unless it is empty.
+   */
+  promoteUpload(uploadId: string, digest: Digest, size: number): Promise<void>;
   deleteUpload(uploadId: string): Promise<void>;
   /** Upload scratch files with the time they were last written (for purging abandoned ones). */
   listUploads(): Promise<Array<{ id: string; modified: Date }>>;
 
-  /** Writes small content (manifests) straight into the staging area. */
+  /** Writes small content (manifests) straight into the staging area; content already there with its size is kept. */
   putStaged(digest: Digest, data: Buffer): Promise<void>;
   stat(area: Area, digest: Digest): Promise<{ size: number } | null>;
   /** Opens content for reading; null when absent. */
@@ -57,6 +61,8 @@ export interface BlobStore {
   delete(area: Area, digest: Digest): Promise<void>;
   /** Every digest stored in an area (for garbage collection and checks). */
   list(area: Area): AsyncIterable<Digest>;
+  /** Bytes the gateway may still write where the content goes, when the driver can tell. */
+  freeBytes?(): Promise<number>;
 }
 
 export class BlobNotFoundError extends Error {

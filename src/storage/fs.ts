@@ -16,10 +16,9 @@ import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { Area, BlobStore, ByteRange, OpenedBlob, UploadTap } from './blobstore.js';
 import { BlobNotFoundError } from './blobstore.js';
-import { HEX_LENGTH, parseDigest, type Digest } from '../registry/names.js';
+import { HEX_LENGTH, parseDigest, UPLOAD_ID_RE, type Digest } from '../registry/names.js';
 import { FileAppender, syncFile } from './file-appender.js';
 
-const UPLOAD_ID_RE = /^[a-f0-9-]{36}$/;
 const HIGH_WATER_MARK = 1024 * 1024;
 /** With fsync on, an upload is flushed in the background after each 32 MiB written (see FileAppender). */
 const FLUSH_EVERY_BYTES = 32 * 1024 * 1024;
@@ -45,6 +44,8 @@ export class FsBlobStore implements BlobStore {
 
   async init(): Promise<void> {
     for (const dir of ['uploads', 'staging', 'committed', 'tmp']) await this.ensureDir(path.join(this.root, dir));
+    // Temp files are only in use while a write runs: any found at start-up were left by a crash.
+    for (const name of await readdirOrEmpty(path.join(this.root, 'tmp'))) await fsp.rm(path.join(this.root, 'tmp', name), { force: true, recursive: true });
     await this.createPrefixDirs();
   }
 
@@ -83,17 +84,25 @@ export class FsBlobStore implements BlobStore {
     if (this.fsync) await syncFile(file).catch(ignoreMissing);
   }
 
-  async promoteUpload(uploadId: string, digest: Digest): Promise<void> {
+  async promoteUpload(uploadId: string, digest: Digest, size: number): Promise<void> {
     const source = this.uploadPath(uploadId);
     const target = this.contentPath('staging', digest);
     await this.ensureDir(path.dirname(target));
+    if (await this.holds(target, size)) {
+      await fsp.rm(source, { force: true });
+      return;
+    }
     try {
       await fsp.rename(source, target);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      // A zero-byte upload never opened a writer: stage an empty file.
+      // A zero-byte upload never opened a writer: stage an empty file. Any other upload's bytes
+      // are gone (cancelled or purged meanwhile): nothing may be staged in their place.
+      if (size !== 0) throw new BlobNotFoundError('uploads', `upload ${uploadId}`);
       await this.putStaged(digest, Buffer.alloc(0));
+      return;
     }
+    await this.syncDir(path.dirname(target));
   }
 
   async deleteUpload(uploadId: string): Promise<void> {
@@ -103,15 +112,39 @@ export class FsBlobStore implements BlobStore {
   async putStaged(digest: Digest, data: Buffer): Promise<void> {
     const target = this.contentPath('staging', digest);
     await this.ensureDir(path.dirname(target));
+    if (await this.holds(target, data.length)) return;
     const temp = path.join(this.root, 'tmp', randomUUID());
-    const handle = await fsp.open(temp, 'w');
     try {
-      await handle.writeFile(data);
-      if (this.fsync) await handle.datasync();
+      const handle = await fsp.open(temp, 'w');
+      try {
+        await handle.writeFile(data);
+        if (this.fsync) await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+      await fsp.rename(temp, target);
+    } catch (err) {
+      await fsp.rm(temp, { force: true });
+      throw err;
+    }
+    await this.syncDir(path.dirname(target));
+  }
+
+  /** Whether content of `size` bytes is at `file` already (content is addressed by digest: it is the same). */
+  private async holds(file: string, size: number): Promise<boolean> {
+    const st = await fsp.stat(file).catch(() => null);
+    return st !== null && st.size === size;
+  }
+
+  /** With fsync on, makes a rename into `dir` durable: a 201 must not name a file a power loss can take back. */
+  private async syncDir(dir: string): Promise<void> {
+    if (!this.fsync) return;
+    const handle = await fsp.open(dir, 'r');
+    try {
+      await handle.sync();
     } finally {
       await handle.close();
     }
-    await fsp.rename(temp, target);
   }
 
   async stat(area: Area, digest: Digest): Promise<{ size: number } | null> {
@@ -166,6 +199,12 @@ export class FsBlobStore implements BlobStore {
         }
       }
     }
+  }
+
+  /** Free bytes for an unprivileged writer on the root's filesystem (what the embedded database shares by default). */
+  async freeBytes(): Promise<number> {
+    const st = await fsp.statfs(this.root);
+    return st.bavail * st.bsize;
   }
 
   /** Upload ids with the time their bytes were last written, for purging stale sessions. */

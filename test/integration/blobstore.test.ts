@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -85,7 +85,7 @@ for (const driver of DRIVERS) {
       expect(await readAll(await store.readUpload(id))).to.deep.equal(whole);
       const digest = digestOf(whole);
       await store.syncUpload(id);
-      await store.promoteUpload(id, digest);
+      await store.promoteUpload(id, digest, whole.length);
       expect(await store.stat('staging', digest)).to.deep.equal({ size: whole.length });
       expect(await store.stat('committed', digest)).to.equal(null);
       const opened = await store.open('staging', digest);
@@ -117,8 +117,38 @@ for (const driver of DRIVERS) {
         createHash('sha256').update(whole).digest('hex'),
       );
       const digest = digestOf(whole);
-      await store.promoteUpload(id, digest);
+      await store.promoteUpload(id, digest, whole.length);
       expect(await store.stat('staging', digest)).to.deep.equal({ size: whole.length });
+    });
+
+    it('stages an empty upload that never had a file, but nothing for an upload whose bytes are gone', async () => {
+      const empty = Buffer.alloc(0);
+      await store.promoteUpload(randomUUID(), digestOf(empty), 0);
+      expect(await store.stat('staging', digestOf(empty))).to.deep.equal({ size: 0 });
+      // Cancelled or purged while it finished: an empty file must not stand in for its bytes.
+      const lost = digestOf(Buffer.from('bytes that were deleted'));
+      const failure = await store.promoteUpload(randomUUID(), lost, 23).catch((e: unknown) => e);
+      expect(failure).to.be.instanceOf(BlobNotFoundError);
+      expect(await store.stat('staging', lost)).to.equal(null);
+    });
+
+    it('keeps content already staged whole, and replaces a cut file', async () => {
+      const data = Buffer.from('the one true content');
+      const digest = digestOf(data);
+      const first = randomUUID();
+      await writeUpload(store, first, 0, data);
+      await store.promoteUpload(first, digest, data.length);
+      const second = randomUUID();
+      await writeUpload(store, second, 0, data);
+      await store.promoteUpload(second, digest, data.length);
+      expect(await store.listUploads()).to.deep.equal([]);
+      expect((await readAll((await store.open('staging', digest))!.stream)).toString()).to.equal(data.toString());
+      // A wrong-sized file under the digest (lost bytes) is replaced by the next push.
+      await store.delete('staging', digest);
+      await store.putStaged(digest, data.subarray(0, 3)).catch(() => undefined);
+      expect(await store.stat('staging', digest)).to.deep.equal({ size: 3 });
+      await store.putStaged(digest, data);
+      expect(await store.stat('staging', digest)).to.deep.equal({ size: data.length });
     });
 
     it('shows the bytes of each append to its tap, in order', async () => {
@@ -222,6 +252,25 @@ for (const driver of DRIVERS) {
 }
 
 describe('filesystem BlobStore layout', () => {
+  it('removes temp files a crash left at start-up, and leaves none when a write fails', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
+    try {
+      const store = new FsBlobStore(root);
+      await store.init();
+      writeFileSync(path.join(root, 'tmp', 'left-by-a-crash'), 'partial');
+      await new FsBlobStore(root).init();
+      expect(readdirSync(path.join(root, 'tmp'))).to.deep.equal([]);
+      // A rename that fails (the target is a directory) must not strand its temp file.
+      const data = Buffer.from('cannot land');
+      const target = path.join(root, 'staging', 'sha256', digestOf(data).hex.slice(0, 2), digestOf(data).hex);
+      mkdirSync(path.join(target, 'blocker'), { recursive: true });
+      expect(await store.putStaged(digestOf(data), data).catch((e: NodeJS.ErrnoException) => e.code)).to.be.oneOf(['EISDIR', 'ENOTEMPTY', 'EEXIST']);
+      expect(readdirSync(path.join(root, 'tmp'))).to.deep.equal([]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('makes every prefix directory of a new root at init, and starts on an existing root', async () => {
     const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
     try {

@@ -157,6 +157,62 @@ for (const kind of DATABASE_KINDS) {
         expect(put.status).to.equal(201);
       });
 
+      it('refuses to cancel an upload while its closing PUT runs (409), so no cut or empty file is stored under the digest', async () => {
+        const data = Buffer.alloc(2 * 1024 * 1024, 'z');
+        const start = await c.request('POST', '/v2/up/cancel-race/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        expect((await c.request('PATCH', location, { body: data.subarray(0, 1024 * 1024) })).status).to.equal(202);
+        // The closing PUT sends half its chunk and waits: the upload is busy while it does.
+        const put = http.request(`${gw.url}${location}?digest=${sha256(data)}`, { method: 'PUT', headers: { 'Content-Length': String(1024 * 1024) } });
+        const answered = new Promise<number>((resolve, reject) => put.on('response', (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject));
+        put.write(data.subarray(1024 * 1024, 1536 * 1024));
+        // Once the PUT holds the upload (it has had 200 ms to arrive), an empty PATCH is refused with 416.
+        await new Promise((r) => setTimeout(r, 200));
+        expect((await c.request('PATCH', location, { body: '' })).status).to.equal(416);
+        const cancel = await c.request('DELETE', location);
+        expect(cancel.status).to.equal(409);
+        expect(await errorCode(cancel)).to.equal('BLOB_UPLOAD_INVALID');
+        put.end(data.subarray(1536 * 1024));
+        expect(await answered).to.equal(201);
+        const get = await c.request('GET', `/v2/up/cancel-race/blobs/${sha256(data)}`);
+        expect(Buffer.from(await get.arrayBuffer()).equals(data)).to.equal(true);
+        expect((await c.request('DELETE', location)).status).to.equal(404);
+      });
+
+      it('refuses writes with 507 while they would eat into the storage reserve, and still serves reads', async () => {
+        const { digest, manifest } = await c.pushImage('up/reserve', 'v1');
+        const start = await c.request('POST', '/v2/up/reserve/blobs/uploads/');
+        const limits = gw.registry.limits as { reserveBytes?: number };
+        const before = limits.reserveBytes;
+        expect(before, 'the default reserve').to.equal(256 * 1024 * 1024);
+        limits.reserveBytes = Number.MAX_SAFE_INTEGER;
+        try {
+          const refused = [
+            await c.request('POST', '/v2/up/reserve/blobs/uploads/'),
+            await c.request('PUT', `${start.headers.get('location')}?digest=${sha256('x')}`, { body: 'x' }),
+            await c.putManifest('up/reserve', 'v2', Buffer.from(JSON.stringify({ ...manifest, annotations: { n: '2' } }))),
+          ];
+          for (const res of refused) {
+            expect(res.status).to.equal(507);
+            expect(((await res.json()) as { errors: Array<{ message: string }> }).errors[0].message).to.match(/storage\.reserveBytes/);
+          }
+          expect((await c.request('GET', `/v2/up/reserve/manifests/${digest}`)).status).to.equal(200);
+          expect((await c.request('GET', `/v2/up/reserve/blobs/${manifest.config.digest}`)).status).to.equal(200);
+          expect((await c.request('GET', start.headers.get('location')!)).status).to.equal(204);
+        } finally {
+          limits.reserveBytes = before;
+        }
+        expect((await c.request('PUT', `${start.headers.get('location')}?digest=${sha256('x')}`, { body: 'x' })).status).to.equal(201);
+      });
+
+      it('answers an upload id that is not a UUID with 404 BLOB_UPLOAD_UNKNOWN, never 500', async () => {
+        for (const id of ['-'.repeat(36), '0123456789abcdef0123456789abcdef0123']) {
+          const res = await c.request('GET', `/v2/up/ids/blobs/uploads/${id}`);
+          expect(res.status, id).to.equal(404);
+          expect(await errorCode(res)).to.equal('BLOB_UPLOAD_UNKNOWN');
+        }
+      });
+
       it('takes chunks in order, reports progress and refuses out-of-order or repeated chunks with 416', async () => {
         const start = await c.request('POST', '/v2/up/chunked/blobs/uploads/');
         const location = start.headers.get('location')!;

@@ -32,4 +32,19 @@ describe('registry stream helpers', () => {
     const err = await pipeline(Readable.from(chunks), limited, sink()).then(() => null, (e: Error) => e);
     expect(err?.message).to.match(/exceeds the limit of 5 bytes/);
   });
+
+  it('ByteMeter awaits its space check after each `every` bytes, and fails the stream when the check fails', async () => {
+    const chunks = Array.from({ length: 10 }, () => Buffer.alloc(1024, 'x'));
+    const sink = () => new Writable({ write: (_c: Buffer, _e, cb) => cb() });
+    const seenAt: number[] = [];
+    const meter: ByteMeter = new ByteMeter(0, false, { every: 3 * 1024, check: async () => void seenAt.push(meter.bytes) });
+    await pipeline(Readable.from(chunks), meter, sink());
+    expect(seenAt).to.deep.equal([3072, 6144, 9216]);
+    let calls = 0;
+    const full = new ByteMeter(0, false, { every: 2048, check: async () => { if (++calls === 2) throw new Error('out of space'); } });
+    const received: Buffer[] = [];
+    const err = await pipeline(Readable.from(chunks), full, new Writable({ write: (c: Buffer, _e, cb) => (received.push(c), cb()) })).then(() => null, (e: Error) => e);
+    expect(err?.message).to.equal('out of space');
+    expect(Buffer.concat(received).length).to.be.at.most(3 * 1024);
+  });
 });
