@@ -258,6 +258,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     audit,
     gate: gated ? { gate: gated.gate, admissions: gated.admissions } : undefined,
     trustedProxies: config.http.trustedProxies,
+    durable: () => db.sync(),
   });
   const serverOptions = { requestTimeout: 0, headersTimeout: config.http.headersTimeoutSeconds * 1000 };
   const { handler, drain } = drainable(app);

@@ -14,6 +14,7 @@ import { serialize } from 'pg-protocol';
 import { PGlite, types as pgliteTypes } from '@electric-sql/pglite';
 import { ReplyCollector, type Field, type Reply } from './pglite-wire.js';
 import { lockDirectory } from './dir-lock.js';
+import { DurableNodeFS, durableStartParams, WalFlusher } from './pglite-durable.js';
 
 export interface Queryable {
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
@@ -33,6 +34,12 @@ export interface Database extends Queryable {
    */
   readonly serial: boolean;
   transaction<T>(fn: (tx: Transaction) => Promise<T>): Promise<T>;
+  /**
+   * Resolves once every commit made so far is on disk: a write is acknowledged after it. A
+   * PostgreSQL server's commits are durable when they return; the embedded database flushes
+   * its log here, one flush serving every commit made before it starts (pglite-durable.ts).
+   */
+  sync(): Promise<void>;
   /**
    * The housekeeping a server's autovacuum and checkpointer would do. PGlite has neither:
    * without VACUUM its tables and indexes keep every dead row, its planner works without
@@ -145,11 +152,17 @@ class PgliteDatabase implements Database {
     private readonly checkpointWalBytes: number,
     /** Frees the data directory's lock (dir-lock.ts) once the database is closed. */
     private readonly release: () => void,
+    /** Makes commits durable before they are acknowledged (pglite-durable.ts). */
+    readonly wal: WalFlusher,
   ) {}
 
   query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
     if (!READ_ONLY.test(sql)) this.writes++;
     return this.exclusive(() => this.run<T>(sql, params));
+  }
+
+  sync(): Promise<void> {
+    return this.wal.flush();
   }
 
   /** One table at a time, so that requests waiting for the database run between tables. */
@@ -256,6 +269,7 @@ class PgliteDatabase implements Database {
   async close(): Promise<void> {
     this.closing = true;
     try {
+      await this.wal.flush().catch(() => undefined);
       await this.exclusive(() => this.db.close());
     } finally {
       this.release();
@@ -369,6 +383,10 @@ class PostgresDatabase implements Database {
     return null; // the server's autovacuum and checkpointer do it
   }
 
+  async sync(): Promise<void> {
+    // A server's commits are on disk when they return (synchronous_commit).
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }
@@ -417,7 +435,11 @@ export async function openDatabase(options: DatabaseOptions): Promise<Database> 
 /** PGlite in `dir` (initialised when new), closed together with the lock `release` frees. */
 async function openPglite(dir: string, checkpointWalBytes: number, release: () => void): Promise<Database> {
   if (!existsSync(path.join(dir, 'PG_VERSION'))) await initPgliteDir(dir);
-  const lite = await PGlite.create(dir, {
+  const wal = new WalFlusher();
+  const fs = new DurableNodeFS(dir, wal);
+  const lite = await PGlite.create({
+    fs,
+    startParams: durableStartParams(PGlite.defaultStartParams),
     // bytea as a Buffer, decoded at once (PGlite's own parser decodes byte by byte).
     parsers: { [pgliteTypes.INT8]: (value: string) => Number(value), [pgliteTypes.BYTEA]: (value: string) => Buffer.from(value.slice(2), 'hex') },
     // An embedded database for one process: a small buffer cache keeps the WASM heap small,
@@ -440,7 +462,11 @@ async function openPglite(dir: string, checkpointWalBytes: number, release: () =
       `random_page_cost = 1.1`,
     ],
   });
-  return new PgliteDatabase(lite, checkpointWalBytes, release);
+  if (!fs.hooked) {
+    await lite.close();
+    throw new Error(`this PGlite does not expose the file system hooks that make its commits durable; refusing to run without them`);
+  }
+  return new PgliteDatabase(lite, checkpointWalBytes, release, wal);
 }
 
 const PGLITE_SHARED_BUFFERS = '32MB';

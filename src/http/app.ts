@@ -1,5 +1,5 @@
 /** Express app assembly: observation, health, metrics, the distribution API, errors. */
-import express, { type Express } from 'express';
+import express, { type Express, type RequestHandler, type Response } from 'express';
 import type { Logger } from 'pino';
 import type { Metrics } from '../observability/metrics.js';
 import type { Registry } from '../registry/registry.js';
@@ -30,6 +30,32 @@ export interface AppDeps {
   gate?: { gate: Gate; admissions: AdmissionStore };
   /** Proxies whose X-Forwarded-* headers are believed (express "trust proxy"). */
   trustedProxies: string[];
+  /** Resolves once every database commit so far is on disk (Database.sync). */
+  durable: () => Promise<void>;
+}
+
+/**
+ * A request that may write (any method but GET and HEAD) is answered once what it committed
+ * is on disk: the end of its response waits for the database's flush (one flush for all the
+ * commits of the request, and for those of the requests answered with it). When the flush
+ * fails, the connection is closed without an answer: the client must not take it as done.
+ */
+function answerWritesWhenDurable(durable: () => Promise<void>): RequestHandler {
+  return (req, res, next) => {
+    if (req.method === 'GET' || req.method === 'HEAD') return next();
+    const end = res.end;
+    res.end = function (this: Response, ...args: unknown[]) {
+      durable().then(
+        () => (end as (...a: unknown[]) => Response).apply(this, args),
+        (err: unknown) => {
+          (res.locals.log as Logger | undefined)?.error({ err }, 'a commit could not be made durable: closing the connection without an answer');
+          res.destroy(err as Error);
+        },
+      );
+      return this;
+    } as Response['end'];
+    next();
+  };
 }
 
 export function createApp(deps: AppDeps): Express {
@@ -40,6 +66,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('trust proxy', deps.trustedProxies.length > 0 ? deps.trustedProxies : false);
   app.locals.logger = deps.logger;
   app.use(observeRequests(deps.logger, deps.metrics));
+  app.use(answerWritesWhenDurable(deps.durable));
   // No name, tag, digest or parameter of these APIs can hold U+0000 (nor can PostgreSQL text).
   app.use((req, _res, next) => {
     if (/%00/i.test(req.url)) return next(new RegistryError('UNSUPPORTED', 'the request URL contains a NUL character (%00)', { status: 400 }));

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { advisoryLock, jsonParam, openDatabase, queryPlannedForValues, splitStatements, whereSet, type Database } from '../../src/db/database.js';
 import { DirectoryInUseError } from '../../src/db/dir-lock.js';
+import type { WalFlusher } from '../../src/db/pglite-durable.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 
@@ -337,4 +338,100 @@ describe('the embedded database directory', () => {
       await sleeper.stop();
     }
   }).timeout(60_000);
+});
+
+describe('PGlite durable commits', () => {
+  let dir: string;
+  let db: Database;
+  const walOf = (d: Database) => (d as unknown as { wal: WalFlusher }).wal;
+
+  before(async () => {
+    dir = mkdtempSync(path.join(tmpdir(), 'db-durable-'));
+    db = await openDatabase({ pgliteDir: dir });
+    await db.query('CREATE TABLE durable_test (id int PRIMARY KEY)');
+  });
+  after(async () => {
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('runs PostgreSQL with fsync on and the log written with fdatasync', async () => {
+    expect(await db.query('SHOW fsync')).to.deep.equal([{ fsync: 'on' }]);
+    expect(await db.query('SHOW wal_sync_method')).to.deep.equal([{ wal_sync_method: 'fdatasync' }]);
+  });
+
+  it('flushes the log segment on sync(), once for the commits before it, and not again with nothing new', async () => {
+    const wal = walOf(db);
+    const before = wal.syncs;
+    await db.transaction(async (tx) => void (await tx.query('INSERT INTO durable_test (id) VALUES ($1)', [1])));
+    await db.query('INSERT INTO durable_test (id) VALUES ($1)', [2]);
+    expect(wal.syncs, 'commits leave the flush to sync()').to.equal(before);
+    await db.sync();
+    expect(wal.syncs).to.equal(before + 1);
+    expect(await db.query('SELECT count(*)::int AS n FROM durable_test')).to.deep.equal([{ n: 2 }]);
+    await db.sync();
+    expect(wal.syncs, 'nothing written since').to.equal(before + 1);
+  });
+
+  it('serves many concurrent commits with fewer flushes than commits (group commit)', async () => {
+    const wal = walOf(db);
+    const before = wal.syncs;
+    await Promise.all(
+      Array.from({ length: 32 }, async (_, i) => {
+        await db.transaction(async (tx) => void (await tx.query('INSERT INTO durable_test (id) VALUES ($1)', [100 + i])));
+        await db.sync();
+      }),
+    );
+    expect(wal.syncs - before).to.be.within(1, 31);
+    expect(await db.query('SELECT count(*)::int AS n FROM durable_test WHERE id >= 100')).to.deep.equal([{ n: 32 }]);
+  });
+
+  it('lets a checkpoint flush the data files, pg_control and directories through the file system', async () => {
+    const wal = walOf(db);
+    const before = wal.fileSyncs;
+    await db.query('INSERT INTO durable_test (id) VALUES ($1)', [1000]);
+    await db.query('CHECKPOINT');
+    expect(wal.fileSyncs - before).to.be.greaterThan(2);
+  });
+
+  it('keeps every acknowledged commit when the process is killed (-9) mid-stream', async () => {
+    const crashDir = mkdtempSync(path.join(tmpdir(), 'db-crash-'));
+    try {
+      const script = path.join(crashDir, 'writer.mts');
+      const module = new URL('../../src/db/database.ts', import.meta.url).pathname;
+      writeFileSync(
+        script,
+        `import { openDatabase } from ${JSON.stringify(module)};
+         const db = await openDatabase({ pgliteDir: ${JSON.stringify(path.join(crashDir, 'pglite'))} });
+         await db.query('CREATE TABLE IF NOT EXISTS acked (id int PRIMARY KEY)');
+         for (let i = 0; ; i++) {
+           await db.transaction(async (tx) => void (await tx.query('INSERT INTO acked (id) VALUES ($1)', [i])));
+           await db.sync();
+           process.stdout.write(i + '\\n');
+         }`,
+      );
+      const child = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let acked = -1;
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (chunk: Buffer) => {
+          const lines = chunk.toString().trim().split('\n');
+          acked = Number(lines[lines.length - 1]);
+          if (acked >= 200 && !child.killed) child.kill('SIGKILL');
+        });
+        child.on('exit', () => resolve());
+        child.on('error', reject);
+      });
+      expect(acked).to.be.at.least(200);
+      const reopened = await openDatabase({ pgliteDir: path.join(crashDir, 'pglite') });
+      try {
+        const [{ n, top }] = await reopened.query<{ n: number; top: number }>('SELECT count(*)::int AS n, max(id) AS top FROM acked');
+        expect(top).to.be.at.least(acked);
+        expect(n).to.equal(top + 1);
+      } finally {
+        await reopened.close();
+      }
+    } finally {
+      rmSync(crashDir, { recursive: true, force: true });
+    }
+  }).timeout(120_000);
 });

@@ -619,6 +619,18 @@ for (const kind of DATABASE_KINDS) {
         expect(creates.map((r) => r.status).sort()).to.deep.equal([201, 412, 412, 412, 412, 412, 412, 412]);
       });
 
+      // A PostgreSQL server's commits are durable when they return; the embedded database flushes its log first.
+      if (kind === 'pglite') it('answers a write only once its commits are on disk', async () => {
+        const wal = (gw.db as unknown as { wal: { syncs: number } }).wal;
+        const before = wal.syncs;
+        await c.pushImage('m/durable', 'v1');
+        // Two blobs and a manifest: at least one flush each, none left for reads.
+        expect(wal.syncs - before).to.be.at.least(3);
+        const afterPush = wal.syncs;
+        expect((await c.request('GET', '/v2/m/durable/manifests/v1')).status).to.equal(200);
+        expect(wal.syncs).to.equal(afterPush);
+      });
+
       it('answers DELETE with 405 and an Allow header while deletion is disabled', async () => {
         const { digest, manifest: image } = await c.pushImage('m/nodelete', 'v1');
         const configDigest = image.config.digest;
