@@ -39,12 +39,16 @@ export interface AppDeps {
  * is on disk: the end of its response waits for the database's flush (one flush for all the
  * commits of the request, and for those of the requests answered with it). When the flush
  * fails, the connection is closed without an answer: the client must not take it as done.
+ * Progress of an upload session (its start, a PATCH: `res.locals.uploadProgress`) is not
+ * waited for: its bytes reach the disk only when the upload is closed, and a client that
+ * finds a session lost starts again; the PUT that closes it is durable.
  */
 function answerWritesWhenDurable(durable: () => Promise<void>): RequestHandler {
   return (req, res, next) => {
     if (req.method === 'GET' || req.method === 'HEAD') return next();
     const end = res.end;
     res.end = function (this: Response, ...args: unknown[]) {
+      if (res.locals.uploadProgress === true) return (end as (...a: unknown[]) => Response).apply(this, args);
       durable().then(
         () => (end as (...a: unknown[]) => Response).apply(this, args),
         (err: unknown) => {

@@ -356,6 +356,7 @@ function setUploadHeaders(res: Response, name: string, id: string, size: number)
 }
 
 function uploadAccepted(res: Response, name: string, id: string, size: number): void {
+  res.locals.uploadProgress = true; // answered without waiting for the database's flush (app.ts)
   setUploadHeaders(res, name, id, size);
   res.setHeader('Content-Length', 0);
   res.status(202).end();

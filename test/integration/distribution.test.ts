@@ -629,6 +629,12 @@ for (const kind of DATABASE_KINDS) {
         const afterPush = wal.syncs;
         expect((await c.request('GET', '/v2/m/durable/manifests/v1')).status).to.equal(200);
         expect(wal.syncs).to.equal(afterPush);
+        // An upload session's progress is answered without a flush; the PUT that closes it waits for one.
+        const start = await c.request('POST', '/v2/m/durable/blobs/uploads/');
+        expect((await c.request('PATCH', start.headers.get('location')!, { body: 'progress' })).status).to.equal(202);
+        expect(wal.syncs).to.equal(afterPush);
+        expect((await c.request('PUT', `${start.headers.get('location')}?digest=${sha256('progress')}`)).status).to.equal(201);
+        expect(wal.syncs).to.be.greaterThan(afterPush);
       });
 
       it('answers DELETE with 405 and an Allow header while deletion is disabled', async () => {
