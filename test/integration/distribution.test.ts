@@ -166,8 +166,13 @@ for (const kind of DATABASE_KINDS) {
         const put = http.request(`${gw.url}${location}?digest=${sha256(data)}`, { method: 'PUT', headers: { 'Content-Length': String(1024 * 1024) } });
         const answered = new Promise<number>((resolve, reject) => put.on('response', (res) => (res.resume(), resolve(res.statusCode!))).on('error', reject));
         put.write(data.subarray(1024 * 1024, 1536 * 1024));
-        // Once the PUT holds the upload (it has had 200 ms to arrive), an empty PATCH is refused with 416.
-        await new Promise((r) => setTimeout(r, 200));
+        // Once the PUT holds the upload (the registry marks it busy), an empty PATCH is refused with 416.
+        const busy = (gw.registry as unknown as { busyUploads: Set<string> }).busyUploads;
+        const id = location.split('/').pop()!;
+        for (let i = 0; !busy.has(id); i++) {
+          expect(i, 'the PUT never took the upload').to.be.lessThan(500);
+          await new Promise((r) => setTimeout(r, 10));
+        }
         expect((await c.request('PATCH', location, { body: '' })).status).to.equal(416);
         const cancel = await c.request('DELETE', location);
         expect(cancel.status).to.equal(409);
