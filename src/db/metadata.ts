@@ -327,9 +327,11 @@ export class MetadataStore {
     precondition?: TagPrecondition,
   ): Promise<{ created: boolean; content: ContentLocation }> {
     this.invalidate();
+    // In name order: two pushes of the same tags lock them, and write their rows, in one order (no deadlock).
+    const sortedTags = [...tags].sort();
     return this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
-      if (precondition) precondition(await this.lockTags(tx, repoId, repository, tags));
+      if (precondition) precondition(await this.lockTags(tx, repoId, repository, sortedTags));
       // One statement: the bytes as content linked to the repository, the manifest, its
       // references and its pending tags (foreign keys are checked at the statement's end).
       // Its SELECT sees the tables as they were before it: the content row stored earlier, if any.
@@ -357,8 +359,7 @@ export class MetadataStore {
           manifest.annotations ? JSON.stringify(manifest.annotations) : null,
           manifest.references.map((r) => r.digest),
           manifest.references.map((r) => r.kind),
-          // In name order: two pushes of the same tags lock their rows in one order (no deadlock).
-          [...tags].sort(),
+          sortedTags,
           manifest.body ?? null,
         ],
       );
@@ -370,18 +371,16 @@ export class MetadataStore {
   }
 
   /**
-   * Locks the tags (in name order, so that two pushes of the same tags cannot deadlock) until
-   * the transaction ends, and says what each names now: the pending push if there is one,
-   * else the committed manifest, else null.
+   * Locks the tags, given in name order, until the transaction ends, and says what each names
+   * now: the pending push if there is one, else the committed manifest, else null.
    */
-  private async lockTags(tx: Queryable, repoId: number, repository: string, tags: string[]): Promise<Map<string, string | null>> {
-    const sorted = [...tags].sort();
-    for (const tag of sorted) await advisoryLock(this.db, tx, TAG_LOCK, `${repository}:${tag}`);
+  private async lockTags(tx: Queryable, repoId: number, repository: string, sortedTags: string[]): Promise<Map<string, string | null>> {
+    for (const tag of sortedTags) await advisoryLock(this.db, tx, TAG_LOCK, `${repository}:${tag}`);
     const rows = await tx.query<{ name: string; digest: string | null }>(
       `SELECT t.name, coalesce(p.manifest_digest, c.manifest_digest) AS digest FROM unnest($2::text[]) AS t(name)
          LEFT JOIN pending_tags p ON p.repository_id = $1 AND p.name = t.name
          LEFT JOIN tags c ON c.repository_id = $1 AND c.name = t.name`,
-      [repoId, sorted],
+      [repoId, sortedTags],
     );
     return new Map(rows.map((r) => [r.name, r.digest]));
   }
