@@ -88,7 +88,7 @@ export class FsBlobStore implements BlobStore {
     const source = this.uploadPath(uploadId);
     const target = this.contentPath('staging', digest);
     await this.ensureDir(path.dirname(target));
-    if (await this.holds(target, size)) {
+    if (await this.holds(digest, size)) {
       await fsp.rm(source, { force: true });
       return;
     }
@@ -112,7 +112,7 @@ export class FsBlobStore implements BlobStore {
   async putStaged(digest: Digest, data: Buffer): Promise<void> {
     const target = this.contentPath('staging', digest);
     await this.ensureDir(path.dirname(target));
-    if (await this.holds(target, data.length)) return;
+    if (await this.holds(digest, data.length)) return;
     const temp = path.join(this.root, 'tmp', randomUUID());
     try {
       const handle = await fsp.open(temp, 'w');
@@ -130,10 +130,9 @@ export class FsBlobStore implements BlobStore {
     await this.syncDir(path.dirname(target));
   }
 
-  /** Whether content of `size` bytes is at `file` already (content is addressed by digest: it is the same). */
-  private async holds(file: string, size: number): Promise<boolean> {
-    const st = await fsp.stat(file).catch(() => null);
-    return st !== null && st.size === size;
+  /** Whether staged content of `size` bytes is under `digest` already (content is addressed by digest: it is the same). */
+  private async holds(digest: Digest, size: number): Promise<boolean> {
+    return (await this.stat('staging', digest))?.size === size;
   }
 
   /** With fsync on, makes a rename into `dir` durable: a 201 must not name a file a power loss can take back. */
