@@ -46,11 +46,11 @@ export interface AppDeps {
 function answerWritesWhenDurable(durable: () => Promise<void>): RequestHandler {
   return (req, res, next) => {
     if (req.method === 'GET' || req.method === 'HEAD') return next();
-    const end = res.end;
+    const end = res.end as (...args: unknown[]) => Response;
     res.end = function (this: Response, ...args: unknown[]) {
-      if (res.locals.uploadProgress === true) return (end as (...a: unknown[]) => Response).apply(this, args);
+      if (res.locals.uploadProgress === true) return end.apply(this, args);
       durable().then(
-        () => (end as (...a: unknown[]) => Response).apply(this, args),
+        () => end.apply(this, args),
         (err: unknown) => {
           (res.locals.log as Logger | undefined)?.error({ err }, 'a commit could not be made durable: closing the connection without an answer');
           res.destroy(err as Error);

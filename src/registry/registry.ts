@@ -791,11 +791,12 @@ export class Registry {
    * the free space serves the requests of the next 250 ms, unless `fresh` asks for a new one.
    */
   private async requireSpace(bytes: number, fresh = false): Promise<void> {
-    if (!this.reserving()) return;
-    const reserve = this.limits.reserveBytes as number;
+    const reserve = this.limits.reserveBytes ?? 0;
+    const { freeBytes } = this.store;
+    if (reserve <= 0 || !freeBytes) return;
     const now = performance.now();
     if (fresh || !this.spaceReading || now - this.spaceReading.at > SPACE_READING_MS) {
-      this.spaceReading = { at: now, free: (this.store.freeBytes as () => Promise<number>).call(this.store) };
+      this.spaceReading = { at: now, free: freeBytes.call(this.store) };
       this.spaceReading.free.catch(() => (this.spaceReading = null));
     }
     const free = await this.spaceReading.free;

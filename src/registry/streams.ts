@@ -22,7 +22,7 @@ export class ByteMeter extends Transform {
   ) {
     super();
     this.chunks = keep ? [] : null;
-    this.nextCheck = spaceCheck?.every ?? Infinity;
+    this.nextCheck = spaceCheck?.every ?? 0;
   }
 
   /** The bytes that passed, when kept. */
@@ -37,12 +37,13 @@ export class ByteMeter extends Transform {
       return;
     }
     this.chunks?.push(chunk);
-    if (this.bytes < this.nextCheck) {
+    const { spaceCheck } = this;
+    if (!spaceCheck || this.bytes < this.nextCheck) {
       callback(null, chunk);
       return;
     }
-    this.nextCheck = this.bytes + (this.spaceCheck as { every: number }).every;
-    (this.spaceCheck as { check: () => Promise<void> }).check().then(() => callback(null, chunk), callback);
+    this.nextCheck = this.bytes + spaceCheck.every;
+    spaceCheck.check().then(() => callback(null, chunk), callback);
   }
 }
 
