@@ -34,7 +34,9 @@ if [ ! -x "$C/usr/bin/cosign" ] || [ ! -x "$C/usr/bin/oras" ]; then
   (cd "$A" && $SUDO apt-get "${O[@]}" -o APT::Sandbox::User=root download cosign oras sigstore-go >/dev/null)
   for d in "$A"/*.deb; do $SUDO dpkg -x "$d" "$C"; done
 fi
-"$C/usr/bin/oras" version | head -1
+# sed, not head: head may exit before oras has written its last line, and oras then dies of
+# SIGPIPE, which pipefail turns into exit 141.
+"$C/usr/bin/oras" version | sed -n 1p
 "$C/usr/bin/cosign" version 2>/dev/null | grep -i gitversion || true
 skopeo --version
 umoci --version
