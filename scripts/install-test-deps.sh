@@ -11,14 +11,16 @@ C=${CLIENTS_DIR:-/opt/oci-clients}
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+# A download that fails for a moment (a mirror's hiccup) is tried again rather than failing CI.
+RETRY=(-o Acquire::Retries=3)
 
 need=()
 for b in skopeo umoci docker-registry jq openssl; do command -v "$b" >/dev/null || need+=("$b"); done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing from Debian: ${need[*]}"
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  $SUDO apt-get "${RETRY[@]}" update -qq
+  $SUDO apt-get "${RETRY[@]}" install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 if [ ! -x "$C/usr/bin/cosign" ] || [ ! -x "$C/usr/bin/oras" ]; then
@@ -28,7 +30,7 @@ if [ ! -x "$C/usr/bin/cosign" ] || [ ! -x "$C/usr/bin/oras" ]; then
   A=$C/.apt
   $SUDO mkdir -p "$A/lists/partial" "$A/cache/archives/partial" "$A/etc" "$C"
   echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $uri trixie main" | $SUDO tee "$A/etc/sources.list" >/dev/null
-  O=(-o "Dir::Etc::SourceList=$A/etc/sources.list" -o Dir::Etc::SourceParts=/nonexistent
+  O=("${RETRY[@]}" -o "Dir::Etc::SourceList=$A/etc/sources.list" -o Dir::Etc::SourceParts=/nonexistent
      -o "Dir::State::Lists=$A/lists" -o "Dir::Cache=$A/cache" -o Dir::State::status=/var/lib/dpkg/status)
   $SUDO apt-get "${O[@]}" update -qq
   (cd "$A" && $SUDO apt-get "${O[@]}" -o APT::Sandbox::User=root download cosign oras sigstore-go >/dev/null)
