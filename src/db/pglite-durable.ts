@@ -19,9 +19,9 @@
  * refuses to start when that is not there to hook rather than run without durable commits.
  */
 import fs from 'node:fs';
-import { open } from 'node:fs/promises';
 import { NodeFS } from '@electric-sql/pglite/nodefs';
 import type { PGlite } from '@electric-sql/pglite';
+import { syncFile } from '../storage/sync-file.js';
 
 /** The parts of an Emscripten file stream and NODEFS that the hooks use. */
 interface EmscriptenStream {
@@ -113,17 +113,8 @@ export class WalFlusher {
   }
 
   private async sync(file: string): Promise<void> {
-    const handle = await open(file, 'r').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return null; // recycled after a checkpoint flushed it
-      throw err;
-    });
-    if (!handle) return;
-    try {
-      await handle.datasync();
-      this.syncs++;
-    } finally {
-      await handle.close();
-    }
+    // A missing segment was recycled after a checkpoint flushed it.
+    if (await syncFile(file)) this.syncs++;
   }
 }
 

@@ -249,13 +249,3 @@ async function writeFully(handle: fsp.FileHandle, buffer: Buffer, length: number
     done += bytesWritten;
   }
 }
-
-/** Flushes a file's data to disk (before a blob is acknowledged as stored). */
-export async function syncFile(file: string): Promise<void> {
-  const handle = await fsp.open(file, 'r+');
-  try {
-    await handle.datasync();
-  } finally {
-    await handle.close();
-  }
-}

@@ -17,7 +17,8 @@ import type { Readable, Writable } from 'node:stream';
 import type { Area, BlobStore, ByteRange, OpenedBlob, UploadTap } from './blobstore.js';
 import { BlobNotFoundError } from './blobstore.js';
 import { HEX_LENGTH, parseDigest, UPLOAD_ID_RE, type Digest } from '../registry/names.js';
-import { FileAppender, syncFile } from './file-appender.js';
+import { FileAppender } from './file-appender.js';
+import { syncFile } from './sync-file.js';
 
 const HIGH_WATER_MARK = 1024 * 1024;
 /** With fsync on, an upload is flushed in the background after each 32 MiB written (see FileAppender). */
@@ -81,7 +82,8 @@ export class FsBlobStore implements BlobStore {
 
   async syncUpload(uploadId: string): Promise<void> {
     const file = this.uploadPath(uploadId);
-    if (this.fsync) await syncFile(file).catch(ignoreMissing);
+    // A zero-byte upload never opened a writer: no file, nothing to flush.
+    if (this.fsync) await syncFile(file);
   }
 
   async promoteUpload(uploadId: string, digest: Digest, size: number): Promise<void> {
