@@ -4,11 +4,17 @@
 # (on SIGTERM the gateway lets requests in progress finish for up to 25 s; docker stop waits 10 s by default)
 
 FROM node:20-bookworm-slim AS build
+# node-gyp builds the page-cache addon (native/page-cache.c) during npm ci, against the
+# image's own Node headers.
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+ENV npm_config_nodedir=/usr/local
 WORKDIR /app
-COPY package.json package-lock.json tsconfig.json ./
+COPY package.json package-lock.json tsconfig.json binding.gyp ./
+COPY native ./native
 COPY scripts ./scripts
 COPY src ./src
-RUN npm ci --no-audit --no-fund && npm run build && npm prune --omit=dev
+RUN npm ci --no-audit --no-fund && test -f build/Release/page_cache.node && npm run build && npm prune --omit=dev
 
 FROM node:20-bookworm-slim
 # Real Trivy for the vulnerability gate (the tests use a stand-in). Its database is not
@@ -28,6 +34,7 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/build/Release/page_cache.node ./build/Release/page_cache.node
 COPY package.json ./
 COPY policies ./policies
 RUN mkdir -p /data && chown node:node /data

@@ -4,10 +4,11 @@
  * file, so that it runs before Node's ES module loader, which reads files on libuv's thread
  * pool and so creates the pool at its size of the moment.
  *
- * The pool is sized here: blob bytes are written with O_DIRECT, and such a write holds a pool
- * thread until the device has the data. With libuv's default of 4 threads at most 4 uploads
- * write at once (8 concurrent 32 MiB pushes ran at about 670 MiB/s with 4 threads, 760 with 8,
- * and no faster with 16). A UV_THREADPOOL_SIZE the operator sets is kept.
+ * The pool is sized here: an upload's flushes (fdatasync), and its writes where they are made
+ * with O_DIRECT (see src/storage/fs.ts), each hold a pool thread until the device has the data.
+ * With libuv's default of 4 threads at most 4 uploads did so at once (8 concurrent 32 MiB
+ * pushes ran at about 670 MiB/s with 4 threads, 760 with 8, and no faster with 16; measured
+ * with O_DIRECT writes). A UV_THREADPOOL_SIZE the operator sets is kept.
  *
  * The shebang (like `npm start` and the container) sets GLIBC_TUNABLES=glibc.malloc.hugetlb=1,
  * so that malloc asks for transparent huge pages. Socket reads allocate with malloc, the memory

@@ -1,13 +1,17 @@
 /**
- * Writes a request body into a file through a few reused, page-aligned 1 MiB buffers, with
- * direct I/O (O_DIRECT) where the filesystem allows it, up to four writes at once.
+ * Writes a request body into a file through a few reused, page-aligned 1 MiB buffers, up to
+ * four writes at once: through the page cache, or with direct I/O (O_DIRECT) where asked and
+ * where the filesystem allows it.
  *
- * Why not fs.WriteStream and the page cache: on the machines this was measured on, buffered
- * writes fall to about 450 MB/s as soon as a few hundred MiB are dirty (the kernel throttles the
- * writer while it writes back), and a blob must reach the disk before it is acknowledged
- * anyway; direct writes of whole aligned MiBs run at 1.5-2 GB/s and leave a cheap flush at the
- * end. (The garbage collector's share of an upload is a matter of V8's heap sizing: see the
- * node options in package.json's start script and the README's Benchmarks section.)
+ * Which one the store asks for (fs.ts): through the page cache when it can drop each flushed
+ * part from the cache again (`dropFlushed`, see page-cache.ts), direct I/O otherwise. Left in
+ * the cache, every pushed byte stays there and the cache grows with every blob; on the virtual
+ * machine measured, writes slowed to about a quarter once some 1 GB of new cache pages had been
+ * taken (`dd` of 256 MiB with a flush: 0.25 s, then about 1 s), which is why direct I/O was
+ * used until then (0.39-0.47 s, and it never fills the cache). With each flushed part dropped,
+ * the same freed pages are used again, and the bench's 256 MiB push went from 383-424 to
+ * 418-557 MiB/s. (The garbage collector's share of an upload is a matter of V8's heap sizing:
+ * see the node options in package.json's start script and the README's Benchmarks section.)
  *
  * Direct I/O needs the memory, the file offset and the length aligned to the block size. The
  * buffers are carved from a WebAssembly.Memory, whose base V8 allocates page-aligned; the
@@ -31,16 +35,17 @@
  * With `flushEvery` set (the store flushes blobs before acknowledging them), the appender
  * flushes the file (fdatasync) in the background each time that many bytes more have been
  * written, one flush at a time, while later writes go on; the flush before 201 then has little
- * left to do. On the machine this was measured on (a VM whose disk takes direct writes into a
- * cache and writes them through on a flush), a 256 MiB push's last flush took 20 ms instead
- * of about 140; the writes along the way were slower by most of that, so a push alone gained
- * little, but in the bench's alternation with the reference (whose writes the disk is still
- * digesting) the gateway's median went from 337-424 to 395-427 MiB/s (five runs each).
- * A flush that fails fails the upload, as a write does.
+ * left to do. With direct I/O on the machine this was measured on (a VM whose disk takes direct
+ * writes into a cache and writes them through on a flush), a 256 MiB push's last flush took
+ * 20 ms instead of about 140, and the bench's median went from 337-424 to 395-427 MiB/s.
+ * Through the page cache the flushes are what writes the bytes out, so they keep the disk
+ * busy while the body arrives. A flush that fails fails the upload, as a write does; a part
+ * that cannot be dropped from the cache (never the case on a regular file) only costs memory.
  */
 import { constants, promises as fsp } from 'node:fs';
 import { Writable } from 'node:stream';
 import type { UploadTap } from './blobstore.js';
+import { dropCache } from './page-cache.js';
 
 const APPEND_BUFFER_BYTES = 1024 * 1024;
 const ALIGN = 4096;
@@ -86,6 +91,8 @@ export interface FileAppenderOptions {
   tap?: UploadTap;
   /** Flush the file in the background after each this many bytes written (0 or absent: never). */
   flushEvery?: number;
+  /** After each background flush, drop the flushed bytes from the page cache (see page-cache.ts). */
+  dropFlushed?: boolean;
 }
 
 export class FileAppender extends Writable {
@@ -93,11 +100,15 @@ export class FileAppender extends Writable {
   private filled = 0;
   private limit = APPEND_BUFFER_BYTES;
   private readonly inFlight = new Set<Promise<void>>();
+  /** Where each running write starts. */
+  private readonly runningFrom = new Set<number>();
   private failure: Error | null = null;
   private directRefused = false;
   /** Bytes whose writes finished since the last background flush started. */
   private unflushed = 0;
   private flushing: Promise<void> | null = null;
+  /** Where the bytes not yet dropped from the page cache start. */
+  private dropFrom: number;
   private ending = false;
   /** Background flushes started. */
   flushes = 0;
@@ -108,8 +119,10 @@ export class FileAppender extends Writable {
     private position: number,
     private readonly tap: UploadTap | null,
     private readonly flushEvery: number,
+    private readonly dropFlushed: boolean,
   ) {
     super({ highWaterMark: APPEND_BUFFER_BYTES });
+    this.dropFrom = position;
   }
 
   /** Opens `file` for writing at `offset` (truncating when 0, as a new upload). */
@@ -128,7 +141,7 @@ export class FileAppender extends Writable {
     }
     // A refused direct open (EINVAL where the filesystem has no direct I/O: tmpfs, some FUSE) means buffered writes.
     const directHandle = direct.status === 'fulfilled' ? direct.value : null;
-    return new FileAppender(plain.value, directHandle, offset, options.tap ?? null, options.flushEvery ?? 0);
+    return new FileAppender(plain.value, directHandle, offset, options.tap ?? null, options.flushEvery ?? 0, options.dropFlushed ?? false);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -183,6 +196,7 @@ export class FileAppender extends Writable {
     if (length === 0) return giveBuffer(buffer);
     const position = this.position;
     this.position += length;
+    this.runningFrom.add(position);
     const tapped = this.tap?.update(buffer.subarray(0, length));
     // The buffer goes back only once both are done, even when the write fails first.
     const write: Promise<void> = Promise.allSettled([this.writeAt(buffer, length, position), tapped])
@@ -193,6 +207,7 @@ export class FileAppender extends Writable {
       })
       .finally(() => {
         giveBuffer(buffer);
+        this.runningFrom.delete(position);
         this.inFlight.delete(write);
       });
     this.inFlight.add(write);
@@ -206,14 +221,27 @@ export class FileAppender extends Writable {
     this.unflushed = 0;
     this.flushes++;
     // Covers every write finished so far; those still running are covered by a later flush.
+    // Below `end` every write has finished (they finish in any order).
+    const end = this.runningFrom.size > 0 ? Math.min(...this.runningFrom) : this.position;
     this.flushing = this.handle
       .datasync()
+      .then(() => this.dropFlushedPages(end))
       .catch((err: Error) => {
         this.failure ??= err;
       })
       .finally(() => {
         this.flushing = null;
       });
+  }
+
+  /**
+   * Drops the pages below `end`, which the flush that just ended covered. The rest is dropped by
+   * a later flush, or by the store after its last one.
+   */
+  private async dropFlushedPages(end: number): Promise<void> {
+    if (!this.dropFlushed || end <= this.dropFrom) return;
+    await dropCache(this.handle.fd, this.dropFrom, end - this.dropFrom);
+    this.dropFrom = end;
   }
 
   /** Waits for every running write and flush; throws the first error. */

@@ -3,9 +3,15 @@
  * there: an upload before its 201 (fs.ts) and the embedded database's log (db/pglite-durable.ts).
  */
 import { promises as fsp } from 'node:fs';
+import { dropCache } from './page-cache.js';
+
+export interface SyncFileOptions {
+  /** Then drop the file's pages from the page cache (see page-cache.ts). */
+  dropCache?: boolean;
+}
 
 /** Flushes a file's data to disk (fdatasync); false when there is no such file (nothing to flush). */
-export async function syncFile(file: string): Promise<boolean> {
+export async function syncFile(file: string, options: SyncFileOptions = {}): Promise<boolean> {
   let handle: fsp.FileHandle;
   try {
     handle = await fsp.open(file, 'r');
@@ -15,6 +21,7 @@ export async function syncFile(file: string): Promise<boolean> {
   }
   try {
     await handle.datasync();
+    if (options.dropCache) await dropCache(handle.fd);
     return true;
   } finally {
     await handle.close();
