@@ -48,12 +48,12 @@ static void drop_complete(napi_env env, napi_status status, void *data) {
 static napi_value drop_cache(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
-  double offset, length;
+  int64_t offset, length;
   int32_t fd;
   napi_value promise, name;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_double(env, argv[1], &offset) != napi_ok ||
-      napi_get_value_double(env, argv[2], &length) != napi_ok || fd < 0 || offset < 0 || length < 0) {
+  if (argc != 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &offset) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &length) != napi_ok || fd < 0 || offset < 0 || length < 0) {
     napi_throw_type_error(env, NULL, "dropCache(fd, offset, length) takes three non-negative numbers");
     return NULL;
   }
@@ -63,8 +63,8 @@ static napi_value drop_cache(napi_env env, napi_callback_info info) {
     return NULL;
   }
   request->fd = fd;
-  request->offset = (int64_t)offset;
-  request->length = (int64_t)length;
+  request->offset = offset;
+  request->length = length;
   napi_create_promise(env, &request->deferred, &promise);
   napi_create_string_utf8(env, "dropCache", NAPI_AUTO_LENGTH, &name);
   napi_create_async_work(env, NULL, name, drop_execute, drop_complete, request, &request->work);

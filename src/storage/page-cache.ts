@@ -5,13 +5,13 @@
  * without it and `canDropCache` is false).
  *
  * Why: uploads are written through the page cache and flushed before they are acknowledged
- * (see fs.ts). Left there, every pushed byte stays cached, the cache grows by the size of every
- * blob pushed, and each new page is memory the kernel has not used before. On the virtual
- * machine measured, that first touch is what limits writes: 256 MiB written and flushed with
- * `dd` took 0.25 s while the cache held under about 1 GB of new pages and about 1 s per
- * 256 MiB after that; dropping each file's pages once flushed kept it at 0.31-0.33 s over 16
- * files (the same freed pages are used again). Pages of a pushed blob are not worth keeping
- * anyway: a pull reads it once, later.
+ * (see fs.ts). Left there, every pushed byte stays cached and the cache grows by the size of
+ * every blob pushed. On the virtual machine measured, a growing cache is what slowed writes:
+ * 256 MiB written and flushed with `dd` took about 0.25 s until some 1 GB of new pages had been
+ * cached and about 1 s per 256 MiB after that (taking memory the guest had not used lately is
+ * costly there); dropping each file's pages once flushed kept it at 0.30-0.35 s over 16 files,
+ * as the same freed pages are used again. A pushed blob's pages were never cached for its
+ * pulls before either: the store wrote uploads with O_DIRECT.
  */
 import { createRequire } from 'node:module';
 import path from 'node:path';
