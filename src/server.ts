@@ -209,7 +209,11 @@ export interface StartOptions {
 export async function startGateway(config: GatewayConfig, options: StartOptions = {}): Promise<RunningGateway> {
   const logger = options.logger ?? createLogger(config.log.level);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
-  const store = instrumentBlobStore(new FsBlobStore(config.storage.root, { fsync: config.storage.fsync }), metrics);
+  const files = new FsBlobStore(config.storage.root, { fsync: config.storage.fsync });
+  if (config.storage.fsync && files.uploadWrites === 'direct') {
+    logger.warn('the page-cache addon (native/page-cache.c) is not built: uploads are written with O_DIRECT, slower on the machines measured (README, Benchmarks)');
+  }
+  const store = instrumentBlobStore(files, metrics);
   await using(`cannot use the storage root ${config.storage.root} (storage.root, GATEWAY_STORAGE_ROOT)`, () => store.init());
   const db = await using(
     config.database.url
@@ -312,7 +316,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
   maintenanceTimer.unref();
 
   logger.info(
-    { url, storage: config.storage.root, database: db.kind, addr: `${address.address}:${address.port}` },
+    { url, storage: config.storage.root, uploadWrites: files.uploadWrites, database: db.kind, addr: `${address.address}:${address.port}` },
     'gateway listening',
   );
 

@@ -62,6 +62,11 @@ export class FsBlobStore implements BlobStore {
     this.buffered = this.fsync && canDropCache;
   }
 
+  /** How upload bytes are written (logged at start). */
+  get uploadWrites(): 'page cache' | 'direct' {
+    return this.buffered ? 'page cache' : 'direct';
+  }
+
   async init(): Promise<void> {
     for (const dir of ['uploads', 'staging', 'committed', 'tmp']) await this.ensureDir(path.join(this.root, dir));
     // Temp files are only in use while a write runs: any found at start-up were left by a crash.

@@ -278,6 +278,7 @@ describe('filesystem BlobStore layout', () => {
       try {
         const store = new FsBlobStore(root, { fsync });
         await store.init();
+        expect(store.uploadWrites).to.equal(fsync ? 'page cache' : 'direct');
         const id = randomUUID();
         const MiB = 1024 * 1024;
         const data = randomBytes(40 * MiB + 123); // past the background flushes (every 8 MiB buffered, 32 MiB direct)
