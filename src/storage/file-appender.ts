@@ -9,8 +9,8 @@
  * machine measured, writes slowed to about a quarter once some 1 GB of new cache pages had been
  * taken (`dd` of 256 MiB with a flush: 0.25 s, then about 1 s), which is why direct I/O was
  * used until then (0.39-0.47 s, and it never fills the cache). With each flushed part dropped,
- * the same freed pages are used again, and the bench's 256 MiB push went from 383-424 to
- * 418-557 MiB/s. (The garbage collector's share of an upload is a matter of V8's heap sizing:
+ * the same freed pages are used again, and the bench's 256 MiB push went from 326-424 to
+ * 418-488 MiB/s (alternating A/B, three runs each; README, Benchmarks). (The garbage collector's share of an upload is a matter of V8's heap sizing:
  * see the node options in package.json's start script and the README's Benchmarks section.)
  *
  * Direct I/O needs the memory, the file offset and the length aligned to the block size. The
@@ -99,9 +99,8 @@ export class FileAppender extends Writable {
   private current: Buffer | null = null;
   private filled = 0;
   private limit = APPEND_BUFFER_BYTES;
-  private readonly inFlight = new Set<Promise<void>>();
-  /** Where each running write starts. */
-  private readonly runningFrom = new Set<number>();
+  /** Each running write, with the file position it starts at. */
+  private readonly inFlight = new Map<Promise<void>, number>();
   private failure: Error | null = null;
   private directRefused = false;
   /** Bytes whose writes finished since the last background flush started. */
@@ -186,7 +185,7 @@ export class FileAppender extends Writable {
 
   /** Starts writing the current buffer, once fewer than MAX_IN_FLIGHT writes are running. */
   private async writeCurrent(): Promise<void> {
-    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight);
+    while (this.inFlight.size >= MAX_IN_FLIGHT) await Promise.race(this.inFlight.keys());
     if (this.failure) throw this.failure;
     const buffer = this.current;
     const length = this.filled;
@@ -196,7 +195,6 @@ export class FileAppender extends Writable {
     if (length === 0) return giveBuffer(buffer);
     const position = this.position;
     this.position += length;
-    this.runningFrom.add(position);
     const tapped = this.tap?.update(buffer.subarray(0, length));
     // The buffer goes back only once both are done, even when the write fails first.
     const write: Promise<void> = Promise.allSettled([this.writeAt(buffer, length, position), tapped])
@@ -207,10 +205,9 @@ export class FileAppender extends Writable {
       })
       .finally(() => {
         giveBuffer(buffer);
-        this.runningFrom.delete(position);
         this.inFlight.delete(write);
       });
-    this.inFlight.add(write);
+    this.inFlight.set(write, position);
   }
 
   /** Counts finished writes, and starts a background flush once `flushEvery` bytes are not flushed. */
@@ -222,7 +219,7 @@ export class FileAppender extends Writable {
     this.flushes++;
     // Covers every write finished so far; those still running are covered by a later flush.
     // Below `end` every write has finished (they finish in any order).
-    const end = this.runningFrom.size > 0 ? Math.min(...this.runningFrom) : this.position;
+    const end = this.inFlight.size > 0 ? Math.min(...this.inFlight.values()) : this.position;
     this.flushing = this.handle
       .datasync()
       .then(() => this.dropFlushedPages(end))
@@ -246,7 +243,7 @@ export class FileAppender extends Writable {
 
   /** Waits for every running write and flush; throws the first error. */
   private async settle(): Promise<void> {
-    await Promise.all(this.inFlight);
+    await Promise.all(this.inFlight.keys());
     await this.flushing;
     if (this.failure) throw this.failure;
   }

@@ -27,9 +27,9 @@ const HIGH_WATER_MARK = 1024 * 1024;
 /**
  * With fsync on, an upload is flushed in the background as it is written (see FileAppender):
  * after each 8 MiB through the page cache, after each 32 MiB with direct I/O. In the bench,
- * buffered uploads flushed every 8 MiB ran 8 concurrent 32 MiB pushes at 505-531 MiB/s, every
- * 16 MiB at 459-503 and every 32 MiB at 425-456 (a 32 MiB push then waited for one flush of all
- * its bytes at the end); the 256 MiB push ran at 513-557, 426-430 and 465-503.
+ * buffered uploads flushed every 8 MiB ran 8 concurrent 32 MiB pushes at 499-531 MiB/s (four
+ * runs), every 16 MiB at 459-503 (two) and every 32 MiB at 425-463 (seven; a 32 MiB push then
+ * waited for one flush of all its bytes at the end); see README, Benchmarks.
  */
 const FLUSH_EVERY_BUFFERED = 8 * 1024 * 1024;
 const FLUSH_EVERY_DIRECT = 32 * 1024 * 1024;
@@ -50,9 +50,8 @@ export class FsBlobStore implements BlobStore {
   /**
    * Upload bytes go through the page cache and each flushed part is dropped from it. That needs
    * the flushes (fsync on: the kernel keeps dirty pages) and the addon that drops pages; without
-   * either, uploads are written with O_DIRECT, which keeps them out of the cache. On the machine
-   * measured, the bench's 256 MiB monolithic push ran at 486-540 MiB/s this way and 383-401
-   * with O_DIRECT (README, Benchmarks).
+   * either, uploads are written with O_DIRECT, which keeps them out of the cache. Why: see
+   * FileAppender and page-cache.ts.
    */
   private readonly buffered: boolean;
 
