@@ -32,20 +32,18 @@
  * pushes). Past them (more concurrent uploads than they serve), buffers come from ordinary
  * slabs that are dropped beyond POOL_LIMIT, and their bytes are copied for the tap.
  *
- * With `flushEvery` set (the store flushes blobs before acknowledging them), the appender
- * flushes the file (fdatasync) in the background each time that many bytes more have been
- * written, one flush at a time, while later writes go on; the flush before 201 then has little
- * left to do. With direct I/O on the machine this was measured on (a VM whose disk takes direct
+ * With a `flusher` (the store flushes blobs before acknowledging them), the appender tells it
+ * after each write how far the file is written, and the flusher flushes it in the background
+ * (see upload-flusher.ts) while later writes go on; the flush before 201 then has little left
+ * to do. With direct I/O on the machine this was measured on (a VM whose disk takes direct
  * writes into a cache and writes them through on a flush), a 256 MiB push's last flush took
  * 20 ms instead of about 140, and the bench's median went from 337-424 to 395-427 MiB/s.
  * Through the page cache the flushes are what writes the bytes out, so they keep the disk
- * busy while the body arrives. A flush that fails fails the upload, as a write does; a part
- * that cannot be dropped from the cache (never the case on a regular file) only costs memory.
+ * busy while the body arrives.
  */
 import { constants, promises as fsp } from 'node:fs';
 import { Writable } from 'node:stream';
 import type { UploadTap } from './blobstore.js';
-import { dropCache } from './page-cache.js';
 
 const APPEND_BUFFER_BYTES = 1024 * 1024;
 const ALIGN = 4096;
@@ -89,10 +87,8 @@ export interface FileAppenderOptions {
   direct?: boolean;
   /** Sees every byte written, in order. */
   tap?: UploadTap;
-  /** Flush the file in the background after each this many bytes written (0 or absent: never). */
-  flushEvery?: number;
-  /** After each background flush, drop the flushed bytes from the page cache (see page-cache.ts). */
-  dropFlushed?: boolean;
+  /** Told after each write that every byte below a position is written (see upload-flusher.ts). */
+  flusher?: { written(end: number): void };
 }
 
 export class FileAppender extends Writable {
@@ -103,25 +99,15 @@ export class FileAppender extends Writable {
   private readonly inFlight = new Map<Promise<void>, number>();
   private failure: Error | null = null;
   private directRefused = false;
-  /** Bytes whose writes finished since the last background flush started. */
-  private unflushed = 0;
-  private flushing: Promise<void> | null = null;
-  /** Where the bytes not yet dropped from the page cache start. */
-  private dropFrom: number;
-  private ending = false;
-  /** Background flushes started. */
-  flushes = 0;
 
   private constructor(
     private readonly handle: fsp.FileHandle,
     private readonly direct: fsp.FileHandle | null,
     private position: number,
     private readonly tap: UploadTap | null,
-    private readonly flushEvery: number,
-    private readonly dropFlushed: boolean,
+    private readonly flusher: { written(end: number): void } | null,
   ) {
     super({ highWaterMark: APPEND_BUFFER_BYTES });
-    this.dropFrom = position;
   }
 
   /** Opens `file` for writing at `offset` (truncating when 0, as a new upload). */
@@ -140,7 +126,7 @@ export class FileAppender extends Writable {
     }
     // A refused direct open (EINVAL where the filesystem has no direct I/O: tmpfs, some FUSE) means buffered writes.
     const directHandle = direct.status === 'fulfilled' ? direct.value : null;
-    return new FileAppender(plain.value, directHandle, offset, options.tap ?? null, options.flushEvery ?? 0, options.dropFlushed ?? false);
+    return new FileAppender(plain.value, directHandle, offset, options.tap ?? null, options.flusher ?? null);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -148,7 +134,6 @@ export class FileAppender extends Writable {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    this.ending = true;
     this.writeCurrent()
       .then(() => this.settle())
       .then(() => this.closeHandles())
@@ -201,50 +186,23 @@ export class FileAppender extends Writable {
       .then(([written, seen]) => {
         const err = written.status === 'rejected' ? written.reason : seen.status === 'rejected' ? seen.reason : null;
         if (err) this.failure ??= err as Error; // reported by the next write or by _final
-        else this.wrote(length);
       })
       .finally(() => {
         giveBuffer(buffer);
         this.inFlight.delete(write);
+        if (!this.failure) this.flusher?.written(this.writtenTo());
       });
     this.inFlight.set(write, position);
   }
 
-  /** Counts finished writes, and starts a background flush once `flushEvery` bytes are not flushed. */
-  private wrote(length: number): void {
-    this.unflushed += length;
-    // Not at the end: the flush before 201 follows at once.
-    if (this.flushEvery <= 0 || this.unflushed < this.flushEvery || this.flushing || this.ending) return;
-    this.unflushed = 0;
-    this.flushes++;
-    // Covers every write finished so far; those still running are covered by a later flush.
-    // Below `end` every write has finished (they finish in any order).
-    const end = this.inFlight.size > 0 ? Math.min(...this.inFlight.values()) : this.position;
-    this.flushing = this.handle
-      .datasync()
-      .then(() => this.dropFlushedPages(end))
-      .catch((err: Error) => {
-        this.failure ??= err;
-      })
-      .finally(() => {
-        this.flushing = null;
-      });
+  /** Below this every write has finished (they finish in any order). */
+  private writtenTo(): number {
+    return this.inFlight.size > 0 ? Math.min(...this.inFlight.values()) : this.position;
   }
 
-  /**
-   * Drops the pages below `end`, which the flush that just ended covered. The rest is dropped by
-   * a later flush, or by the store after its last one.
-   */
-  private async dropFlushedPages(end: number): Promise<void> {
-    if (!this.dropFlushed || end <= this.dropFrom) return;
-    await dropCache(this.handle.fd, this.dropFrom, end - this.dropFrom);
-    this.dropFrom = end;
-  }
-
-  /** Waits for every running write and flush; throws the first error. */
+  /** Waits for every running write; throws the first error. */
   private async settle(): Promise<void> {
     await Promise.all(this.inFlight.keys());
-    await this.flushing;
     if (this.failure) throw this.failure;
   }
 

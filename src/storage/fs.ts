@@ -21,12 +21,14 @@ import { BlobNotFoundError } from './blobstore.js';
 import { HEX_LENGTH, parseDigest, UPLOAD_ID_RE, type Digest } from '../registry/names.js';
 import { FileAppender } from './file-appender.js';
 import { syncFile } from './sync-file.js';
+import { UploadFlusher } from './upload-flusher.js';
 import { canDropCache } from './page-cache.js';
 
 const HIGH_WATER_MARK = 1024 * 1024;
 /**
- * With fsync on, an upload is flushed in the background as it is written (see FileAppender):
- * after each 8 MiB through the page cache, after each 32 MiB with direct I/O. In the bench,
+ * With fsync on, an upload is flushed in the background as it is written, by its
+ * UploadFlusher, whichever requests write it: after each 8 MiB through the page cache, after
+ * each 32 MiB with direct I/O. In the bench,
  * buffered uploads flushed every 8 MiB ran 8 concurrent 32 MiB pushes at 499-531 MiB/s (four
  * runs), every 16 MiB at 459-503 (two) and every 32 MiB at 425-463 (seven; a 32 MiB push then
  * waited for one flush of all its bytes at the end); see README, Benchmarks.
@@ -54,6 +56,8 @@ export class FsBlobStore implements BlobStore {
    * FileAppender and page-cache.ts.
    */
   private readonly buffered: boolean;
+  /** Each open upload's background flushes (with fsync on), kept from one request to the next. */
+  private readonly flushers = new Map<string, UploadFlusher>();
 
   constructor(root: string, options: FsBlobStoreOptions = {}) {
     this.root = path.resolve(root);
@@ -87,15 +91,26 @@ export class FsBlobStore implements BlobStore {
   }
 
   async openUploadWriter(uploadId: string, offset: number, tap?: UploadTap): Promise<Writable> {
-    return FileAppender.open(this.uploadPath(uploadId), offset, {
-      tap,
-      flushEvery: !this.fsync ? 0 : this.buffered ? FLUSH_EVERY_BUFFERED : FLUSH_EVERY_DIRECT,
-      direct: !this.buffered,
-      dropFlushed: this.buffered,
-    });
+    return FileAppender.open(this.uploadPath(uploadId), offset, { tap, flusher: this.flusherOf(uploadId), direct: !this.buffered });
+  }
+
+  /** The upload's flusher (none with fsync off); fails once one of its flushes has failed. */
+  private flusherOf(uploadId: string): UploadFlusher | undefined {
+    if (!this.fsync) return undefined;
+    let flusher = this.flushers.get(uploadId);
+    if (!flusher) {
+      flusher = new UploadFlusher(this.uploadPath(uploadId), {
+        every: this.buffered ? FLUSH_EVERY_BUFFERED : FLUSH_EVERY_DIRECT,
+        drop: this.buffered,
+      });
+      this.flushers.set(uploadId, flusher);
+    }
+    flusher.check();
+    return flusher;
   }
 
   async truncateUpload(uploadId: string, size: number): Promise<void> {
+    this.flushers.get(uploadId)?.truncated(size);
     await fsp.truncate(this.uploadPath(uploadId), size).catch(ignoreMissing);
   }
 
@@ -110,8 +125,12 @@ export class FsBlobStore implements BlobStore {
 
   async syncUpload(uploadId: string): Promise<void> {
     const file = this.uploadPath(uploadId);
+    if (!this.fsync) return;
+    // A failed background flush fails the upload for good (it stays, failing, until deleted).
+    await this.flushers.get(uploadId)?.settle();
+    this.flushers.delete(uploadId);
     // A zero-byte upload never opened a writer: no file, nothing to flush.
-    if (this.fsync) await syncFile(file, { dropCache: this.buffered });
+    await syncFile(file, { dropCache: this.buffered });
   }
 
   async promoteUpload(uploadId: string, digest: Digest, size: number): Promise<void> {
@@ -136,6 +155,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async deleteUpload(uploadId: string): Promise<void> {
+    this.flushers.delete(uploadId);
     await fsp.rm(this.uploadPath(uploadId), { force: true });
   }
 

@@ -296,6 +296,32 @@ describe('filesystem BlobStore layout', () => {
     });
   }
 
+  it('flushes an upload sent in chunks as it goes, past the end of the requests that wrote it', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
+    try {
+      const store = new FsBlobStore(root);
+      await store.init();
+      const id = randomUUID();
+      const MiB = 1024 * 1024;
+      const data = randomBytes(32 * MiB);
+      // Four PATCHes of 8 MiB: none of them writes more than the 8 MiB a flush waits for.
+      for (let part = 0; part < 4; part++) await writeUpload(store, id, part * 8 * MiB, data.subarray(part * 8 * MiB, (part + 1) * 8 * MiB));
+      // No request waited for the flushes the later ones started; they end, and drop what they
+      // covered, on their own (all but the last chunk, at least), before the upload is closed.
+      const file = path.join(root, 'uploads', id);
+      const deadline = Date.now() + 5000;
+      while (cachedBytes(file) > 8 * MiB && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(cachedBytes(file)).to.be.at.most(8 * MiB);
+      await store.syncUpload(id);
+      expect(cachedBytes(file)).to.be.below(64 * 1024);
+      await store.promoteUpload(id, digestOf(data), data.length);
+      const opened = await store.open('staging', digestOf(data));
+      expect((await readAll(opened!.stream)).equals(data)).to.equal(true);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   it('makes every prefix directory of a new root at init, and starts on an existing root', async () => {
     const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
     try {

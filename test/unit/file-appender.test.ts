@@ -6,7 +6,6 @@ import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FileAppender } from '../../src/storage/file-appender.js';
-import { cachedBytes } from '../helpers/page-cache.js';
 
 describe('FileAppender (pooled, direct-I/O file writes)', () => {
   let dir: string;
@@ -106,53 +105,6 @@ describe('FileAppender (pooled, direct-I/O file writes)', () => {
     expect(slabs.size).to.be.within(1, 5); // 8 MiB each, kept for the life of the process
     expect(ordinary).to.be.greaterThan(0); // 12 writers holding up to 5 buffers each need more than 40
     for (const [i, body] of bodies.entries()) expect(readFileSync(path.join(dir, `f${i}`)).equals(body)).to.equal(true);
-  });
-
-  it('flushes in the background as it writes when asked to, and not otherwise', async () => {
-    const MiB = 1024 * 1024;
-    const body = randomBytes(12 * MiB + 99);
-    const chunks = Array.from({ length: 13 }, (_, k) => body.subarray(k * MiB, (k + 1) * MiB));
-    const flushing = await FileAppender.open(path.join(dir, 'f'), 0, { flushEvery: MiB });
-    await pipeline(Readable.from(chunks), flushing);
-    const plain = await FileAppender.open(path.join(dir, 'g'), 0);
-    await pipeline(Readable.from(chunks), plain);
-    expect(flushing.flushes).to.be.greaterThan(0);
-    expect(plain.flushes).to.equal(0);
-    expect(readFileSync(path.join(dir, 'f')).equals(body)).to.equal(true);
-  });
-
-  it('drops what its background flushes covered from the page cache when asked to', async () => {
-    const MiB = 1024 * 1024;
-    const body = randomBytes(16 * MiB);
-    // A MiB every 20 ms, as from a network: the flushes keep up.
-    async function* arriving(): AsyncGenerator<Buffer> {
-      for (let k = 0; k < 16; k++) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        yield body.subarray(k * MiB, (k + 1) * MiB);
-      }
-    }
-    const dropping = await FileAppender.open(path.join(dir, 'f'), 0, { flushEvery: 2 * MiB, direct: false, dropFlushed: true });
-    await pipeline(Readable.from(arriving()), dropping);
-    const keeping = await FileAppender.open(path.join(dir, 'g'), 0, { flushEvery: 2 * MiB, direct: false });
-    await pipeline(Readable.from(arriving()), keeping);
-    expect(dropping.flushes).to.be.greaterThan(0);
-    // What the last flushes did not cover is still cached (the store drops it after its own flush).
-    expect(cachedBytes(path.join(dir, 'f'))).to.be.below(body.length / 2);
-    expect(cachedBytes(path.join(dir, 'g'))).to.equal(body.length);
-    expect(readFileSync(path.join(dir, 'f')).equals(body)).to.equal(true);
-  });
-
-  it('fails when a background flush fails, though every write succeeded', async () => {
-    const MiB = 1024 * 1024;
-    // /dev/null takes every write and refuses fdatasync (EINVAL).
-    const chunks = Array.from({ length: 12 }, () => randomBytes(MiB));
-    const flushing = await FileAppender.open('/dev/null', 0, { flushEvery: MiB });
-    let error: NodeJS.ErrnoException | undefined;
-    await pipeline(Readable.from(chunks), flushing).catch((e: NodeJS.ErrnoException) => (error = e));
-    expect(flushing.flushes).to.be.greaterThan(0);
-    expect(error?.code).to.equal('EINVAL');
-    const plain = await FileAppender.open('/dev/null', 0);
-    await pipeline(Readable.from(chunks), plain);
   });
 
   it('truncates when it starts at offset 0', async () => {
