@@ -91,7 +91,9 @@ export class FsBlobStore implements BlobStore {
   }
 
   async openUploadWriter(uploadId: string, offset: number, tap?: UploadTap): Promise<Writable> {
-    return FileAppender.open(this.uploadPath(uploadId), offset, { tap, flusher: this.flusherOf(uploadId), direct: !this.buffered });
+    const flusher = this.flusherOf(uploadId);
+    flusher?.rewriteFrom(offset);
+    return FileAppender.open(this.uploadPath(uploadId), offset, { tap, flusher, direct: !this.buffered });
   }
 
   /** The upload's flusher (none with fsync off); fails once one of its flushes has failed. */
@@ -110,7 +112,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async truncateUpload(uploadId: string, size: number): Promise<void> {
-    this.flushers.get(uploadId)?.truncated(size);
+    this.flushers.get(uploadId)?.rewriteFrom(size);
     await fsp.truncate(this.uploadPath(uploadId), size).catch(ignoreMissing);
   }
 

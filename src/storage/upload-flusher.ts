@@ -79,10 +79,14 @@ export class UploadFlusher {
     this.check();
   }
 
-  /** The file was cut to `size` (a failed write undone): what follows is written again. */
-  truncated(size: number): void {
+  /**
+   * The bytes from `size` on are to be written again: the file was cut there (a failed write
+   * undone), or a writer starts there. Nothing changes when no byte past it was written.
+   */
+  rewriteFrom(size: number): void {
+    if (size >= this.writtenTo) return;
     this.flushedTo = Math.min(this.flushedTo, size);
-    this.writtenTo = Math.min(this.writtenTo, size);
+    this.writtenTo = size;
     this.cuts++;
   }
 

@@ -83,6 +83,25 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
     expect(flusher.flushes).to.equal(started);
   });
 
+  it('keeps its count when the next writer starts where the last one ended, while a flush runs', async () => {
+    const file = path.join(dir, 'f');
+    const body = randomBytes(8 * MiB);
+    const flusher = new UploadFlusher(file, { every: 4 * MiB, drop: false });
+    await pipeline(Readable.from(arriving(body, 0, 4)), await FileAppender.open(file, 0));
+    // A flush of the first 4 MiB starts; the next writer comes while it runs.
+    flusher.written(4 * MiB);
+    expect(flusher.flushes).to.equal(1);
+    flusher.rewriteFrom(4 * MiB);
+    await flusher.settle();
+    // The flush counted: the same 4 MiB are not flushed again ...
+    expect(flusher.flushes).to.equal(1);
+    // ... nor with less than 4 MiB more.
+    await pipeline(Readable.from([body.subarray(4 * MiB, 8 * MiB - 1)]), await FileAppender.open(file, 4 * MiB, { flusher }));
+    await flusher.settle();
+    expect(flusher.flushes).to.equal(1);
+    expect(readFileSync(file).equals(body.subarray(0, 8 * MiB - 1))).to.equal(true);
+  });
+
   it('counts bytes written again after a truncation toward the next flush', async () => {
     const file = path.join(dir, 'f');
     const body = randomBytes(8 * MiB);
@@ -92,7 +111,7 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
     const before = flusher.flushes;
     // A failed write is undone: the file is cut back to 2 MiB and written again from there.
     await truncate(file, 2 * MiB);
-    flusher.truncated(2 * MiB);
+    flusher.rewriteFrom(2 * MiB);
     await pipeline(Readable.from(arriving(body, 2, 6)), await FileAppender.open(file, 2 * MiB, { flusher }));
     await flusher.settle();
     expect(flusher.flushes).to.be.greaterThan(before);
