@@ -35,7 +35,7 @@ export class UploadFlusher {
   private writtenTo = 0;
   private running: Promise<void> | null = null;
   private failure: Error | null = null;
-  /** Truncations so far: a flush that ran across one does not move `flushedTo`. */
+  /** Rewrites so far (see rewriteFrom): a flush that ran across one does not move `flushedTo`. */
   private cuts = 0;
   /** Flushes started. */
   flushes = 0;

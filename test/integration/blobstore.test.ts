@@ -4,7 +4,7 @@
  */
 import { expect } from 'chai';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -317,6 +317,33 @@ describe('filesystem BlobStore layout', () => {
       await store.promoteUpload(id, digestOf(data), data.length);
       const opened = await store.open('staging', digestOf(data));
       expect((await readAll(opened!.stream)).equals(data)).to.equal(true);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  it('fails an upload for good once a background flush of it failed', async () => {
+    const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
+    try {
+      const store = new FsBlobStore(root);
+      await store.init();
+      const id = randomUUID();
+      const MiB = 1024 * 1024;
+      await writeUpload(store, id, 0, randomBytes(MiB));
+      // The upload's file becomes /dev/null, which takes every write and refuses fdatasync (EINVAL).
+      const file = path.join(root, 'uploads', id);
+      rmSync(file);
+      symlinkSync('/dev/null', file);
+      await writeUpload(store, id, MiB, randomBytes(9 * MiB)); // past 8 MiB: a background flush starts
+      const code = (e: NodeJS.ErrnoException) => e.code;
+      expect(await store.syncUpload(id).then(() => 'closed', code)).to.equal('EINVAL');
+      // Not forgotten: the next chunk and the next attempt to close fail too.
+      expect(await store.openUploadWriter(id, 10 * MiB).then(() => 'opened', code)).to.equal('EINVAL');
+      expect(await store.syncUpload(id).then(() => 'closed', code)).to.equal('EINVAL');
+      // Deleting the upload forgets it.
+      await store.deleteUpload(id);
+      await writeUpload(store, id, 0, randomBytes(MiB));
+      await store.syncUpload(id);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
