@@ -10,7 +10,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BlobNotFoundError, type BlobStore } from '../../src/storage/blobstore.js';
-import { FsBlobStore } from '../../src/storage/fs.js';
+import { FsBlobStore, type FsBlobStoreOptions } from '../../src/storage/fs.js';
 import { parseDigest, type Digest } from '../../src/registry/names.js';
 import { cachedBytes } from '../helpers/page-cache.js';
 
@@ -63,6 +63,25 @@ async function readAll(stream: Readable): Promise<Buffer> {
 
 async function writeUpload(store: BlobStore, id: string, offset: number, data: Buffer): Promise<void> {
   await pipeline(Readable.from([data]), await store.openUploadWriter(id, offset));
+}
+
+/** A filesystem store on a new root, removed afterwards. */
+async function withFsStore(options: FsBlobStoreOptions, run: (store: FsBlobStore, root: string) => Promise<void>): Promise<void> {
+  const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
+  try {
+    const store = new FsBlobStore(root, options);
+    await store.init();
+    await run(store, root);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/** Stages a closed upload as the blob `data` and reads it back. */
+async function expectStaged(store: BlobStore, id: string, data: Buffer): Promise<void> {
+  await store.promoteUpload(id, digestOf(data), data.length);
+  const opened = await store.open('staging', digestOf(data));
+  expect((await readAll(opened!.stream)).equals(data)).to.equal(true);
 }
 
 for (const driver of DRIVERS) {
@@ -274,10 +293,7 @@ describe('filesystem BlobStore layout', () => {
 
   for (const fsync of [true, false]) {
     it(`leaves no pushed bytes in the page cache (fsync ${fsync ? 'on: buffered writes, dropped once flushed' : 'off: direct I/O'})`, async () => {
-      const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
-      try {
-        const store = new FsBlobStore(root, { fsync });
-        await store.init();
+      await withFsStore({ fsync }, async (store, root) => {
         expect(store.uploadWrites).to.equal(fsync ? 'page cache' : 'direct');
         const id = randomUUID();
         const MiB = 1024 * 1024;
@@ -287,20 +303,13 @@ describe('filesystem BlobStore layout', () => {
         await store.syncUpload(id);
         // Under 64 KiB: a direct write leaves an unaligned tail to the ordinary descriptor.
         expect(cachedBytes(path.join(root, 'uploads', id))).to.be.below(64 * 1024);
-        await store.promoteUpload(id, digestOf(data), data.length);
-        const opened = await store.open('staging', digestOf(data));
-        expect((await readAll(opened!.stream)).equals(data)).to.equal(true);
-      } finally {
-        rmSync(root, { recursive: true, force: true });
-      }
+        await expectStaged(store, id, data);
+      });
     });
   }
 
   it('flushes an upload sent in chunks as it goes, past the end of the requests that wrote it', async () => {
-    const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
-    try {
-      const store = new FsBlobStore(root);
-      await store.init();
+    await withFsStore({}, async (store, root) => {
       const id = randomUUID();
       const MiB = 1024 * 1024;
       const data = randomBytes(32 * MiB);
@@ -314,19 +323,12 @@ describe('filesystem BlobStore layout', () => {
       expect(cachedBytes(file)).to.be.at.most(8 * MiB);
       await store.syncUpload(id);
       expect(cachedBytes(file)).to.be.below(64 * 1024);
-      await store.promoteUpload(id, digestOf(data), data.length);
-      const opened = await store.open('staging', digestOf(data));
-      expect((await readAll(opened!.stream)).equals(data)).to.equal(true);
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
+      await expectStaged(store, id, data);
+    });
   });
 
   it('fails an upload for good once a background flush of it failed', async () => {
-    const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
-    try {
-      const store = new FsBlobStore(root);
-      await store.init();
+    await withFsStore({}, async (store, root) => {
       const id = randomUUID();
       const MiB = 1024 * 1024;
       await writeUpload(store, id, 0, randomBytes(MiB));
@@ -344,9 +346,7 @@ describe('filesystem BlobStore layout', () => {
       await store.deleteUpload(id);
       await writeUpload(store, id, 0, randomBytes(MiB));
       await store.syncUpload(id);
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
+    });
   });
 
   it('makes every prefix directory of a new root at init, and starts on an existing root', async () => {
