@@ -10,6 +10,7 @@ import { parseAddr, type GatewayConfig } from './config/config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { MetadataStore } from './db/metadata.js';
 import { createApp } from './http/app.js';
+import { continueOnRead } from './http/expect-continue.js';
 import { createLogger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
 import { Registry } from './registry/registry.js';
@@ -280,6 +281,11 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
         handler,
       )
     : http.createServer(serverOptions, handler);
+  // With a listener, Node leaves `100 Continue` to the gateway (see expect-continue.ts).
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    continueOnRead(req, res);
+    handler(req, res);
+  });
   server.keepAliveTimeout = 65_000;
   server.setTimeout(config.http.idleTimeoutSeconds * 1000);
 
