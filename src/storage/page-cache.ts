@@ -49,4 +49,3 @@ export const canDropCache = addon !== null;
 export async function dropCache(fd: number, offset = 0, length = 0): Promise<void> {
   await addon?.dropCache(fd, offset, length).catch(() => undefined);
 }
-

@@ -18,8 +18,7 @@
  * upload: every later writer and the final flush report it (a flush of a descriptor opened
  * after the error would not).
  */
-import { promises as fsp } from 'node:fs';
-import { dropCache } from './page-cache.js';
+import { syncFile } from './sync-file.js';
 
 export interface UploadFlusherOptions {
   /** Start a flush once this many bytes more than flushed are written. */
@@ -93,14 +92,9 @@ export class UploadFlusher {
   private async flushTo(end: number): Promise<void> {
     const from = this.flushedTo;
     const cuts = this.cuts;
-    // Its own descriptor: the writer that reported may close its own before this ends.
-    const handle = await fsp.open(this.file, 'r');
-    try {
-      await handle.datasync();
-      if (this.options.drop && end > from) await dropCache(handle.fd, from, end - from);
-    } finally {
-      await handle.close();
-    }
+    // Through a descriptor of its own: the writer that reported may close its own before this ends.
+    const dropCache = this.options.drop && end > from && { offset: from, length: end - from };
+    if (!(await syncFile(this.file, { dropCache }))) throw new Error(`the upload's file ${this.file} is gone`);
     if (this.cuts === cuts) this.flushedTo = end;
   }
 }
