@@ -1,80 +1,145 @@
 /*
- * posix_fadvise(POSIX_FADV_DONTNEED) for Node, which has no binding for it: lets the blob
- * store drop the page cache of bytes it has flushed (see src/storage/page-cache.ts).
+ * Flushing a file to disk and dropping the flushed bytes from the page cache, for the blob
+ * store and the embedded database's log (see src/storage/page-cache.ts and sync-file.ts).
+ * Node has no binding for posix_fadvise(POSIX_FADV_DONTNEED).
  *
- * dropCache(fd, offset, length) -> Promise<void>, run on libuv's thread pool: dropping the
- * pages of a large file takes milliseconds, which must not hold the event loop. The caller
- * keeps the descriptor open until the promise settles.
+ * syncPath(path, directory, dropOffset, dropLength) -> Promise<boolean>: open, fdatasync (a
+ * directory: fsync), drop [dropOffset, dropOffset + dropLength) from the page cache unless
+ * dropLength is -1 (0: to the end of the file), close. One job on libuv's thread pool: a
+ * flush takes milliseconds, which must not hold the event loop, and through fs.promises the
+ * same steps are four jobs, each a round trip through the event loop. Resolves false when
+ * there is no such file; rejects with an Error carrying `code`, `syscall` and `path`, as
+ * fs.promises does.
  */
-#define _POSIX_C_SOURCE 200112L
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <node_api.h>
+#include <uv.h>
 
 typedef struct {
-  int fd;
-  int64_t offset;
-  int64_t length;
+  char *path;
+  int directory;
+  int64_t drop_offset;
+  int64_t drop_length;
   int error;
+  const char *failed; /* the call that failed */
+  int missing;
   napi_deferred deferred;
   napi_async_work work;
-} drop_request;
+} sync_request;
 
-static void drop_execute(napi_env env, void *data) {
-  drop_request *request = data;
+static void sync_execute(napi_env env, void *data) {
+  sync_request *request = data;
+  int fd;
   (void)env;
-  request->error = posix_fadvise(request->fd, (off_t)request->offset, (off_t)request->length, POSIX_FADV_DONTNEED);
+  do {
+    fd = open(request->path, O_RDONLY | O_CLOEXEC | (request->directory ? O_DIRECTORY : 0));
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    if (errno == ENOENT) request->missing = 1;
+    else {
+      request->error = errno;
+      request->failed = "open";
+    }
+    return;
+  }
+  if ((request->directory ? fsync(fd) : fdatasync(fd)) != 0) {
+    request->error = errno;
+    request->failed = request->directory ? "fsync" : "fdatasync";
+  } else if (request->drop_length >= 0) {
+    /* Only pages already flushed are dropped; a failure costs memory, not data: ignored. */
+    (void)posix_fadvise(fd, (off_t)request->drop_offset, (off_t)request->drop_length, POSIX_FADV_DONTNEED);
+  }
+  if (close(fd) != 0 && request->error == 0 && errno != EINTR) {
+    request->error = errno;
+    request->failed = "close";
+  }
 }
 
-static void drop_complete(napi_env env, napi_status status, void *data) {
-  drop_request *request = data;
+/* An Error like fs.promises' own: `code` (EIO, ...), `syscall`, `path`. */
+static napi_value sync_error(napi_env env, sync_request *request) {
+  napi_value error, message, code, syscall, path;
+  const char *name = uv_err_name(uv_translate_sys_error(request->error));
+  char text[512];
+  snprintf(text, sizeof text, "%s: %s, %s '%s'", name, strerror(request->error), request->failed, request->path);
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, message, &error);
+  napi_create_string_utf8(env, request->failed, NAPI_AUTO_LENGTH, &syscall);
+  napi_create_string_utf8(env, request->path, NAPI_AUTO_LENGTH, &path);
+  napi_set_named_property(env, error, "syscall", syscall);
+  napi_set_named_property(env, error, "path", path);
+  return error;
+}
+
+static void sync_complete(napi_env env, napi_status status, void *data) {
+  sync_request *request = data;
   napi_value value;
-  if (status == napi_ok && request->error == 0) {
-    napi_get_undefined(env, &value);
-    napi_resolve_deferred(env, request->deferred, value);
-  } else {
+  if (status != napi_ok) {
     napi_value message;
-    const char *text = status == napi_ok ? strerror(request->error) : "posix_fadvise was cancelled";
-    napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &message);
+    napi_create_string_utf8(env, "syncPath was cancelled", NAPI_AUTO_LENGTH, &message);
     napi_create_error(env, NULL, message, &value);
     napi_reject_deferred(env, request->deferred, value);
+  } else if (request->error != 0) {
+    napi_reject_deferred(env, request->deferred, sync_error(env, request));
+  } else {
+    napi_get_boolean(env, !request->missing, &value);
+    napi_resolve_deferred(env, request->deferred, value);
   }
   napi_delete_async_work(env, request->work);
+  free(request->path);
   free(request);
 }
 
-static napi_value drop_cache(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
-  int64_t offset, length;
-  int32_t fd;
+static napi_value sync_path(napi_env env, napi_callback_info info) {
+  size_t argc = 4, length;
+  napi_value argv[4];
+  bool directory;
+  int64_t drop_offset, drop_length;
   napi_value promise, name;
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &offset) != napi_ok ||
-      napi_get_value_int64(env, argv[2], &length) != napi_ok || fd < 0 || offset < 0 || length < 0) {
-    napi_throw_type_error(env, NULL, "dropCache(fd, offset, length) takes three non-negative numbers");
+  if (argc != 4 || napi_get_value_string_utf8(env, argv[0], NULL, 0, &length) != napi_ok || length == 0 ||
+      napi_get_value_bool(env, argv[1], &directory) != napi_ok || napi_get_value_int64(env, argv[2], &drop_offset) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &drop_length) != napi_ok || drop_offset < 0 || drop_length < -1) {
+    napi_throw_type_error(env, NULL, "syncPath(path, directory, dropOffset, dropLength) takes a path, a boolean and two numbers");
     return NULL;
   }
-  drop_request *request = calloc(1, sizeof *request);
-  if (request == NULL) {
+  sync_request *request = calloc(1, sizeof *request);
+  char *path = malloc(length + 1);
+  if (request == NULL || path == NULL) {
+    free(request);
+    free(path);
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  request->fd = fd;
-  request->offset = offset;
-  request->length = length;
+  napi_get_value_string_utf8(env, argv[0], path, length + 1, &length);
+  if (strlen(path) != length) {
+    free(request);
+    free(path);
+    napi_throw_type_error(env, NULL, "syncPath: the path holds a NUL byte");
+    return NULL;
+  }
+  request->path = path;
+  request->directory = directory;
+  request->drop_offset = drop_offset;
+  request->drop_length = drop_length;
   napi_create_promise(env, &request->deferred, &promise);
-  napi_create_string_utf8(env, "dropCache", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, drop_execute, drop_complete, request, &request->work);
+  napi_create_string_utf8(env, "syncPath", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, sync_execute, sync_complete, request, &request->work);
   napi_queue_async_work(env, request->work);
   return promise;
 }
 
 NAPI_MODULE_INIT() {
   napi_value fn;
-  napi_create_function(env, "dropCache", NAPI_AUTO_LENGTH, drop_cache, NULL, &fn);
-  napi_set_named_property(env, exports, "dropCache", fn);
+  napi_create_function(env, "syncPath", NAPI_AUTO_LENGTH, sync_path, NULL, &fn);
+  napi_set_named_property(env, exports, "syncPath", fn);
   return exports;
 }

@@ -20,7 +20,7 @@ import type { Area, BlobStore, ByteRange, OpenedBlob, UploadTap } from './blobst
 import { BlobNotFoundError } from './blobstore.js';
 import { HEX_LENGTH, parseDigest, UPLOAD_ID_RE, type Digest } from '../registry/names.js';
 import { FileAppender } from './file-appender.js';
-import { syncFile } from './sync-file.js';
+import { syncDirectory, syncFile } from './sync-file.js';
 import { UploadFlusher } from './upload-flusher.js';
 import { canDropCache } from './page-cache.js';
 
@@ -189,13 +189,7 @@ export class FsBlobStore implements BlobStore {
 
   /** With fsync on, makes a rename into `dir` durable: a 201 must not name a file a power loss can take back. */
   private async syncDir(dir: string): Promise<void> {
-    if (!this.fsync) return;
-    const handle = await fsp.open(dir, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
+    if (this.fsync) await syncDirectory(dir);
   }
 
   async stat(area: Area, digest: Digest): Promise<{ size: number } | null> {
