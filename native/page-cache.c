@@ -10,8 +10,13 @@
  * same steps are four jobs, each a round trip through the event loop. Resolves false when
  * there is no such file; rejects with an Error carrying `code`, `syscall` and `path`, as
  * fs.promises does.
+ *
+ * renameInto(source, target, syncDirectory) -> Promise<'renamed' | 'exists' | 'missing'>:
+ * renames source to target unless target exists (renameat2 with RENAME_NOREPLACE), then, with
+ * syncDirectory, flushes target's directory (fsync), again as one job. 'exists' and 'missing'
+ * (no source) change nothing; a filesystem without RENAME_NOREPLACE rejects with EINVAL.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -25,6 +30,9 @@
 
 typedef struct {
   char *path;
+  char *source; /* renameInto: what is renamed to path */
+  int sync_directory;
+  const char *outcome;
   int directory;
   int64_t drop_offset;
   int64_t drop_length;
@@ -63,6 +71,48 @@ static void sync_execute(napi_env env, void *data) {
   }
 }
 
+/* Flushes the directory that holds `path`; the error, if any, is left in the request. */
+static void sync_parent(sync_request *request) {
+  char *slash = strrchr(request->path, '/');
+  char *dir = slash == NULL ? strdup(".") : slash == request->path ? strdup("/") : strndup(request->path, (size_t)(slash - request->path));
+  int fd;
+  if (dir == NULL) {
+    request->error = ENOMEM;
+    request->failed = "open";
+    return;
+  }
+  do {
+    fd = open(dir, O_RDONLY | O_CLOEXEC | O_DIRECTORY);
+  } while (fd < 0 && errno == EINTR);
+  free(dir);
+  if (fd < 0) {
+    request->error = errno;
+    request->failed = "open";
+    return;
+  }
+  if (fsync(fd) != 0) {
+    request->error = errno;
+    request->failed = "fsync";
+  }
+  close(fd);
+}
+
+static void rename_execute(napi_env env, void *data) {
+  sync_request *request = data;
+  (void)env;
+  if (renameat2(AT_FDCWD, request->source, AT_FDCWD, request->path, RENAME_NOREPLACE) != 0) {
+    if (errno == EEXIST) request->outcome = "exists";
+    else if (errno == ENOENT) request->outcome = "missing";
+    else {
+      request->error = errno;
+      request->failed = "rename";
+    }
+    return;
+  }
+  request->outcome = "renamed";
+  if (request->sync_directory) sync_parent(request);
+}
+
 /* An Error like fs.promises' own: `code` (EIO, ...), `syscall`, `path`. */
 static napi_value sync_error(napi_env env, sync_request *request) {
   napi_value error, message, code, syscall, path;
@@ -90,56 +140,108 @@ static void sync_complete(napi_env env, napi_status status, void *data) {
   } else if (request->error != 0) {
     napi_reject_deferred(env, request->deferred, sync_error(env, request));
   } else {
-    napi_get_boolean(env, !request->missing, &value);
+    if (request->outcome != NULL) napi_create_string_utf8(env, request->outcome, NAPI_AUTO_LENGTH, &value);
+    else napi_get_boolean(env, !request->missing, &value);
     napi_resolve_deferred(env, request->deferred, value);
   }
   napi_delete_async_work(env, request->work);
   free(request->path);
+  free(request->source);
   free(request);
 }
 
-static napi_value sync_path(napi_env env, napi_callback_info info) {
-  size_t argc = 4, length;
-  napi_value argv[4];
-  bool directory;
-  int64_t drop_offset, drop_length;
-  napi_value promise, name;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc != 4 || napi_get_value_string_utf8(env, argv[0], NULL, 0, &length) != napi_ok || length == 0 ||
-      napi_get_value_bool(env, argv[1], &directory) != napi_ok || napi_get_value_int64(env, argv[2], &drop_offset) != napi_ok ||
-      napi_get_value_int64(env, argv[3], &drop_length) != napi_ok || drop_offset < 0 || drop_length < -1) {
-    napi_throw_type_error(env, NULL, "syncPath(path, directory, dropOffset, dropLength) takes a path, a boolean and two numbers");
+/* A path argument as a new C string; NULL (with a TypeError thrown) when it is not a non-empty string without NUL. */
+static char *path_argument(napi_env env, napi_value value, const char *usage) {
+  size_t length;
+  char *path;
+  if (napi_get_value_string_utf8(env, value, NULL, 0, &length) != napi_ok || length == 0) {
+    napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  sync_request *request = calloc(1, sizeof *request);
-  char *path = malloc(length + 1);
-  if (request == NULL || path == NULL) {
-    free(request);
-    free(path);
+  path = malloc(length + 1);
+  if (path == NULL) {
     napi_throw_error(env, NULL, "out of memory");
     return NULL;
   }
-  napi_get_value_string_utf8(env, argv[0], path, length + 1, &length);
+  napi_get_value_string_utf8(env, value, path, length + 1, &length);
   if (strlen(path) != length) {
-    free(request);
     free(path);
-    napi_throw_type_error(env, NULL, "syncPath: the path holds a NUL byte");
+    napi_throw_type_error(env, NULL, "a path holds a NUL byte");
     return NULL;
   }
-  request->path = path;
+  return path;
+}
+
+static napi_value queue(napi_env env, sync_request *request, const char *what, napi_async_execute_callback execute) {
+  napi_value promise, name;
+  napi_create_promise(env, &request->deferred, &promise);
+  napi_create_string_utf8(env, what, NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, execute, sync_complete, request, &request->work);
+  napi_queue_async_work(env, request->work);
+  return promise;
+}
+
+static napi_value rename_into(napi_env env, napi_callback_info info) {
+  static const char usage[] = "renameInto(source, target, syncDirectory) takes two paths and a boolean";
+  size_t argc = 3;
+  napi_value argv[3];
+  bool sync_directory;
+  sync_request *request;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 3 || napi_get_value_bool(env, argv[2], &sync_directory) != napi_ok) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  request = calloc(1, sizeof *request);
+  if (request == NULL) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  request->source = path_argument(env, argv[0], usage);
+  request->path = request->source ? path_argument(env, argv[1], usage) : NULL;
+  if (request->path == NULL) {
+    free(request->source);
+    free(request);
+    return NULL;
+  }
+  request->sync_directory = sync_directory;
+  return queue(env, request, "renameInto", rename_execute);
+}
+
+static napi_value sync_path(napi_env env, napi_callback_info info) {
+  static const char usage[] = "syncPath(path, directory, dropOffset, dropLength) takes a path, a boolean and two numbers";
+  size_t argc = 4;
+  napi_value argv[4];
+  bool directory;
+  int64_t drop_offset, drop_length;
+  sync_request *request;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 4 || napi_get_value_bool(env, argv[1], &directory) != napi_ok || napi_get_value_int64(env, argv[2], &drop_offset) != napi_ok ||
+      napi_get_value_int64(env, argv[3], &drop_length) != napi_ok || drop_offset < 0 || drop_length < -1) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  request = calloc(1, sizeof *request);
+  if (request == NULL) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  request->path = path_argument(env, argv[0], usage);
+  if (request->path == NULL) {
+    free(request);
+    return NULL;
+  }
   request->directory = directory;
   request->drop_offset = drop_offset;
   request->drop_length = drop_length;
-  napi_create_promise(env, &request->deferred, &promise);
-  napi_create_string_utf8(env, "syncPath", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, sync_execute, sync_complete, request, &request->work);
-  napi_queue_async_work(env, request->work);
-  return promise;
+  return queue(env, request, "syncPath", sync_execute);
 }
 
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "syncPath", NAPI_AUTO_LENGTH, sync_path, NULL, &fn);
   napi_set_named_property(env, exports, "syncPath", fn);
+  napi_create_function(env, "renameInto", NAPI_AUTO_LENGTH, rename_into, NULL, &fn);
+  napi_set_named_property(env, exports, "renameInto", fn);
   return exports;
 }

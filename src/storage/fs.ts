@@ -22,7 +22,7 @@ import { HEX_LENGTH, parseDigest, UPLOAD_ID_RE, type Digest } from '../registry/
 import { FileAppender } from './file-appender.js';
 import { syncDirectory, syncFile } from './sync-file.js';
 import { UploadFlusher } from './upload-flusher.js';
-import { canDropCache } from './page-cache.js';
+import { canDropCache, renameInto } from './page-cache.js';
 
 const HIGH_WATER_MARK = 1024 * 1024;
 /**
@@ -56,6 +56,8 @@ export class FsBlobStore implements BlobStore {
    * FileAppender and page-cache.ts.
    */
   private readonly buffered: boolean;
+  /** Set once the filesystem refused RENAME_NOREPLACE: staging checks, then renames. */
+  private replaceOnly = false;
   /** Each open upload's background flushes (with fsync on), kept from one request to the next. */
   private readonly flushers = new Map<string, UploadFlusher>();
 
@@ -139,21 +141,41 @@ export class FsBlobStore implements BlobStore {
     const source = this.uploadPath(uploadId);
     const target = this.contentPath('staging', digest);
     await this.ensureDir(path.dirname(target));
-    if (await this.holds(digest, size)) {
-      await fsp.rm(source, { force: true });
-      return;
+    let outcome = await this.renameUnlessPresent(source, target);
+    if (outcome !== 'renamed' && outcome !== 'missing') {
+      // Content is addressed by its digest: a whole file there is the same bytes. A cut one is replaced.
+      if (await this.holds(digest, size)) {
+        await fsp.rm(source, { force: true });
+        return;
+      }
+      outcome = await fsp.rename(source, target).then(
+        () => 'renamed' as const,
+        (err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? ('missing' as const) : Promise.reject(err)),
+      );
+      if (outcome === 'renamed') await this.syncDir(path.dirname(target));
     }
-    try {
-      await fsp.rename(source, target);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    if (outcome === 'missing') {
       // A zero-byte upload never opened a writer: stage an empty file. Any other upload's bytes
       // are gone (cancelled or purged meanwhile): nothing may be staged in their place.
       if (size !== 0) throw new BlobNotFoundError('uploads', `upload ${uploadId}`);
       await this.putStaged(digest, Buffer.alloc(0));
-      return;
     }
-    await this.syncDir(path.dirname(target));
+  }
+
+  /**
+   * Through the addon, the rename and the flush of its directory in one job, when nothing is
+   * at `target` yet ('renamed', flushed with fsync on); 'exists' or 'missing' change nothing.
+   * Null when not tried: no addon, or a filesystem that cannot refuse to replace.
+   */
+  private async renameUnlessPresent(source: string, target: string): Promise<'renamed' | 'exists' | 'missing' | null> {
+    if (!renameInto || this.replaceOnly) return null;
+    try {
+      return await renameInto(source, target, this.fsync);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      this.replaceOnly = true;
+      return null;
+    }
   }
 
   async deleteUpload(uploadId: string): Promise<void> {

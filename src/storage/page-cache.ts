@@ -3,7 +3,8 @@
  * node-gyp (python3, make and a C compiler; where the build fails, the install goes on without
  * it and `canDropCache` is false). It opens, flushes, drops the flushed bytes from the page
  * cache (posix_fadvise(POSIX_FADV_DONTNEED), which Node has no binding for) and closes, in
- * one job on libuv's thread pool. sync-file.ts is its user.
+ * one job on libuv's thread pool; and renames a file into place unless its target exists,
+ * flushing the directory after, again as one job. sync-file.ts and fs.ts are its users.
  *
  * Why drop: uploads are written through the page cache and flushed before they are
  * acknowledged (see fs.ts). Left there, every pushed byte stays cached and the cache grows by
@@ -20,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 
 interface PageCacheAddon {
   syncPath(path: string, directory: boolean, dropOffset: number, dropLength: number): Promise<boolean>;
+  renameInto(source: string, target: string, syncDirectory: boolean): Promise<'renamed' | 'exists' | 'missing'>;
 }
 
 function loadAddon(): PageCacheAddon | null {
@@ -30,7 +32,7 @@ function loadAddon(): PageCacheAddon | null {
     try {
       const addon = require(path.resolve(here, up, 'build', 'Release', 'page_cache.node')) as Partial<PageCacheAddon>;
       // One built from an older native/page-cache.c lacks it: as if there were none (`npm run install` builds it again).
-      return typeof addon.syncPath === 'function' ? (addon as PageCacheAddon) : null;
+      return typeof addon.syncPath === 'function' && typeof addon.renameInto === 'function' ? (addon as PageCacheAddon) : null;
     } catch {
       // not there: try the next
     }
@@ -51,3 +53,11 @@ export const canDropCache = addon !== null;
  * left cached costs memory, not data.
  */
 export const syncPath: PageCacheAddon['syncPath'] | null = addon ? (p, directory, offset, length) => addon.syncPath(p, directory, offset, length) : null;
+
+/**
+ * Renames `source` to `target` unless `target` exists (renameat2 with RENAME_NOREPLACE), and
+ * with `syncDirectory` then flushes `target`'s directory, on the thread pool: 'exists' and
+ * 'missing' (no `source`) change nothing. Rejects with EINVAL where the filesystem cannot
+ * refuse to replace. Null without the addon.
+ */
+export const renameInto: PageCacheAddon['renameInto'] | null = addon ? (source, target, sync) => addon.renameInto(source, target, sync) : null;

@@ -43,6 +43,17 @@ const DRIVERS: DriverUnderTest[] = [
     },
   },
   {
+    // What a filesystem that refuses RENAME_NOREPLACE (EINVAL), or a machine without the addon, gets: check, then rename.
+    name: 'filesystem, staging without RENAME_NOREPLACE',
+    async create() {
+      const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
+      const store = new FsBlobStore(root);
+      (store as unknown as { replaceOnly: boolean }).replaceOnly = true;
+      await store.init();
+      return { store, files: () => listFiles(root), cleanup: async () => rmSync(root, { recursive: true, force: true }) };
+    },
+  },
+  {
     name: 'filesystem, fsync off',
     async create() {
       const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
@@ -169,6 +180,13 @@ for (const driver of DRIVERS) {
       expect(await store.stat('staging', digest)).to.deep.equal({ size: 3 });
       await store.putStaged(digest, data);
       expect(await store.stat('staging', digest)).to.deep.equal({ size: data.length });
+      // And by an upload that stages it.
+      await store.delete('staging', digest);
+      await store.putStaged(digest, data.subarray(0, 3)).catch(() => undefined);
+      const third = randomUUID();
+      await writeUpload(store, third, 0, data);
+      await expectStaged(store, third, data);
+      expect(await store.listUploads()).to.deep.equal([]);
     });
 
     it('shows the bytes of each append to its tap, in order', async () => {

@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { canDropCache, syncPath } from '../../src/storage/page-cache.js';
+import { canDropCache, renameInto, syncPath } from '../../src/storage/page-cache.js';
 import { syncByHandle, syncDirectory, syncFile } from '../../src/storage/sync-file.js';
 import { cachedBytes } from '../helpers/page-cache.js';
 
@@ -16,7 +16,7 @@ function dirtyKiB(): number {
   return Number(/(\d+)/.exec(line ?? '')?.[1]);
 }
 
-describe('page-cache addon (open, fdatasync, posix_fadvise DONTNEED, close)', () => {
+describe('page-cache addon (flushes in one job, renames that do not replace)', () => {
   let dir: string;
   beforeEach(() => {
     dir = mkdtempSync(path.join(tmpdir(), 'page-cache-'));
@@ -90,6 +90,25 @@ describe('page-cache addon (open, fdatasync, posix_fadvise DONTNEED, close)', ()
     expect(() => addon('a\0b', false, 0, -1)).to.throw(TypeError, /NUL/);
     expect(() => addon(file(dir), false, -1, 0)).to.throw(TypeError);
     expect(() => addon(file(dir), 'yes', 0, 0)).to.throw(TypeError);
+  });
+
+  it('renames into place only where nothing is, and says what it found', async () => {
+    const rename = renameInto as NonNullable<typeof renameInto>;
+    mkdirSync(path.join(dir, 'd'));
+    const [source, target] = [path.join(dir, 'upload'), path.join(dir, 'd', 'blob')];
+    writeFileSync(source, 'first');
+    expect(await rename(source, target, true)).to.equal('renamed');
+    expect(readFileSync(target, 'utf8')).to.equal('first');
+    expect(existsSync(source)).to.equal(false);
+    writeFileSync(source, 'second');
+    expect(await rename(source, target, false)).to.equal('exists');
+    expect(readFileSync(target, 'utf8')).to.equal('first');
+    expect(readFileSync(source, 'utf8')).to.equal('second');
+    expect(await rename(path.join(dir, 'none'), path.join(dir, 'd', 'other'), true)).to.equal('missing');
+    const err = await rename(source, path.join(dir, 'd', 'blob', 'under-a-file'), true).catch((e: NodeJS.ErrnoException) => e);
+    expect(err).to.be.instanceOf(Error).that.includes({ code: 'ENOTDIR', syscall: 'rename' });
+    expect(() => (rename as (...args: unknown[]) => unknown)(source, '', true)).to.throw(TypeError);
+    expect(() => (rename as (...args: unknown[]) => unknown)(source, target)).to.throw(TypeError);
   });
 
   it('flushes through fs.promises where the addon is not built', async () => {
