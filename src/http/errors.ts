@@ -2,6 +2,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { RegistryError } from '../registry/errors.js';
 import { BlobNotFoundError } from '../storage/blobstore.js';
+import { awaitingContinue } from './expect-continue.js';
 
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
@@ -29,9 +30,7 @@ export function sendRegistryError(res: Response, error: RegistryError): void {
     return;
   }
   for (const [name, value] of Object.entries(error.headers)) res.setHeader(name, value);
-  // A body still arriving that nothing reads (an upload refused or failed midway) would hold
-  // the connection until the idle timeout, and a shutdown with it: close it after the answer.
-  if (!res.req.complete && !res.req.readableFlowing) res.setHeader('Connection', 'close');
+  discardBody(res, error);
   res.status(error.status);
   const body = JSON.stringify(error.toBody());
   res.setHeader('Content-Type', 'application/json');
@@ -41,6 +40,20 @@ export function sendRegistryError(res: Response, error: RegistryError): void {
   // connection after every HEAD 404, and a push's existence checks each cost a new one.
   if (res.req.method === 'HEAD') res.end();
   else res.end(body);
+}
+
+/**
+ * A body that nothing read. A refused chunk (416) is read and dropped, so that the client,
+ * still sending it, reads the answer and keeps its connection. Any other body still arriving (an
+ * upload refused or failed midway) would hold the connection until the idle timeout, and a
+ * shutdown with it: the connection closes after the answer. A client waiting for 100 Continue
+ * never sends its body, and is not asked to.
+ */
+function discardBody(res: Response, error: RegistryError): void {
+  const req = res.req;
+  if (req.complete || req.readableFlowing) return;
+  if (error.status === 416 && !awaitingContinue(req)) req.resume();
+  else res.setHeader('Connection', 'close');
 }
 
 export function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {

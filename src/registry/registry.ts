@@ -356,8 +356,8 @@ export class Registry {
     record = true,
   ): Promise<number> {
     if (range) {
+      // The HTTP layer discards the unread body with the answer (or never asks for it: 100-continue).
       if (range.start !== size) {
-        source.resume();
         throw new RegistryError('RANGE_INVALID', `chunk starts at ${range.start}, upload is at ${size}`, {
           status: 416,
           headers: { Range: rangeHeader(size) },
@@ -365,7 +365,6 @@ export class Registry {
       }
       const expected = range.end - range.start + 1;
       if (contentLength !== null && contentLength !== expected) {
-        source.resume();
         throw new RegistryError('RANGE_INVALID', `Content-Range covers ${expected} bytes, Content-Length is ${contentLength}`, {
           status: 416,
           headers: { Range: rangeHeader(size) },

@@ -64,6 +64,29 @@ describe('Expect: 100-continue', () => {
     expect(outcome).to.deep.equal({ status: 202, continued: false });
   });
 
+  it('refuses a chunk that does not start where the upload is (416) and never asks for it', async () => {
+    const auth = { Authorization: userAuth('alice') };
+    const started = await fetch(`${gw.url}/v2/team/expect/blobs/uploads/`, { method: 'POST', headers: auth });
+    expect(started.status).to.equal(202);
+    const location = new URL(started.headers.get('location') as string, gw.url).toString();
+    const outcome = await withExpect(
+      location,
+      'PATCH',
+      { ...auth, 'Content-Type': 'application/octet-stream', 'Content-Range': `1000-${1000 + blob.length - 1}` },
+      blob,
+    );
+    expect(outcome).to.deep.equal({ status: 416, continued: false });
+    // The session is as it was: a chunk from 0 is taken.
+    const chunk = blob.subarray(0, 1024);
+    const patched = await fetch(location, {
+      method: 'PATCH',
+      headers: { ...auth, 'Content-Type': 'application/octet-stream', 'Content-Range': '0-1023' },
+      body: chunk,
+    });
+    expect(patched.status).to.equal(202);
+    expect(patched.headers.get('range')).to.equal('0-1023');
+  });
+
   it('refuses a manifest declared over the size limit with 413 and never asks for it', async () => {
     const outcome = await withExpect(
       `${gw.url}/v2/team/expect/manifests/v1`,
