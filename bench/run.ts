@@ -608,6 +608,7 @@ const imagePush: BenchCase = {
     }
     // The images' own times: between them the other registry took its turn.
     const total = perImage.reduce((a, b) => a + b, 0);
+    ctx.note(`images ${perImage.map((ms) => ms.toFixed(0)).join(' ')} ms`);
     ctx.record({ label: `${SIZES.imageLayers}-layer image push`, unit: 'ms per image', better: 'lower', value: median(perImage) });
     ctx.record({ label: `${SIZES.imageLayers}-layer image push`, unit: 'images/s', better: 'higher', value: (SIZES.images / total) * 1000 });
   },
