@@ -172,6 +172,13 @@ static char *path_argument(napi_env env, napi_value value, const char *usage) {
   return path;
 }
 
+/* A zeroed request; NULL (with an Error thrown) when out of memory. */
+static sync_request *new_request(napi_env env) {
+  sync_request *request = calloc(1, sizeof *request);
+  if (request == NULL) napi_throw_error(env, NULL, "out of memory");
+  return request;
+}
+
 static napi_value queue(napi_env env, sync_request *request, const char *what, napi_async_execute_callback execute) {
   napi_value promise, name;
   napi_create_promise(env, &request->deferred, &promise);
@@ -192,11 +199,8 @@ static napi_value rename_into(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  request = calloc(1, sizeof *request);
-  if (request == NULL) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  request = new_request(env);
+  if (request == NULL) return NULL;
   request->source = path_argument(env, argv[0], usage);
   request->path = request->source ? path_argument(env, argv[1], usage) : NULL;
   if (request->path == NULL) {
@@ -221,11 +225,8 @@ static napi_value sync_path(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, usage);
     return NULL;
   }
-  request = calloc(1, sizeof *request);
-  if (request == NULL) {
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
-  }
+  request = new_request(env);
+  if (request == NULL) return NULL;
   request->path = path_argument(env, argv[0], usage);
   if (request->path == NULL) {
     free(request);
