@@ -172,7 +172,9 @@ export class FsBlobStore implements BlobStore {
     try {
       return await renameInto(source, target, this.fsync);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      // EINVAL from the rename (not from the flush after it): RENAME_NOREPLACE is not supported here.
+      const { code, syscall } = err as NodeJS.ErrnoException;
+      if (code !== 'EINVAL' || syscall !== 'rename') throw err;
       this.replaceOnly = true;
       return null;
     }
