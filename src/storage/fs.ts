@@ -35,6 +35,15 @@ const HIGH_WATER_MARK = 1024 * 1024;
  */
 const FLUSH_EVERY_BUFFERED = 8 * 1024 * 1024;
 const FLUSH_EVERY_DIRECT = 32 * 1024 * 1024;
+/**
+ * Through the page cache the first flush comes after 2 MiB: an `fdatasync` here took about
+ * 0.65 ms plus 0.8 ms per MiB, and a 4 MiB layer's body takes 6-8 ms to arrive, so its first
+ * half is flushed while the rest comes. In a scratch replay of 5-layer image pushes (server-side
+ * timings of 80 layers a run, alternating, two runs each), a layer's time from its last byte
+ * to the flush done went from 4.33-4.62 ms to 3.22-3.78, and from its start to its answer
+ * from 14.35-14.95 to 13.05-13.89. After 1 MiB it gained in one run and lost in the other.
+ */
+const FIRST_FLUSH_BUFFERED = 2 * 1024 * 1024;
 /** Prefix directories made at once when a new root is initialised. */
 const PREFIX_DIR_BATCH = 16;
 
@@ -105,6 +114,7 @@ export class FsBlobStore implements BlobStore {
     if (!flusher) {
       flusher = new UploadFlusher(this.uploadPath(uploadId), {
         every: this.buffered ? FLUSH_EVERY_BUFFERED : FLUSH_EVERY_DIRECT,
+        first: this.buffered ? FIRST_FLUSH_BUFFERED : FLUSH_EVERY_DIRECT,
         drop: this.buffered,
       });
       this.flushers.set(uploadId, flusher);

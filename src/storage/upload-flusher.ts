@@ -23,6 +23,8 @@ import { syncFile } from './sync-file.js';
 export interface UploadFlusherOptions {
   /** Start a flush once this many bytes more than flushed are written. */
   every: number;
+  /** The first flush, sooner (default `every`): a small blob's flush before its 201 then has part of it done. */
+  first?: number;
   /** After each flush, drop what it covered from the page cache. */
   drop: boolean;
 }
@@ -55,7 +57,8 @@ export class UploadFlusher {
    * it ends, so that bytes written meanwhile do not wait for a later write to be flushed.
    */
   private startDue(): void {
-    if (this.running || this.failure || this.writtenTo - this.flushedTo < this.options.every) return;
+    const due = this.flushedTo === 0 ? (this.options.first ?? this.options.every) : this.options.every;
+    if (this.running || this.failure || this.writtenTo - this.flushedTo < due) return;
     this.flushes++;
     this.running = this.flushTo(this.writtenTo)
       .catch((err: Error) => {

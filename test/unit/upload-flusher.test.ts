@@ -53,6 +53,25 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
     expect(readFileSync(file).equals(body)).to.equal(true);
   });
 
+  it('starts its first flush after `first` bytes, sooner than `every`: a small blob is partly flushed before its close', async () => {
+    const body = randomBytes(4 * MiB);
+    const flushesOf = async (first?: number) => {
+      const file = path.join(dir, `f-${first ?? 'none'}`);
+      const flusher = new UploadFlusher(file, { every: 8 * MiB, first, drop: true });
+      // Through the page cache, as the store writes when it can drop what it flushed.
+      await pipeline(Readable.from(arriving(body, 0, 4)), await FileAppender.open(file, 0, { flusher, direct: false }));
+      await flusher.settle();
+      const cached = cachedBytes(file); // before reading the file back caches it all
+      expect(readFileSync(file).equals(body)).to.equal(true);
+      return { flushes: flusher.flushes, cached };
+    };
+    const early = await flushesOf(2 * MiB);
+    expect(early.flushes).to.be.at.least(1);
+    expect(early.cached).to.be.at.most(2 * MiB); // at least the first 2 MiB flushed and dropped
+    // Without it, nothing of a 4 MiB upload is flushed before the close (every 8 MiB).
+    expect(await flushesOf()).to.deep.equal({ flushes: 0, cached: 4 * MiB });
+  });
+
   it('drops what its flushes covered from the page cache when asked to, and only then', async () => {
     const body = randomBytes(16 * MiB);
     const dropping = new UploadFlusher(path.join(dir, 'f'), { every: 2 * MiB, drop: true });
