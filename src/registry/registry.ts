@@ -227,6 +227,9 @@ export class Registry {
       // A last chunk's size is not recorded on its own: ending the session checks that it is
       // still at `recorded` (no other writer moved it), in the statement that ends it.
       const size = source ? await this.appendLocked(id, recorded, source, range, contentLength, false) : recorded;
+      // Meanwhile: whether the content the client names is stored already (read once the digest is checked).
+      const stored = this.isStored(digest);
+      stored.catch(() => undefined);
       // The bytes go to disk while the digest is finished (wasted when it is wrong, or the content is stored already).
       const [digested, synced] = await Promise.allSettled([this.uploadDigest(id, size, digest.algorithm), this.store.syncUpload(id)]);
       try {
@@ -245,7 +248,7 @@ export class Registry {
         }
         throw err;
       }
-      await this.stageUploadedBlob(repository, id, digest, size, recorded);
+      await this.stageUploadedBlob(repository, id, digest, size, recorded, await stored);
       return size;
     });
   }
@@ -428,10 +431,15 @@ export class Registry {
     else if (earlier?.length === offset) this.contentCache.set(`upload:${id}`, Buffer.concat([earlier, chunk]));
   }
 
-  /** Stages the upload's bytes (unless the content is stored already), then ends the session and links the content. */
-  private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number, recorded: number): Promise<void> {
+  /** Whether content is recorded and its bytes are where the record says. */
+  private async isStored(digest: Digest): Promise<boolean> {
     const existing = await this.metadata.getBlob(digest.value);
-    if (existing && (await this.hasBytes(existing, digest))) await this.store.deleteUpload(id);
+    return existing !== null && (await this.hasBytes(existing, digest));
+  }
+
+  /** Stages the upload's bytes (unless the content is stored already), then ends the session and links the content. */
+  private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number, recorded: number, stored: boolean): Promise<void> {
+    if (stored) await this.store.deleteUpload(id);
     else await this.store.promoteUpload(id, digest, size);
     this.uploadHashes.delete(id);
     const bytes = this.contentCache.take(`upload:${id}`);
