@@ -1,6 +1,6 @@
 /** The distribution API over HTTP, end to end inside one process, on PGlite and PostgreSQL. */
 import { expect } from 'chai';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { DATABASE_KINDS, startTestGateway, type TestGateway } from '../helpers/gateway.js';
@@ -122,6 +122,22 @@ for (const kind of DATABASE_KINDS) {
     });
 
     describe('blob uploads', () => {
+      it('takes content stored already as a new upload of it, and keeps one copy of its bytes', async () => {
+        const data = `the same bytes, pushed twice ${kind}`;
+        const digest = await c.pushBlob('up/first', data);
+        const again = await c.pushBlob('up/second', data);
+        expect(again).to.equal(digest);
+        for (const repo of ['up/first', 'up/second']) {
+          const res = await c.request('GET', `/v2/${repo}/blobs/${digest}`);
+          expect(res.status, repo).to.equal(200);
+          expect(await res.text()).to.equal(data);
+        }
+        // The second upload's file is gone, not staged again beside the first.
+        const hex = digest.slice('sha256:'.length);
+        expect(existsSync(path.join(gw.root, 'staging', 'sha256', hex.slice(0, 2), hex))).to.equal(true);
+        expect(readdirSync(path.join(gw.root, 'uploads'))).to.deep.equal([]);
+      });
+
       it('accepts a monolithic POST+PUT and serves the blob with digest headers', async () => {
         const digest = await c.pushBlob('up/mono', 'monolithic bytes');
         const head = await c.request('HEAD', `/v2/up/mono/blobs/${digest}`);
