@@ -43,58 +43,57 @@ typedef struct {
   napi_async_work work;
 } sync_request;
 
-static void sync_execute(napi_env env, void *data) {
-  sync_request *request = data;
+/*
+ * Opens `path` (a directory: with O_DIRECTORY), flushes it (fdatasync; a directory: fsync), drops
+ * [drop_offset, drop_offset + drop_length) from the page cache unless drop_length is -1, and
+ * closes it. Returns 1 when there is no such file (nothing recorded); any other failure is left
+ * in the request.
+ */
+static int flush_path(sync_request *request, const char *path, int directory, int64_t drop_offset, int64_t drop_length) {
   int fd;
-  (void)env;
   do {
-    fd = open(request->path, O_RDONLY | O_CLOEXEC | (request->directory ? O_DIRECTORY : 0));
+    fd = open(path, O_RDONLY | O_CLOEXEC | (directory ? O_DIRECTORY : 0));
   } while (fd < 0 && errno == EINTR);
   if (fd < 0) {
-    if (errno == ENOENT) request->missing = 1;
-    else {
-      request->error = errno;
-      request->failed = "open";
-    }
-    return;
-  }
-  if ((request->directory ? fsync(fd) : fdatasync(fd)) != 0) {
+    if (errno == ENOENT) return 1;
     request->error = errno;
-    request->failed = request->directory ? "fsync" : "fdatasync";
-  } else if (request->drop_length >= 0) {
+    request->failed = "open";
+    return 0;
+  }
+  if ((directory ? fsync(fd) : fdatasync(fd)) != 0) {
+    request->error = errno;
+    request->failed = directory ? "fsync" : "fdatasync";
+  } else if (drop_length >= 0) {
     /* Only pages already flushed are dropped; a failure costs memory, not data: ignored. */
-    (void)posix_fadvise(fd, (off_t)request->drop_offset, (off_t)request->drop_length, POSIX_FADV_DONTNEED);
+    (void)posix_fadvise(fd, (off_t)drop_offset, (off_t)drop_length, POSIX_FADV_DONTNEED);
   }
   if (close(fd) != 0 && request->error == 0 && errno != EINTR) {
     request->error = errno;
     request->failed = "close";
   }
+  return 0;
 }
 
-/* Flushes the directory that holds `path`; the error, if any, is left in the request. */
+static void sync_execute(napi_env env, void *data) {
+  sync_request *request = data;
+  (void)env;
+  request->missing = flush_path(request, request->path, request->directory, request->drop_offset, request->drop_length);
+}
+
+/* Flushes the directory that holds `path`; the error, if any, is left in the request (a missing directory too). */
 static void sync_parent(sync_request *request) {
   char *slash = strrchr(request->path, '/');
   char *dir = slash == NULL ? strdup(".") : slash == request->path ? strdup("/") : strndup(request->path, (size_t)(slash - request->path));
-  int fd;
   if (dir == NULL) {
     request->error = ENOMEM;
     request->failed = "open";
     return;
   }
-  do {
-    fd = open(dir, O_RDONLY | O_CLOEXEC | O_DIRECTORY);
-  } while (fd < 0 && errno == EINTR);
-  free(dir);
-  if (fd < 0) {
-    request->error = errno;
+  if (flush_path(request, dir, 1, 0, -1)) {
+    request->error = ENOENT;
     request->failed = "open";
-    return;
   }
-  if (fsync(fd) != 0) {
-    request->error = errno;
-    request->failed = "fsync";
-  }
-  close(fd);
+  free(dir);
 }
 
 static void rename_execute(napi_env env, void *data) {
