@@ -701,8 +701,7 @@ export class Registry {
   /** The empty descriptor's `{}` is known to everyone; clients may reference it without pushing it. */
   private async stageWellKnownEmptyBlob(repository: string): Promise<void> {
     const digest = parseDigest(EMPTY_JSON_DIGEST);
-    const existing = await this.metadata.getBlob(digest.value);
-    if (!existing || !(await this.hasBytes(existing, digest))) await this.store.putStaged(digest, EMPTY_JSON);
+    if (!(await this.isStored(digest))) await this.store.putStaged(digest, EMPTY_JSON);
     await this.metadata.linkBlob(repository, digest.value, EMPTY_JSON.length);
   }
 
