@@ -13,7 +13,7 @@ import { mountSourceScope, type Guard } from './auth.js';
 import { assertName, isValidName, parseAlgorithm, parseDigest } from '../registry/names.js';
 import { bareMediaType, MEDIA_TYPES } from '../registry/mediatypes.js';
 import type { ByteRange } from '../storage/blobstore.js';
-import { awaitingContinue } from './expect-continue.js';
+import { drain } from './expect-continue.js';
 
 type Handler = (req: Request, res: Response, name: string, param: string) => Promise<void>;
 
@@ -422,14 +422,6 @@ function hasBody(req: Request): boolean {
   const length = contentLength(req);
   if (length !== null) return length > 0;
   return req.headers['transfer-encoding'] !== undefined;
-}
-
-/**
- * Discards a request body we do not read, so the connection can be reused; not one the client
- * still holds back for 100 Continue (the connection then closes after the answer).
- */
-function drain(req: Request): void {
-  if (!req.readableEnded && !awaitingContinue(req)) req.resume();
 }
 
 /** `Content-Range: <start>-<end>` as OCI clients send it (also tolerating a `bytes ` prefix and `/total`). */

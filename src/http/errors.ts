@@ -2,7 +2,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { RegistryError } from '../registry/errors.js';
 import { BlobNotFoundError } from '../storage/blobstore.js';
-import { awaitingContinue } from './expect-continue.js';
+import { drain } from './expect-continue.js';
 
 export function toRegistryError(err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
@@ -52,8 +52,7 @@ export function sendRegistryError(res: Response, error: RegistryError): void {
 function discardBody(res: Response, error: RegistryError): void {
   const req = res.req;
   if (req.complete || req.readableFlowing) return;
-  if (error.status === 416 && !awaitingContinue(req)) req.resume();
-  else res.setHeader('Connection', 'close');
+  if (error.status !== 416 || !drain(req)) res.setHeader('Connection', 'close');
 }
 
 export function errorHandler(err: unknown, req: Request, res: Response, _next: NextFunction): void {

@@ -23,7 +23,13 @@ export function continueOnRead(req: IncomingMessage, res: ServerResponse): void 
   };
 }
 
-/** Whether the client still holds its body back, waiting for 100 Continue. */
-export function awaitingContinue(req: IncomingMessage): boolean {
-  return awaiting.has(req);
+/**
+ * Discards a request body nothing will read, so the connection can be reused; not one the
+ * client still holds back for 100 Continue (asking for it only to drop it): false then, and
+ * the connection closes after the answer.
+ */
+export function drain(req: IncomingMessage): boolean {
+  if (awaiting.has(req)) return false;
+  if (!req.readableEnded) req.resume();
+  return true;
 }
