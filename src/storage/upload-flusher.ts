@@ -53,8 +53,9 @@ export class UploadFlusher {
   }
 
   /**
-   * Starts a flush when `every` bytes are written and not flushed, unless one runs: then when
-   * it ends, so that bytes written meanwhile do not wait for a later write to be flushed.
+   * Starts a flush when `every` bytes (`first` before the first flush) are written and not
+   * flushed, unless one runs: then when it ends, so that bytes written meanwhile do not wait
+   * for a later write to be flushed.
    */
   private startDue(): void {
     const due = this.flushedTo === 0 ? (this.options.first ?? this.options.every) : this.options.every;
