@@ -88,8 +88,8 @@ describe('page-cache addon (flushes in one job, renames that do not replace)', (
     const addon = syncPath as (...args: unknown[]) => Promise<boolean>;
     expect(() => addon('', false, 0, -1)).to.throw(TypeError);
     expect(() => addon('a\0b', false, 0, -1)).to.throw(TypeError, /NUL/);
-    expect(() => addon(file(dir), false, -1, 0)).to.throw(TypeError);
-    expect(() => addon(file(dir), 'yes', 0, 0)).to.throw(TypeError);
+    expect(() => addon(path.join(dir, 'f'), false, -1, 0)).to.throw(TypeError);
+    expect(() => addon(path.join(dir, 'f'), 'yes', 0, 0)).to.throw(TypeError);
   });
 
   it('renames into place only where nothing is, and says what it found', async () => {
@@ -118,7 +118,3 @@ describe('page-cache addon (flushes in one job, renames that do not replace)', (
     expect(await syncByHandle('/dev/null', false).catch((e: NodeJS.ErrnoException) => e.code)).to.equal('EINVAL');
   });
 });
-
-function file(dir: string): string {
-  return path.join(dir, 'f');
-}
