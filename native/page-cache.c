@@ -133,7 +133,7 @@ static void sync_complete(napi_env env, napi_status status, void *data) {
   napi_value value;
   if (status != napi_ok) {
     napi_value message;
-    napi_create_string_utf8(env, "syncPath was cancelled", NAPI_AUTO_LENGTH, &message);
+    napi_create_string_utf8(env, "the flush or rename was cancelled", NAPI_AUTO_LENGTH, &message);
     napi_create_error(env, NULL, message, &value);
     napi_reject_deferred(env, request->deferred, value);
   } else if (request->error != 0) {
