@@ -7,7 +7,8 @@ import { advisoryLock, whereSet, type Database, type Queryable } from './databas
 export type ContentState = 'staged' | 'committed';
 /**
  * Where content's bytes are: in the blob store's area for its state, or `inline` in its row
- * of the database (manifests), where a commit has no bytes to move.
+ * of the database (manifests, and blobs uploaded with at most 64 KiB), where a commit has no
+ * bytes to move.
  */
 export type ContentLocation = ContentState | 'inline';
 
@@ -16,7 +17,7 @@ export interface BlobRecord {
   size: number;
   /** Staged or committed (global per digest); for content in the blob store, also its area. */
   state: ContentState;
-  /** The bytes are in the database row (a manifest), not in the blob store. */
+  /** The bytes are in the database row (a manifest or a small blob), not in the blob store. */
   inline: boolean;
 }
 
@@ -216,14 +217,19 @@ export class MetadataStore {
    * be at `recorded` bytes (the size the finishing request read; a last chunk it wrote is not
    * recorded first). False when the session is gone (cancelled meanwhile) or was moved by
    * another writer: then nothing is linked.
+   *
+   * With `body` (a small blob's verified bytes) the content is kept in its row rather than in
+   * the blob store. A record that is there already keeps its bytes where they are, unless it
+   * has none in its row and the caller found its file gone: then the row takes them.
    */
-  async finishUpload(id: string, digest: string, size: number, recorded: number): Promise<boolean> {
+  async finishUpload(id: string, digest: string, size: number, recorded: number, body: Buffer | null = null): Promise<boolean> {
     const rows = await this.db.query<{ finished: number }>(
       `WITH done AS (DELETE FROM uploads WHERE id = $1 AND size = $4 RETURNING repository_id),
-         content AS (INSERT INTO blobs (digest, size, state) SELECT $2, $3, 'staged' FROM done ON CONFLICT (digest) DO NOTHING),
+         content AS (INSERT INTO blobs (digest, size, state, body) SELECT $2, $3, 'staged', $5::bytea FROM done
+                     ON CONFLICT (digest) DO UPDATE SET body = EXCLUDED.body WHERE blobs.body IS NULL AND EXCLUDED.body IS NOT NULL),
          link AS (INSERT INTO repository_blobs (repository_id, digest) SELECT repository_id, $2 FROM done ON CONFLICT DO NOTHING)
        SELECT count(*)::int AS finished FROM done`,
-      [id, digest, size, recorded],
+      [id, digest, size, recorded, body],
     );
     return rows[0].finished > 0;
   }
@@ -255,7 +261,7 @@ export class MetadataStore {
     return rows[0] ?? null;
   }
 
-  /** The bytes of content kept in the database (a manifest), or null when they are in the blob store. */
+  /** The bytes of content kept in the database (a manifest or a small blob), or null when they are in the blob store. */
   async inlineBody(digest: string): Promise<Buffer | null> {
     const rows = await this.db.query<{ body: Uint8Array | null }>('SELECT body FROM blobs WHERE digest = $1', [digest]);
     const body = rows[0]?.body;

@@ -142,10 +142,12 @@ const EMPTY_JSON = Buffer.from('{}');
 const EMPTY_JSON_DIGEST = `sha256:${createHash('sha256').update(EMPTY_JSON).digest('hex')}`;
 const CONTENT_CACHE_BYTES = 64 * 1024 * 1024;
 /**
- * Blobs uploaded whole up to this size keep their bytes in the content cache (configs,
- * signature payloads): the gate reads them back at the manifest PUT that follows.
+ * Blobs up to this size (configs, signature payloads, small attestations) are kept in their
+ * database row, as manifests are: closing the upload then flushes, renames and commits no
+ * file, and the blob is durable with the database's commit. Uploaded whole, they also keep
+ * their bytes in the content cache: the gate reads them back at the manifest PUT that follows.
  */
-const SMALL_BLOB_BYTES = 64 * 1024;
+export const SMALL_BLOB_BYTES = 64 * 1024;
 /** A body being stored checks the free space again after each this many bytes. */
 const SPACE_CHECK_BYTES = 64 * 1024 * 1024;
 /** How long a reading of the free space serves the checks at the start of requests. */
@@ -224,14 +226,19 @@ export class Registry {
     contentLength: number | null,
   ): Promise<void> {
     await this.withUploadLock(repository, id, async (recorded) => {
+      if (source && recorded === 0 && !range && contentLength !== null && contentLength <= SMALL_BLOB_BYTES) {
+        return this.finishSmallUpload(repository, id, digest, source, contentLength);
+      }
       // A last chunk's size is not recorded on its own: ending the session checks that it is
       // still at `recorded` (no other writer moved it), in the statement that ends it.
       const size = source ? await this.appendLocked(id, recorded, source, range, contentLength, false) : recorded;
       // Meanwhile: whether the content the client names is stored already (read once the digest is checked).
       const stored = this.isStored(digest);
       stored.catch(() => undefined);
-      // The bytes go to disk while the digest is finished (wasted when it is wrong, or the content is stored already).
-      const [digested, synced] = await Promise.allSettled([this.uploadDigest(id, size, digest.algorithm), this.store.syncUpload(id)]);
+      // The bytes go to disk while the digest is finished (wasted when it is wrong, or the content
+      // is stored already). A small blob's go into the database instead (stageUploadedBlob).
+      const sync = size <= SMALL_BLOB_BYTES ? Promise.resolve() : this.store.syncUpload(id);
+      const [digested, synced] = await Promise.allSettled([this.uploadDigest(id, size, digest.algorithm), sync]);
       try {
         if (digested.status === 'rejected') throw digested.reason;
         if (digested.value !== digest.value) {
@@ -248,9 +255,33 @@ export class Registry {
         }
         throw err;
       }
-      await this.stageUploadedBlob(repository, id, digest, size, recorded, await stored);
+      await this.stageUploadedBlob(repository, id, digest, size, recorded, await stored, this.contentCache.take(`upload:${id}`));
       return size;
     });
+  }
+
+  /**
+   * Closes a new upload sent whole in one small body (a config, a signature payload) from
+   * memory: its bytes are checked and go into their database row, and no file is written. With
+   * the wrong digest they are kept in the session, as a larger body is.
+   */
+  private async finishSmallUpload(repository: string, id: string, digest: Digest, source: Readable, contentLength: number): Promise<number> {
+    const limit = this.limits.maxBlobBytes;
+    if (limit > 0 && contentLength > limit) throw new RegistryError('SIZE_INVALID', `content exceeds the limit of ${limit} bytes`, { status: 413 });
+    await this.requireSpace(contentLength);
+    const stored = this.isStored(digest);
+    stored.catch(() => undefined);
+    // Read whole (at most Content-Length bytes): through pipeline() and a sink this took 0.3-0.5 ms more.
+    const bytes = await readAll(source);
+    const actual = `${digest.algorithm}:${hashHex(digest.algorithm, bytes)}`;
+    if (actual !== digest.value) {
+      await this.appendLocked(id, 0, Readable.from([bytes], { objectMode: false }), null, bytes.length);
+      throw new RegistryError('DIGEST_INVALID', `upload content has digest ${actual}, not ${digest.value}`, { detail: { expected: digest.value, actual } });
+    }
+    this.uploadHashes.delete(id);
+    await this.endUpload(repository, id, digest, bytes.length, 0, (await stored) ? null : bytes);
+    this.contentCache.set(digest.value, bytes);
+    return bytes.length;
   }
 
   /** Ends an upload session and drops its bytes; not while a request writes to it (409). */
@@ -437,17 +468,41 @@ export class Registry {
     return existing !== null && (await this.hasBytes(existing, digest));
   }
 
-  /** Stages the upload's bytes (unless the content is stored already), then ends the session and links the content. */
-  private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number, recorded: number, stored: boolean): Promise<void> {
+  /**
+   * Stages the upload's bytes (unless the content is stored already), then ends the session
+   * and links the content. A small blob's bytes go into its database row instead, and its
+   * scratch file (if any) is dropped once the row is written. `kept`: the bytes as they
+   * arrived, when the registry kept them (small uploads); cached once verified.
+   */
+  private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number, recorded: number, stored: boolean, kept?: Buffer): Promise<void> {
+    const small = !stored && size <= SMALL_BLOB_BYTES ? await this.smallUploadBytes(id, digest, size, kept) : null;
     if (stored) await this.store.deleteUpload(id);
-    else await this.store.promoteUpload(id, digest, size);
+    else if (!small) await this.store.promoteUpload(id, digest, size);
     this.uploadHashes.delete(id);
-    const bytes = this.contentCache.take(`upload:${id}`);
-    if (!(await this.metadata.finishUpload(id, digest.value, size, recorded))) {
+    await this.endUpload(repository, id, digest, size, recorded, small);
+    if (small) {
+      await this.store.deleteUpload(id);
+      this.contentCache.set(digest.value, small);
+    } else if (kept?.length === size && hashHex(digest.algorithm, kept) === digest.hex) {
+      // Cached only as the content it was verified to be.
+      this.contentCache.set(digest.value, kept);
+    }
+  }
+
+  /** Ends the session and links its content; `small`: a small blob's bytes, for its row when the content is new. */
+  private async endUpload(repository: string, id: string, digest: Digest, size: number, recorded: number, small: Buffer | null): Promise<void> {
+    if (!(await this.metadata.finishUpload(id, digest.value, size, recorded, small))) {
       throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `upload ${id} of ${repository} was cancelled or changed while it finished`);
     }
-    // Cached only as the content it was verified to be.
-    if (bytes?.length === size && createHash(digest.algorithm).update(bytes).digest('hex') === digest.hex) this.contentCache.set(digest.value, bytes);
+  }
+
+  /** A small upload's bytes, as they arrived or read back from its file, checked against its digest once more. */
+  private async smallUploadBytes(id: string, digest: Digest, size: number, kept: Buffer | undefined): Promise<Buffer> {
+    const bytes = kept?.length === size ? kept : size === 0 ? Buffer.alloc(0) : await readAll(await this.store.readUpload(id));
+    if (bytes.length !== size || hashHex(digest.algorithm, bytes) !== digest.hex) {
+      throw new Error(`upload ${id}: its ${bytes.length} bytes no longer match ${digest.value} (${size} bytes)`);
+    }
+    return bytes;
   }
 
   // ---- blobs --------------------------------------------------------------------------
@@ -553,7 +608,7 @@ export class Registry {
     // A tag named twice (in the path and as ?tag=, or twice as ?tag=) is one tag.
     const tags = [...new Set([...(ref.kind === 'tag' ? [ref.tag] : []), ...(options.extraTags ?? []).map(assertTag)])];
     const algorithm = ref.kind === 'digest' ? ref.digest.algorithm : 'sha256';
-    const digest = parseDigest(`${algorithm}:${createHash(algorithm).update(body).digest('hex')}`);
+    const digest = parseDigest(`${algorithm}:${hashHex(algorithm, body)}`);
     if (ref.kind === 'digest' && ref.digest.value !== digest.value) {
       throw new RegistryError('DIGEST_INVALID', `manifest has digest ${digest.value}, not ${ref.digest.value}`, {
         detail: { expected: ref.digest.value, actual: digest.value },
@@ -828,6 +883,10 @@ export class Registry {
 function openBuffer(body: Buffer, range?: ByteRange): OpenedBlob {
   const bytes = range ? body.subarray(range.start, range.end + 1) : body;
   return { size: body.length, stream: Readable.from([bytes], { objectMode: false }) };
+}
+
+function hashHex(algorithm: DigestAlgorithm, bytes: Buffer): string {
+  return createHash(algorithm).update(bytes).digest('hex');
 }
 
 function areaOf(state: ContentState): Area {

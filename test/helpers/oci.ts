@@ -1,6 +1,7 @@
 /** Small OCI distribution client over fetch, for API tests. */
 import { createHash } from 'node:crypto';
 import { expect } from 'chai';
+import { SMALL_BLOB_BYTES } from '../../src/registry/registry.js';
 
 export const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 export const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -11,6 +12,14 @@ export function sha256(data: Buffer | string): string {
 
 export function sha512(data: Buffer | string): string {
   return `sha512:${createHash('sha512').update(data).digest('hex')}`;
+}
+
+/**
+ * Distinct blob content one byte past what the gateway keeps in its database (SMALL_BLOB_BYTES),
+ * so that it is stored as a file in the blob store's areas.
+ */
+export function fileBlob(label: string): string {
+  return `${label} ${Math.random()}\n`.padEnd(SMALL_BLOB_BYTES + 1, '.');
 }
 
 export class OciClient {

@@ -4,7 +4,8 @@ import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { DATABASE_KINDS, startTestGateway, type TestGateway } from '../helpers/gateway.js';
-import { errorCode, OCI_INDEX, OCI_MANIFEST, OciClient, sha256, sha512 } from '../helpers/oci.js';
+import { errorCode, fileBlob, OCI_INDEX, OCI_MANIFEST, OciClient, sha256, sha512 } from '../helpers/oci.js';
+import { SMALL_BLOB_BYTES } from '../../src/registry/registry.js';
 
 const ZERO = `sha256:${'0'.repeat(64)}`;
 
@@ -123,19 +124,23 @@ for (const kind of DATABASE_KINDS) {
 
     describe('blob uploads', () => {
       it('takes content stored already as a new upload of it, and keeps one copy of its bytes', async () => {
-        const data = `the same bytes, pushed twice ${kind}`;
-        const digest = await c.pushBlob('up/first', data);
-        const again = await c.pushBlob('up/second', data);
-        expect(again).to.equal(digest);
-        for (const repo of ['up/first', 'up/second']) {
-          const res = await c.request('GET', `/v2/${repo}/blobs/${digest}`);
-          expect(res.status, repo).to.equal(200);
-          expect(await res.text()).to.equal(data);
+        // A file in the blob store, and a small blob kept in the database.
+        for (const data of [fileBlob(`the same bytes, pushed twice ${kind}`), `the same small bytes, pushed twice ${kind}`]) {
+          const digest = await c.pushBlob('up/first', data);
+          const again = await c.pushBlob('up/second', data);
+          expect(again).to.equal(digest);
+          for (const repo of ['up/first', 'up/second']) {
+            const res = await c.request('GET', `/v2/${repo}/blobs/${digest}`);
+            expect(res.status, repo).to.equal(200);
+            expect(await res.text()).to.equal(data);
+          }
+          // The second upload's file is gone, not staged again beside the first.
+          const hex = digest.slice('sha256:'.length);
+          const inline = data.length <= SMALL_BLOB_BYTES;
+          expect(await gw.registry.metadata.getBlob(digest)).to.deep.include({ inline });
+          expect(existsSync(path.join(gw.root, 'staging', 'sha256', hex.slice(0, 2), hex))).to.equal(!inline);
+          expect(readdirSync(path.join(gw.root, 'uploads'))).to.deep.equal([]);
         }
-        // The second upload's file is gone, not staged again beside the first.
-        const hex = digest.slice('sha256:'.length);
-        expect(existsSync(path.join(gw.root, 'staging', 'sha256', hex.slice(0, 2), hex))).to.equal(true);
-        expect(readdirSync(path.join(gw.root, 'uploads'))).to.deep.equal([]);
       });
 
       it('accepts a monolithic POST+PUT and serves the blob with digest headers', async () => {
@@ -284,14 +289,14 @@ for (const kind of DATABASE_KINDS) {
         expect(await (await c.request('GET', `/v2/up/bad/blobs/${sha256('actual')}`)).text()).to.equal('actual');
       });
 
-      /** Ends a new upload of `content` with a PUT while flushing its bytes fails with `code`. */
-      async function putWhileFlushFails(content: string, code: string): Promise<{ put: Response; location: string }> {
+      /** Ends a new upload of `content` to `repo` with a PUT while flushing its bytes fails with `code`. */
+      async function putWhileFlushFails(repo: string, content: string, code: string): Promise<{ put: Response; location: string }> {
         const store = gw.registry.store;
         const flush = store.syncUpload;
         store.syncUpload = async () => {
           throw Object.assign(new Error(`${code}: fdatasync`), { code });
         };
-        const start = await c.request('POST', `/v2/up/${content}/blobs/uploads/`);
+        const start = await c.request('POST', `/v2/up/${repo}/blobs/uploads/`);
         const location = start.headers.get('location')!;
         try {
           return { put: await c.request('PUT', `${location}?digest=${sha256(content)}`, { body: content }), location };
@@ -301,23 +306,31 @@ for (const kind of DATABASE_KINDS) {
       }
 
       it('answers 500 when the bytes cannot be flushed to disk, stores nothing, and keeps the upload for a retry', async () => {
-        const { put, location } = await putWhileFlushFails('unsynced', 'EIO');
+        const content = fileBlob('unsynced');
+        const { put, location } = await putWhileFlushFails('unsynced', content, 'EIO');
         expect(put.status).to.equal(500);
-        expect((await c.request('HEAD', `/v2/up/unsynced/blobs/${sha256('unsynced')}`)).status).to.equal(404);
-        expect((await c.request('GET', location)).headers.get('range')).to.equal('0-7');
-        const retry = await c.request('PUT', `${location}?digest=${sha256('unsynced')}`);
+        expect((await c.request('HEAD', `/v2/up/unsynced/blobs/${sha256(content)}`)).status).to.equal(404);
+        expect((await c.request('GET', location)).headers.get('range')).to.equal(`0-${content.length - 1}`);
+        const retry = await c.request('PUT', `${location}?digest=${sha256(content)}`);
         expect(retry.status).to.equal(201);
-        expect(await (await c.request('GET', `/v2/up/unsynced/blobs/${sha256('unsynced')}`)).text()).to.equal('unsynced');
+        expect(await (await c.request('GET', `/v2/up/unsynced/blobs/${sha256(content)}`)).text()).to.equal(content);
       });
 
       it('answers 507 when storage is full, stores nothing, and keeps the upload for a retry', async () => {
-        const { put, location } = await putWhileFlushFails('full', 'ENOSPC');
+        const content = fileBlob('full');
+        const { put, location } = await putWhileFlushFails('full', content, 'ENOSPC');
         expect(put.status).to.equal(507);
         const body = (await put.json()) as { errors: Array<{ code: string; message: string }> };
         expect(body.errors[0].code).to.equal('UNKNOWN');
         expect(body.errors[0].message).to.contain('out of storage space');
-        expect((await c.request('HEAD', `/v2/up/full/blobs/${sha256('full')}`)).status).to.equal(404);
-        expect((await c.request('PUT', `${location}?digest=${sha256('full')}`)).status).to.equal(201);
+        expect((await c.request('HEAD', `/v2/up/full/blobs/${sha256(content)}`)).status).to.equal(404);
+        expect((await c.request('PUT', `${location}?digest=${sha256(content)}`)).status).to.equal(201);
+      });
+
+      it('stores a small blob without flushing a file: the database commit makes it durable', async () => {
+        const { put } = await putWhileFlushFails('noflush', 'a small blob', 'EIO');
+        expect(put.status).to.equal(201);
+        expect(await (await c.request('GET', `/v2/up/noflush/blobs/${sha256('a small blob')}`)).text()).to.equal('a small blob');
       });
 
       it('closes the connection after refusing a body it stopped reading (a write that hit a full disk)', async () => {
@@ -454,6 +467,20 @@ for (const kind of DATABASE_KINDS) {
         const res = await lc.request('POST', `/v2/lim/declared/blobs/uploads/?digest=${sha256(big)}`, { body: big });
         expect(res.status).to.equal(413);
         expect(await errorCode(res)).to.equal('SIZE_INVALID');
+      });
+
+      it('holds a small blob, kept in the database, to the limit too', async () => {
+        const tiny = await startTestGateway(kind, { config: (cfg) => void (cfg.limits.maxBlobBytes = 1024) });
+        try {
+          const tc = new OciClient(tiny.url);
+          const over = Buffer.alloc(1025, 7);
+          const res = await tc.request('POST', `/v2/lim/tiny/blobs/uploads/?digest=${sha256(over)}`, { body: over });
+          expect(res.status).to.equal(413);
+          expect(await errorCode(res)).to.equal('SIZE_INVALID');
+          expect(await tc.pushBlob('lim/tiny', over.subarray(1))).to.equal(sha256(over.subarray(1)));
+        } finally {
+          await tiny.stop();
+        }
       });
 
       it('stops a streamed PATCH at the limit, keeps serving and keeps the upload where it was', async () => {
@@ -837,6 +864,7 @@ for (const kind of DATABASE_KINDS) {
 
     describe('observability', () => {
       it('reports health, readiness and request metrics', async () => {
+        await c.pushImage('obs/app', 'v1', { layers: [fileBlob('a layer moved by the commit')] });
         expect((await c.request('GET', '/healthz')).status).to.equal(200);
         expect((await c.request('GET', '/readyz')).status).to.equal(200);
         const metrics = await (await c.request('GET', '/metrics')).text();

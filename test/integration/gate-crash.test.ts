@@ -16,7 +16,7 @@ import { AuditLog } from '../../src/audit/log.js';
 import { createTestDatabase, freePort } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 import { basic, PASSWORDS } from '../helpers/auth.js';
-import { OCI_MANIFEST, OciClient, sha256 } from '../helpers/oci.js';
+import { fileBlob, OCI_MANIFEST, OciClient, sha256 } from '../helpers/oci.js';
 import type { Failpoint } from '../../src/admission/failpoints.js';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
@@ -85,7 +85,7 @@ for (const kind of DATABASE_KINDS) {
         const victim = await startChild(configFile, point);
         const alice = new OciClient(victim.url).as(basic('alice', PASSWORDS.alice));
         const config = JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, seed: point });
-        const layer = `layer for ${point} ${Math.random()}`;
+        const layer = fileBlob(`layer for ${point}`);
         const manifest = Buffer.from(JSON.stringify({
           schemaVersion: 2, mediaType: OCI_MANIFEST,
           config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: await alice.pushBlob(repo, config), size: config.length },

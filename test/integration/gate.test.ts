@@ -11,7 +11,7 @@ import { registerRuleType, unregisterRuleType } from '../../src/policy/registry.
 import type { RuleBase, RuleType } from '../../src/policy/types.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 import { startAuthGateway, userAuth } from '../helpers/auth.js';
-import { OCI_INDEX, OCI_MANIFEST, OciClient, sha256 } from '../helpers/oci.js';
+import { fileBlob, OCI_INDEX, OCI_MANIFEST, OciClient, sha256 } from '../helpers/oci.js';
 import type { TestGateway } from '../helpers/gateway.js';
 
 const SOURCE = 'org.opencontainers.image.source';
@@ -48,9 +48,9 @@ interface Built {
 }
 
 /** Pushes config and layer blobs and returns an image manifest for them, not yet pushed. */
-async function buildImage(c: OciClient, repo: string, options: { annotations?: Record<string, string>; arch?: string } = {}): Promise<Built> {
+async function buildImage(c: OciClient, repo: string, options: { annotations?: Record<string, string>; arch?: string; layer?: string } = {}): Promise<Built> {
   const config = JSON.stringify({ architecture: options.arch ?? 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, seed: Math.random() });
-  const layer = `layer ${Math.random()}`;
+  const layer = options.layer ?? `layer ${Math.random()}`;
   const manifest = {
     schemaVersion: 2,
     mediaType: OCI_MANIFEST,
@@ -313,7 +313,8 @@ for (const kind of DATABASE_KINDS) {
 
     it('leaves nothing half-visible when a commit stops before its switch', async () => {
       const repo = 'team/warn/interrupted';
-      const image = await buildImage(alice, repo, { annotations: { [SOURCE]: 'x' } });
+      // A layer large enough to be a file in the blob store (smaller ones are kept in the database).
+      const image = await buildImage(alice, repo, { annotations: { [SOURCE]: 'x' }, layer: fileBlob('interrupted') });
       const layer = (JSON.parse(image.body.toString()) as { layers: Array<{ digest: string }> }).layers[0].digest;
       const metadata = gw.registry.metadata;
       const original = metadata.commitManifests.bind(metadata);
@@ -325,7 +326,7 @@ for (const kind of DATABASE_KINDS) {
       } finally {
         metadata.commitManifests = original;
       }
-      // Blobs and manifest bytes reached the committed area; nothing points at them for readers.
+      // The layer reached the committed area; nothing points at it for readers.
       const [alg, hex] = layer.split(':');
       expect(existsSync(path.join(gw.root, 'committed', alg, hex.slice(0, 2), hex))).to.equal(true);
       expect((await reader.request('GET', `/v2/${repo}/blobs/${layer}`)).status).to.equal(404);

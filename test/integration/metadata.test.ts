@@ -61,6 +61,27 @@ for (const kind of DATABASE_KINDS) {
       expect(await meta.getBlob(d('g'))).to.equal(null);
     });
 
+    it("keeps a small blob's bytes in its content row, and gives them to a row that has none", async () => {
+      const finish = async (repo: string, digest: string, body: Buffer | null) => {
+        const id = randomUUID();
+        await meta.createUpload(id, repo);
+        return meta.finishUpload(id, digest, 3, 0, body);
+      };
+      expect(await finish('a/inline', d('i'), Buffer.from([0, 1, 255]))).to.equal(true);
+      expect(await meta.findBlob('a/inline', d('i'))).to.deep.include({ size: 3, state: 'staged', inline: true });
+      expect([...(await meta.inlineBody(d('i')))!]).to.deep.equal([0, 1, 255]);
+      // Content recorded already keeps its bytes: another repository's upload only links it.
+      expect(await finish('a/inline2', d('i'), Buffer.from('new'))).to.equal(true);
+      expect([...(await meta.inlineBody(d('i')))!]).to.deep.equal([0, 1, 255]);
+      expect(await meta.findBlob('a/inline2', d('i'))).to.deep.include({ inline: true });
+      // A row whose bytes are a file takes them when the caller found that file gone; without bytes nothing changes.
+      expect(await finish('a/inline', d('j'), null)).to.equal(true);
+      expect(await finish('a/inline', d('j'), null)).to.equal(true);
+      expect(await meta.getBlob(d('j'))).to.deep.include({ inline: false });
+      expect(await finish('a/inline', d('j'), Buffer.from('abc'))).to.equal(true);
+      expect((await meta.inlineBody(d('j')))!.toString()).to.equal('abc');
+    });
+
     it('scopes blobs to the repositories that link them', async () => {
       await meta.linkBlob('a/one', d('1'), 5);
       expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged', inline: false, committedInRepository: false });
