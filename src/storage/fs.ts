@@ -9,8 +9,9 @@
  * by FileAppender; with `fsync` on, a blob's bytes are flushed to disk before it is staged, so
  * a 201 never names bytes a crash loses. How they are written (see `buffered` below): through
  * the page cache, each flushed part dropped from it, where the page-cache addon is built and
- * fsync is on; otherwise with direct I/O where the filesystem allows it. Manifests' bytes are
- * kept in the database (migration 009); those stored before are files here too.
+ * fsync is on; otherwise with direct I/O where the filesystem allows it. Manifests' bytes, and
+ * those of blobs of up to 64 KiB, are kept in the database (the registry's SMALL_BLOB_BYTES);
+ * those stored before are files here too.
  */
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
