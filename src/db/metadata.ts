@@ -268,13 +268,17 @@ export class MetadataStore {
     return body ? Buffer.from(body.buffer, body.byteOffset, body.byteLength) : null;
   }
 
-  /** Records content (staged unless it already exists) and links it to the repository. */
-  async linkBlob(repository: string, digest: string, size: number, q?: Queryable): Promise<void> {
+  /**
+   * Records content (staged unless it already exists) and links it to the repository. With
+   * `body`, the content's bytes are kept in its row, as finishUpload keeps a small blob's.
+   */
+  async linkBlob(repository: string, digest: string, size: number, q?: Queryable, body: Buffer | null = null): Promise<void> {
     const link = (on: Queryable, repoId: number) =>
       on.query(
-        `WITH content AS (INSERT INTO blobs (digest, size, state) VALUES ($2, $3, 'staged') ON CONFLICT (digest) DO NOTHING)
+        `WITH content AS (INSERT INTO blobs (digest, size, state, body) VALUES ($2, $3, 'staged', $4::bytea)
+                          ON CONFLICT (digest) DO UPDATE SET body = EXCLUDED.body WHERE blobs.body IS NULL AND EXCLUDED.body IS NOT NULL)
          INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING`,
-        [repoId, digest, size],
+        [repoId, digest, size, body],
       );
     if (q) await link(q, await this.ensureRepository(repository, q));
     else await this.withRepository(repository, link);

@@ -753,11 +753,14 @@ export class Registry {
     return new Map([...blobs.values()].map((b) => [b.digest, locationOf(b)]));
   }
 
-  /** The empty descriptor's `{}` is known to everyone; clients may reference it without pushing it. */
+  /**
+   * The empty descriptor's `{}` is known to everyone; clients may reference it without pushing
+   * it. Kept in the database, as any small blob.
+   */
   private async stageWellKnownEmptyBlob(repository: string): Promise<void> {
     const digest = parseDigest(EMPTY_JSON_DIGEST);
-    if (!(await this.isStored(digest))) await this.store.putStaged(digest, EMPTY_JSON);
-    await this.metadata.linkBlob(repository, digest.value, EMPTY_JSON.length);
+    const body = (await this.isStored(digest)) ? null : EMPTY_JSON;
+    await this.metadata.linkBlob(repository, digest.value, EMPTY_JSON.length, undefined, body);
   }
 
   // ---- listing ------------------------------------------------------------------------

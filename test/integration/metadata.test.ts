@@ -82,6 +82,18 @@ for (const kind of DATABASE_KINDS) {
       expect((await meta.inlineBody(d('j')))!.toString()).to.equal('abc');
     });
 
+    it('links content with its bytes in its row when given them, and gives them to a row that has none', async () => {
+      await meta.linkBlob('a/link', d('k'), 2, undefined, Buffer.from('{}'));
+      expect(await meta.findBlob('a/link', d('k'))).to.deep.include({ size: 2, state: 'staged', inline: true });
+      expect((await meta.inlineBody(d('k')))!.toString()).to.equal('{}');
+      await meta.linkBlob('a/link2', d('k'), 2);
+      expect((await meta.inlineBody(d('k')))!.toString()).to.equal('{}');
+      await meta.linkBlob('a/link', d('n'), 2);
+      expect(await meta.getBlob(d('n'))).to.deep.include({ inline: false });
+      await meta.linkBlob('a/link2', d('n'), 2, undefined, Buffer.from('[]'));
+      expect((await meta.inlineBody(d('n')))!.toString()).to.equal('[]');
+    });
+
     it('scopes blobs to the repositories that link them', async () => {
       await meta.linkBlob('a/one', d('1'), 5);
       expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged', inline: false, committedInRepository: false });
