@@ -11,7 +11,7 @@ import type { Area, BlobStore, ByteRange, OpenedBlob } from '../storage/blobstor
 import { locationOf, type BlobRecord, type ContentLocation, type ContentState, type ManifestRecord, type MetadataStore, type TagPrecondition } from '../db/metadata.js';
 import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
-import { ByteMeter, digestStream, ownMemory, readAll } from './streams.js';
+import { ByteMeter, digestStream, overLimit, ownMemory, readAll } from './streams.js';
 import { sharedHashing, type Hashing, type StreamDigest } from './hashing.js';
 import { parseManifest, type ParsedManifest } from './manifest.js';
 import { MEDIA_TYPES } from './mediatypes.js';
@@ -241,11 +241,7 @@ export class Registry {
       const [digested, synced] = await Promise.allSettled([this.uploadDigest(id, size, digest.algorithm), sync]);
       try {
         if (digested.status === 'rejected') throw digested.reason;
-        if (digested.value !== digest.value) {
-          throw new RegistryError('DIGEST_INVALID', `upload content has digest ${digested.value}, not ${digest.value}`, {
-            detail: { expected: digest.value, actual: digested.value },
-          });
-        }
+        if (digested.value !== digest.value) throw uploadDigestMismatch(digest, digested.value);
         if (synced.status === 'rejected') throw synced.reason;
       } catch (err) {
         // The session stays open with the chunk, as after a PATCH; without it when that cannot be recorded.
@@ -267,7 +263,7 @@ export class Registry {
    */
   private async finishSmallUpload(repository: string, id: string, digest: Digest, source: Readable, contentLength: number): Promise<number> {
     const limit = this.limits.maxBlobBytes;
-    if (limit > 0 && contentLength > limit) throw new RegistryError('SIZE_INVALID', `content exceeds the limit of ${limit} bytes`, { status: 413 });
+    if (limit > 0 && contentLength > limit) throw overLimit(limit);
     await this.requireSpace(contentLength);
     const stored = this.isStored(digest);
     stored.catch(() => undefined);
@@ -276,7 +272,7 @@ export class Registry {
     const actual = `${digest.algorithm}:${hashHex(digest.algorithm, bytes)}`;
     if (actual !== digest.value) {
       await this.appendLocked(id, 0, Readable.from([bytes], { objectMode: false }), null, bytes.length);
-      throw new RegistryError('DIGEST_INVALID', `upload content has digest ${actual}, not ${digest.value}`, { detail: { expected: digest.value, actual } });
+      throw uploadDigestMismatch(digest, actual);
     }
     this.uploadHashes.delete(id);
     await this.endUpload(repository, id, digest, bytes.length, 0, (await stored) ? null : bytes);
@@ -932,6 +928,13 @@ export function etagListMatches(header: string, etag: string | null, comparison:
   if (header.trim() === '*') return true;
   const opaque = (tag: string) => (comparison === 'weak' ? tag.replace(/^W\//, '') : tag);
   return header.split(',').some((candidate) => opaque(candidate.trim()) === opaque(etag));
+}
+
+/** An upload whose bytes hash to `actual`, not to the digest its client named. */
+function uploadDigestMismatch(expected: Digest, actual: string): RegistryError {
+  return new RegistryError('DIGEST_INVALID', `upload content has digest ${actual}, not ${expected.value}`, {
+    detail: { expected: expected.value, actual },
+  });
 }
 
 function blobUnknown(digest: Digest): RegistryError {

@@ -33,7 +33,7 @@ export class ByteMeter extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
     if (this.limit > 0 && this.bytes > this.limit) {
-      callback(new RegistryError('SIZE_INVALID', `content exceeds the limit of ${this.limit} bytes`, { status: 413 }));
+      callback(overLimit(this.limit));
       return;
     }
     this.chunks?.push(chunk);
@@ -45,6 +45,11 @@ export class ByteMeter extends Transform {
     this.nextCheck = this.bytes + spaceCheck.every;
     spaceCheck.check().then(() => callback(null, chunk), callback);
   }
+}
+
+/** Content past a limit of `limit` bytes (413). */
+export function overLimit(limit: number): RegistryError {
+  return new RegistryError('SIZE_INVALID', `content exceeds the limit of ${limit} bytes`, { status: 413 });
 }
 
 /** Digest of a stream, read to its end. */
