@@ -187,11 +187,14 @@ export class Gate {
     const { done: waitOn } = await this.addScan(loaded, evidence);
     const decision = this.options.evaluate(loaded, evidence, this.now());
     let nodes: ManifestNode[] = [];
+    let moves: Promise<void> | null = null;
     if (decision.outcome === 'admitted') {
       nodes = [...tree.nodes, ...(await this.reader.evidenceNodes(repository, digest, items))];
       // Evidence about the children of an index (their own signatures) is committed with them.
       for (const child of tree.nodes) if (child.digest !== digest) nodes.push(...(await this.reader.evidenceNodes(repository, child.digest)));
-      await this.commitFiles(nodes, trigger.pushed?.contentLocations);
+      // The files move while the transaction below does its first statements; it waits for
+      // them before it ends, so the switch still comes after the bytes (see startMoves).
+      moves = (await this.startMoves(nodes, trigger.pushed?.contentLocations)).done;
     }
     const children = tree.nodes.filter((n) => n.digest !== digest).map((n) => n.digest);
     const outcome = await this.options.registry.metadata.db.transaction(async (tx) => {
@@ -212,6 +215,10 @@ export class Gate {
         record = { ...withDecision(current, decision), evidence: found };
       }
       const commit = decision.outcome === 'admitted' ? await this.switchVisible(tx, repository, repoId, digest, nodes, children, trigger) : null;
+      if (moves) {
+        await moves;
+        failpoint('commit:before-switch'); // the switch is written, not yet committed
+      }
       // The records come last, in the order of what they record: an append holds the head of
       // the audit chain until this transaction ends (on PostgreSQL, every other append waits).
       if (created || changed) {
@@ -219,7 +226,8 @@ export class Gate {
       }
       if (commit) await this.options.audit.append(tx, commit);
       return { record, decision };
-    });
+      // One that failed before it waited for the moves: they end before the push is answered.
+    }).finally(() => moves?.catch(() => undefined));
     this.changed(repository, digest);
     if (waitOn) this.afterScan(repository, digest, waitOn);
     return { ...outcome, waitOn: this.rescanDecisions.get(`${repository}@${digest}`) };
@@ -382,7 +390,7 @@ export class Gate {
       { digest: evidence, contentDigests: manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest) },
       ...(await this.reader.evidenceNodes(repository, evidence)),
     ];
-    await this.commitFiles(nodes);
+    await (await this.startMoves(nodes)).done;
     await this.options.registry.metadata.db.transaction(async (tx) => {
       await this.lock(tx, repository, subject);
       const visible = await this.options.registry.metadata.commitManifests(tx, repository, nodes);
@@ -398,17 +406,30 @@ export class Gate {
     this.changed(repository, subject);
   }
 
-  /** Commit steps 1 and 2: blobs, then the manifests that need them, into the committed area. */
-  private async commitFiles(nodes: ManifestNode[], known?: ReadonlyMap<string, ContentLocation>): Promise<void> {
+  /**
+   * Commit steps 1 and 2: blobs, then the manifests that need them, into the committed area.
+   * Reads where the content is, then starts the moves and returns them running as `done`
+   * (already observed, so that a failure before the caller awaits it is not unhandled). The caller
+   * must await them before its switch's transaction commits (invariant 2: a crash before
+   * that leaves moved files no row names committed, which is garbage, never a visible image
+   * without its bytes). They touch only files: a transaction on the embedded database's one
+   * connection may wait for them without waiting for itself.
+   */
+  private async startMoves(nodes: ManifestNode[], known?: ReadonlyMap<string, ContentLocation>): Promise<{ done: Promise<void> }> {
+    const { registry } = this.options;
     const manifests = new Set(nodes.map((n) => n.digest));
     const order = commitOrder(nodes);
     // Locations read once for both steps (or as the push read them). Manifests kept in the
     // database have no bytes to move; step 2 moves those stored before they were kept there.
-    const locations = await this.options.registry.contentLocations(order, known);
-    await this.options.registry.commitContent(order.filter((d) => !manifests.has(d)), locations);
-    failpoint('commit:after-blobs');
-    await this.options.registry.commitContent(order.filter((d) => manifests.has(d)), locations);
-    failpoint('commit:after-manifests');
+    const locations = await registry.contentLocations(order, known);
+    const moves = (async () => {
+      await registry.commitContent(order.filter((d) => !manifests.has(d)), locations);
+      failpoint('commit:after-blobs');
+      await registry.commitContent(order.filter((d) => manifests.has(d)), locations);
+      failpoint('commit:after-manifests');
+    })();
+    moves.catch(() => undefined);
+    return { done: moves };
   }
 
   /**
@@ -427,7 +448,6 @@ export class Gate {
   ): Promise<AuditEvent | null> {
     const visible = await this.options.registry.metadata.commitManifests(tx, repository, nodes);
     const childrenAdmitted = await this.options.admissions.admitWith(tx, repoId, children, digest);
-    failpoint('commit:before-switch');
     if (nodes.length === 1 && visible.length === 0 && nodes[0].contentDigests.length === 0) return null; // nothing changed
     return {
       action: 'commit',

@@ -337,6 +337,32 @@ for (const kind of DATABASE_KINDS) {
       expect((await reader.request('GET', `/v2/${repo}/blobs/${layer}`)).status).to.equal(200);
     });
 
+    it('fails the push when a blob cannot be moved into the committed area, admits nothing, and completes once it is uploaded again', async () => {
+      const repo = 'team/warn/lost-layer';
+      const layerBody = fileBlob('lost');
+      const image = await buildImage(alice, repo, { annotations: { [SOURCE]: 'x' }, layer: layerBody });
+      const layer = (JSON.parse(image.body.toString()) as { layers: Array<{ digest: string }> }).layers[0].digest;
+      const [alg, hex] = layer.split(':');
+      // The staged file is lost (a disk error, a hand in the data directory): its move fails.
+      rmSync(path.join(gw.root, 'staging', alg, hex.slice(0, 2), hex));
+      const res = await alice.putManifest(repo, 'v1', image.body);
+      expect(res.status).to.equal(404);
+      const error = (await json<{ errors: Array<{ code: string; message: string }> }>(res)).errors[0];
+      expect(error.code).to.equal('BLOB_UNKNOWN');
+      expect(error.message).to.include(layer);
+      // The admission, the switch and their audit records were one transaction: none of it stays.
+      expect(await gw.db.query('SELECT 1 FROM admissions WHERE digest = $1', [image.digest])).to.have.length(0);
+      expect((await auditFor(image.digest)).map((r) => r.action)).to.deep.equal(['push']);
+      expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(404);
+      expect((await reader.request('GET', `/v2/${repo}/manifests/${image.digest}`)).status).to.equal(404);
+      // The layer is uploaded again (its lost file is written anew), and the push completes.
+      expect(await alice.pushBlob(repo, layerBody)).to.equal(layer);
+      expect((await alice.putManifest(repo, 'v1', image.body)).status).to.equal(201);
+      const pulled = await reader.request('GET', `/v2/${repo}/blobs/${layer}`);
+      expect(pulled.status).to.equal(200);
+      expect(Buffer.from(await pulled.arrayBuffer()).equals(Buffer.from(layerBody))).to.equal(true);
+    });
+
     it('re-evaluates under a changed policy on re-push, and on request by an administrator only', async () => {
       const repo = 'team/enforce/changed';
       const image = await buildImage(alice, repo);
