@@ -226,8 +226,7 @@ export class Gate {
       }
       if (commit) await this.options.audit.append(tx, commit);
       return { record, decision };
-      // One that failed before it waited for the moves: they end before the push is answered.
-    }).finally(() => moves?.catch(() => undefined));
+    }).finally(() => moves?.catch(() => undefined)); // a transaction that failed first: the moves end before the push is answered
     this.changed(repository, digest);
     if (waitOn) this.afterScan(repository, digest, waitOn);
     return { ...outcome, waitOn: this.rescanDecisions.get(`${repository}@${digest}`) };
