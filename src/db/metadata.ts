@@ -222,8 +222,8 @@ export class MetadataStore {
    * the blob store. A record that is there already keeps its bytes where they are, unless it
    * has none in its row and the caller found its file gone: then the row takes them.
    */
-  async finishUpload(id: string, digest: string, size: number, recorded: number, body: Buffer | null = null): Promise<boolean> {
-    const rows = await this.db.query<{ finished: number }>(
+  async finishUpload(id: string, digest: string, size: number, recorded: number, body: Buffer | null = null, q: Queryable = this.db): Promise<boolean> {
+    const rows = await q.query<{ finished: number }>(
       `WITH done AS (DELETE FROM uploads WHERE id = $1 AND size = $4 RETURNING repository_id),
          content AS (INSERT INTO blobs (digest, size, state, body) SELECT $2, $3, 'staged', $5::bytea FROM done
                      ON CONFLICT (digest) DO UPDATE SET body = EXCLUDED.body WHERE blobs.body IS NULL AND EXCLUDED.body IS NOT NULL),

@@ -327,6 +327,30 @@ for (const kind of DATABASE_KINDS) {
         expect((await c.request('PUT', `${location}?digest=${sha256(content)}`)).status).to.equal(201);
       });
 
+      it('answers 500 when the bytes cannot be moved into the staging area, records nothing, and keeps the upload for a retry', async () => {
+        const content = fileBlob('unstaged');
+        const digest = sha256(content);
+        const store = gw.registry.store;
+        const promote = store.promoteUpload;
+        const start = await c.request('POST', '/v2/up/unstaged/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        // The session's statement runs while the file is renamed: a failed rename must take it back.
+        store.promoteUpload = async () => {
+          await new Promise((r) => setTimeout(r, 50));
+          throw Object.assign(new Error('EIO: i/o error, rename'), { code: 'EIO' });
+        };
+        try {
+          expect((await c.request('PUT', `${location}?digest=${digest}`, { body: content })).status).to.equal(500);
+        } finally {
+          store.promoteUpload = promote;
+        }
+        expect((await c.request('HEAD', `/v2/up/unstaged/blobs/${digest}`)).status).to.equal(404);
+        expect(await gw.registry.metadata.getBlob(digest)).to.equal(null);
+        expect((await c.request('GET', location)).status).to.equal(204);
+        expect((await c.request('PUT', `${location}?digest=${digest}`, { body: content })).status).to.equal(201);
+        expect(await (await c.request('GET', `/v2/up/unstaged/blobs/${digest}`)).text()).to.equal(content);
+      });
+
       it('stores a small blob without flushing a file: the database commit makes it durable', async () => {
         const { put } = await putWhileFlushFails('noflush', 'a small blob', 'EIO');
         expect(put.status).to.equal(201);
