@@ -526,9 +526,23 @@ export class Registry {
 
   // ---- blobs --------------------------------------------------------------------------
 
+  /**
+   * A blob's size, for HEAD. Staged content is answered from its bytes as well as its record: a
+   * staged file can be lost (a disk error, a hand in the data directory) while its record stays,
+   * and a 404 then makes a client that checks before it uploads send the blob again, which
+   * writes the file anew. Committed content is answered from its record alone, so that a
+   * remote store is not asked once per HEAD.
+   */
   async statBlob(repository: string, digest: Digest, view: RepositoryView = FULL_VIEW): Promise<{ size: number }> {
     const blob = await this.findVisibleBlob(repository, digest, view);
+    if (blob.state === 'staged' && !(await this.hasStagedBytes(blob, digest))) throw blobUnknown(digest);
     return { size: blob.size };
+  }
+
+  /** Whether staged content's bytes are whole: in its row, staged, or committed by a commit meanwhile. */
+  private async hasStagedBytes(blob: BlobRecord, digest: Digest): Promise<boolean> {
+    if (await this.hasBytes(blob, digest)) return true;
+    return (await this.store.stat('committed', digest))?.size === blob.size;
   }
 
   async openBlob(repository: string, digest: Digest, range?: ByteRange, view: RepositoryView = FULL_VIEW): Promise<OpenedBlob> {

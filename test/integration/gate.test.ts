@@ -355,8 +355,12 @@ for (const kind of DATABASE_KINDS) {
       expect((await auditFor(image.digest)).map((r) => r.action)).to.deep.equal(['push']);
       expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(404);
       expect((await reader.request('GET', `/v2/${repo}/manifests/${image.digest}`)).status).to.equal(404);
-      // The layer is uploaded again (its lost file is written anew), and the push completes.
+      // Its record stays, but HEAD answers from the bytes: a client that checks before it
+      // uploads finds the layer missing, uploads it again (its lost file is written anew), and
+      // the push completes.
+      expect((await alice.request('HEAD', `/v2/${repo}/blobs/${layer}`)).status).to.equal(404);
       expect(await alice.pushBlob(repo, layerBody)).to.equal(layer);
+      expect((await alice.request('HEAD', `/v2/${repo}/blobs/${layer}`)).status).to.equal(200);
       expect((await alice.putManifest(repo, 'v1', image.body)).status).to.equal(201);
       const pulled = await reader.request('GET', `/v2/${repo}/blobs/${layer}`);
       expect(pulled.status).to.equal(200);
