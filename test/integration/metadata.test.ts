@@ -178,6 +178,17 @@ for (const kind of DATABASE_KINDS) {
       expect(await meta.deleteManifest('b/app', d('m'))).to.equal(false);
     });
 
+    it("finds a deleted manifest's tags by index, not by walking the repository's tags", async () => {
+      // The lookup the foreign key's cascade makes. Sequential scans are refused so that the
+      // plan shows which index serves it (these test tables are too small to need one).
+      const plan = await db.transaction(async (tx) => {
+        await tx.query('SET LOCAL enable_seqscan = off');
+        const rows = await tx.query<{ 'QUERY PLAN': string }>('EXPLAIN SELECT 1 FROM tags WHERE repository_id = 1 AND manifest_digest = $1', [d('m')]);
+        return rows.map((r) => r['QUERY PLAN']).join('\n');
+      });
+      expect(plan).to.match(/Scan (using|on) tags_manifest\b/);
+    });
+
     it('creates a repository once under concurrent first pushes', async () => {
       const ids = await Promise.all(Array.from({ length: 8 }, () => meta.ensureRepository('e/race')));
       expect(new Set(ids).size).to.equal(1);
