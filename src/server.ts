@@ -245,7 +245,13 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
       deleteEnabled: config.storage.deleteEnabled,
       reserveBytes: config.storage.reserveBytes,
     },
+    // Without fsync nothing is flushed: nothing to put off.
+    blobFlush: config.storage.fsync ? config.storage.blobFlush : 'upload',
   });
+  const recovered = await registry.blobFlushes.recover();
+  if (recovered.kept + recovered.forgotten > 0) {
+    logger.warn(recovered, 'checked the blobs pushed before an unclean stop whose flush was pending: whole ones kept, others forgotten');
+  }
 
   const robots = new RobotStore(db, audit);
   const gated = config.gate.enabled && !options.admit ? await startGate(config, registry, audit, db, logger) : undefined;
@@ -342,6 +348,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
       gated?.stop();
       const cut = await drain(server, config.http.shutdownGraceSeconds * 1000);
       if (cut > 0) logger.warn({ connections: cut, graceSeconds: config.http.shutdownGraceSeconds }, 'shutdown cut requests still in progress');
+      await registry.blobFlushes.drain();
       await db.close();
     },
   };

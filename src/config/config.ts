@@ -27,6 +27,12 @@ export interface GatewayConfig {
     root: string;
     deleteEnabled: boolean;
     fsync: boolean;
+    /**
+     * With fsync on, when a blob's bytes must be on disk: before a manifest that references it is
+     * accepted (`manifest`: its 201 comes first, the flush follows in the background), or before
+     * its own 201 (`upload`). See src/registry/blob-flushes.ts.
+     */
+    blobFlush: 'manifest' | 'upload';
     /** Writes are refused (507) rather than leave less than this many bytes free on the storage root's filesystem. */
     reserveBytes: number;
   };
@@ -137,7 +143,7 @@ export const DEFAULT_CONFIG: GatewayConfig = {
     lockoutWindowSeconds: 300,
     lockoutSeconds: 900,
   },
-  storage: { root: './data', deleteEnabled: true, fsync: true, reserveBytes: 256 * 1024 * 1024 },
+  storage: { root: './data', deleteEnabled: true, fsync: true, blobFlush: 'manifest', reserveBytes: 256 * 1024 * 1024 },
   database: { url: '', poolSize: 20 },
   policy: { dir: './policies', defaultPolicy: 'default' },
   gate: {
@@ -225,6 +231,7 @@ const schema = {
         root: { type: 'string', minLength: 1 },
         deleteEnabled: { type: 'boolean' },
         fsync: { type: 'boolean' },
+        blobFlush: { enum: ['manifest', 'upload'] },
         reserveBytes: { type: 'integer', minimum: 0 },
       },
     },

@@ -29,6 +29,8 @@ export function locationOf(blob: Pick<BlobRecord, 'state' | 'inline'>): ContentL
 export interface RepositoryBlob extends BlobRecord {
   /** Referenced by an admitted manifest of this repository: readers may see it. */
   committedInRepository: boolean;
+  /** The upload whose staged bytes are not known to be on disk yet (see finishUpload), or null. */
+  flushPending: string | null;
 }
 
 export interface ManifestRecord {
@@ -221,17 +223,61 @@ export class MetadataStore {
    * With `body` (a small blob's verified bytes) the content is kept in its row rather than in
    * the blob store. A record that is there already keeps its bytes where they are, unless it
    * has none in its row and the caller found its file gone: then the row takes them.
+   *
+   * `unflushed`: the upload's bytes were staged before they were flushed to disk; the record
+   * names the upload as the flush pending (also when it was there already: the staged file was
+   * replaced) until markFlushed clears it.
    */
-  async finishUpload(id: string, digest: string, size: number, recorded: number, body: Buffer | null = null, q: Queryable = this.db): Promise<boolean> {
+  async finishUpload(
+    id: string,
+    digest: string,
+    size: number,
+    recorded: number,
+    body: Buffer | null = null,
+    q: Queryable = this.db,
+    unflushed = false,
+  ): Promise<boolean> {
     const rows = await q.query<{ finished: number }>(
       `WITH done AS (DELETE FROM uploads WHERE id = $1 AND size = $4 RETURNING repository_id),
-         content AS (INSERT INTO blobs (digest, size, state, body) SELECT $2, $3, 'staged', $5::bytea FROM done
-                     ON CONFLICT (digest) DO UPDATE SET body = EXCLUDED.body WHERE blobs.body IS NULL AND EXCLUDED.body IS NOT NULL),
+         content AS (INSERT INTO blobs (digest, size, state, body, flush_pending) SELECT $2, $3, 'staged', $5::bytea, $6 FROM done
+                     ON CONFLICT (digest) DO UPDATE SET body = COALESCE(blobs.body, EXCLUDED.body), flush_pending = COALESCE(EXCLUDED.flush_pending, blobs.flush_pending)
+                     WHERE (blobs.body IS NULL AND EXCLUDED.body IS NOT NULL) OR EXCLUDED.flush_pending IS NOT NULL),
          link AS (INSERT INTO repository_blobs (repository_id, digest) SELECT repository_id, $2 FROM done ON CONFLICT DO NOTHING)
        SELECT count(*)::int AS finished FROM done`,
-      [id, digest, size, recorded, body],
+      [id, digest, size, recorded, body, unflushed ? id : null],
     );
     return rows[0].finished > 0;
+  }
+
+  /** Records that the bytes each upload staged under its digest are on disk (unless a later upload's are pending since). */
+  async markFlushed(flushed: Array<{ digest: string; upload: string }>): Promise<void> {
+    if (flushed.length === 0) return;
+    await this.db.query(
+      `UPDATE blobs b SET flush_pending = NULL FROM unnest($1::text[], $2::text[]) AS f(digest, upload)
+        WHERE b.digest = f.digest AND b.flush_pending = f.upload`,
+      [flushed.map((f) => f.digest), flushed.map((f) => f.upload)],
+    );
+  }
+
+  /** Content whose bytes are not known to be on disk (see finishUpload's `unflushed`). */
+  async unflushedBlobs(): Promise<Array<BlobRecord & { flushPending: string }>> {
+    return this.db.query<BlobRecord & { flushPending: string }>(
+      `SELECT digest, size, state, body IS NOT NULL AS inline, flush_pending AS "flushPending" FROM blobs WHERE flush_pending IS NOT NULL ORDER BY digest`,
+    );
+  }
+
+  /**
+   * Forgets content whose bytes could not be flushed (its record and every repository's link
+   * to it), if the same upload's flush is still the one pending. False when it was not.
+   */
+  async forgetUnflushedBlob(digest: string, upload: string): Promise<boolean> {
+    return this.db.transaction(async (tx) => {
+      const rows = await tx.query<{ digest: string }>('SELECT digest FROM blobs WHERE digest = $1 AND flush_pending = $2 FOR UPDATE', [digest, upload]);
+      if (rows.length === 0) return false;
+      await tx.query('DELETE FROM repository_blobs WHERE digest = $1', [digest]);
+      await tx.query('DELETE FROM blobs WHERE digest = $1', [digest]);
+      return true;
+    });
   }
 
   async deleteUpload(id: string): Promise<boolean> {
@@ -289,8 +335,8 @@ export class MetadataStore {
     if (digests.length === 0) return new Map();
     const repoId = await this.repositoryId(repository);
     if (repoId === null) return new Map();
-    const rows = await this.db.query<{ digest: string; size: number; state: ContentState; inline: boolean; committed: boolean }>(
-      `SELECT b.digest, b.size, b.state, b.body IS NOT NULL AS inline, rb.committed FROM repository_blobs rb
+    const rows = await this.db.query<{ digest: string; size: number; state: ContentState; inline: boolean; committed: boolean; flushPending: string | null }>(
+      `SELECT b.digest, b.size, b.state, b.body IS NOT NULL AS inline, rb.committed, b.flush_pending AS "flushPending" FROM repository_blobs rb
          JOIN blobs b ON b.digest = rb.digest
         WHERE rb.repository_id = $1 AND rb.digest = ANY($2::text[])`,
       [repoId, digests],

@@ -39,16 +39,18 @@ export interface AppDeps {
  * is on disk: the end of its response waits for the database's flush (one flush for all the
  * commits of the request, and for those of the requests answered with it). When the flush
  * fails, the connection is closed without an answer: the client must not take it as done.
- * Progress of an upload session (its start, a PATCH: `res.locals.uploadProgress`) is not
- * waited for: its bytes reach the disk only when the upload is closed, and a client that
- * finds a session lost starts again; the PUT that closes it is durable.
+ * Answers that set `res.locals.flushLater` are not held: progress of an upload session (its
+ * start, a PATCH), whose bytes reach the disk only when the upload is closed, and a client
+ * that finds a session lost starts again; and, with storage.blobFlush `manifest`, the upload's
+ * close, whose blob is made durable before a manifest that references it is accepted (that
+ * manifest's answer waits for the flush, which covers every commit before it).
  */
 function answerWritesWhenDurable(durable: () => Promise<void>): RequestHandler {
   return (req, res, next) => {
     if (req.method === 'GET' || req.method === 'HEAD') return next();
     const end = res.end as (...args: unknown[]) => Response;
     res.end = function (this: Response, ...args: unknown[]) {
-      if (res.locals.uploadProgress === true) return end.apply(this, args);
+      if (res.locals.flushLater === true) return end.apply(this, args);
       durable().then(
         () => end.apply(this, args),
         (err: unknown) => {

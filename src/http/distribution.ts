@@ -158,6 +158,7 @@ class DistributionHandlers {
       if (hasBody(req) || digest.value === emptyDigest(digest.algorithm)) {
         await this.registry.uploadMonolithic(name, digest, req, contentLength(req));
         res.locals.bytesIn = contentLength(req) ?? 0;
+        res.locals.flushLater = this.registry.flushesBlobsLater;
         return blobCreated(res, name, digest.value);
       }
     }
@@ -193,6 +194,7 @@ class DistributionHandlers {
     if (!body) drain(req);
     await this.registry.finishUpload(name, id, digest, body, range, contentLength(req));
     res.locals.bytesIn = contentLength(req) ?? 0;
+    res.locals.flushLater = this.registry.flushesBlobsLater;
     blobCreated(res, name, digest.value);
   }
 
@@ -357,7 +359,7 @@ function setUploadHeaders(res: Response, name: string, id: string, size: number)
 }
 
 function uploadAccepted(res: Response, name: string, id: string, size: number): void {
-  res.locals.uploadProgress = true; // answered without waiting for the database's flush (app.ts)
+  res.locals.flushLater = true; // answered without waiting for the database's flush (app.ts)
   setUploadHeaders(res, name, id, size);
   res.setHeader('Content-Length', 0);
   res.status(202).end();

@@ -11,6 +11,7 @@ import type { Area, BlobStore, ByteRange, OpenedBlob } from '../storage/blobstor
 import { locationOf, type BlobRecord, type ContentLocation, type ContentState, type ManifestRecord, type MetadataStore, type TagPrecondition } from '../db/metadata.js';
 import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
+import { BlobFlushes } from './blob-flushes.js';
 import { ByteMeter, digestStream, overLimit, ownMemory, readAll } from './streams.js';
 import { sharedHashing, type Hashing, type StreamDigest } from './hashing.js';
 import { parseManifest, type ParsedManifest } from './manifest.js';
@@ -71,6 +72,11 @@ export interface RegistryOptions {
   record?: RecordEvent;
   /** Where upload digests are computed (default: the process's hashing worker threads). */
   hashing?: Hashing;
+  /**
+   * When a blob's bytes must be on disk: before its own 201 (`upload`, the default here), or
+   * before a manifest that references it is accepted (`manifest`, see BlobFlushes).
+   */
+  blobFlush?: 'manifest' | 'upload';
 }
 
 /** In-memory progress of a streaming hash over an upload, valid while `offset` matches. */
@@ -165,6 +171,10 @@ export class Registry {
   private readonly uploadHashes = new UploadHashes();
   private readonly hashing: Hashing;
   private readonly busyUploads = new Set<string>();
+  /** Flushes of blobs answered before their bytes were on disk (blobFlush `manifest`). */
+  readonly blobFlushes: BlobFlushes;
+  /** Whether a blob's 201 comes before its bytes are flushed (and before the database's log is). */
+  readonly flushesBlobsLater: boolean;
   /**
    * Small content by digest (manifests, small blobs), and the bytes so far of small uploads
    * under `upload:<id>`; bounded, least recently used first out.
@@ -180,6 +190,8 @@ export class Registry {
     this.admit = options.admit ?? admitEverything;
     this.record = options.record ?? (async () => undefined);
     this.hashing = options.hashing ?? sharedHashing();
+    this.blobFlushes = new BlobFlushes(this.store, this.metadata, this.logger);
+    this.flushesBlobsLater = options.blobFlush === 'manifest';
   }
 
   /** Installs the gate's admission hook (the gate needs the registry to exist first). */
@@ -236,8 +248,10 @@ export class Registry {
       const stored = this.isStored(digest);
       stored.catch(() => undefined);
       // The bytes go to disk while the digest is finished (wasted when it is wrong, or the content
-      // is stored already). A small blob's go into the database instead (stageUploadedBlob).
-      const sync = size <= SMALL_BLOB_BYTES ? Promise.resolve() : this.store.syncUpload(id);
+      // is stored already), or after the 201 (BlobFlushes). A small blob's go into the database
+      // instead (stageUploadedBlob).
+      const flushLater = this.flushesBlobsLater && size > SMALL_BLOB_BYTES;
+      const sync = size <= SMALL_BLOB_BYTES || flushLater ? Promise.resolve() : this.store.syncUpload(id);
       const [digested, synced] = await Promise.allSettled([this.uploadDigest(id, size, digest.algorithm), sync]);
       try {
         if (digested.status === 'rejected') throw digested.reason;
@@ -251,7 +265,7 @@ export class Registry {
         }
         throw err;
       }
-      await this.stageUploadedBlob(repository, id, digest, size, recorded, await stored, this.contentCache.take(`upload:${id}`));
+      await this.stageUploadedBlob(repository, id, digest, size, recorded, await stored, this.contentCache.take(`upload:${id}`), flushLater);
       return size;
     });
   }
@@ -470,12 +484,23 @@ export class Registry {
    * scratch file (if any) is dropped once the row is written. `kept`: the bytes as they
    * arrived, when the registry kept them (small uploads); cached once verified.
    */
-  private async stageUploadedBlob(repository: string, id: string, digest: Digest, size: number, recorded: number, stored: boolean, kept?: Buffer): Promise<void> {
+  private async stageUploadedBlob(
+    repository: string,
+    id: string,
+    digest: Digest,
+    size: number,
+    recorded: number,
+    stored: boolean,
+    kept: Buffer | undefined,
+    flushLater: boolean,
+  ): Promise<void> {
     const small = !stored && size <= SMALL_BLOB_BYTES ? await this.smallUploadBytes(id, digest, size, kept) : null;
     if (stored) await this.store.deleteUpload(id);
     if (stored || small) {
       this.uploadHashes.delete(id);
       await this.endUpload(repository, id, digest, size, recorded, small);
+    } else if (flushLater) {
+      await this.endUploadStagedUnflushed(repository, id, digest, size, recorded);
     } else {
       await this.endUploadWhileStaging(repository, id, digest, size, recorded);
     }
@@ -513,6 +538,33 @@ export class Registry {
       .finally(() => staged.catch(() => undefined)); // a statement that failed first: the rename ends before the answer
     this.uploadHashes.delete(id);
     if (!ended) throw uploadChanged(repository, id);
+  }
+
+  /**
+   * Ends the session of a blob whose bytes are flushed after its 201 (BlobFlushes): the
+   * statement names the upload as the flush pending, then the file is moved into the staging
+   * area (not flushed, replacing whatever is there), and the transaction commits once it is.
+   * The statement comes first so that no earlier flush of the same digest marks the record
+   * flushed once this file stands in its place. The flush starts when the transaction has
+   * committed; a failed rename takes the statement back, as in endUploadWhileStaging.
+   */
+  private async endUploadStagedUnflushed(repository: string, id: string, digest: Digest, size: number, recorded: number): Promise<void> {
+    let promoted = false;
+    const ended = await this.metadata.db
+      .transaction(async (tx) => {
+        if (!(await this.metadata.finishUpload(id, digest.value, size, recorded, null, tx, true))) return false;
+        await this.store.promoteUpload(id, digest, size, { flushed: false });
+        promoted = true;
+        return true;
+      })
+      .catch(async (err: unknown) => {
+        // Moved, but the commit failed: the file stands unrecorded (a later upload replaces it); its flushes are dropped.
+        if (promoted) await this.store.deleteUpload(id).catch(() => undefined);
+        throw err;
+      });
+    this.uploadHashes.delete(id);
+    if (!ended) throw uploadChanged(repository, id);
+    this.blobFlushes.start(digest, id);
   }
 
   /** A small upload's bytes, as they arrived or read back from its file, checked against its digest once more. */
@@ -783,6 +835,8 @@ export class Registry {
         detail: { missing },
       });
     }
+    // Accepted only on bytes that are on disk (blobs answered before their flush: BlobFlushes).
+    await this.blobFlushes.settle(blobs.values());
     return new Map([...blobs.values()].map((b) => [b.digest, locationOf(b)]));
   }
 

@@ -39,14 +39,25 @@ export interface BlobStore {
   /** Discards upload bytes past `size` (after a failed append). */
   truncateUpload(uploadId: string, size: number): Promise<void>;
   readUpload(uploadId: string): Promise<Readable>;
-  /** Makes an upload's bytes durable (a missing, zero-byte upload is no error): before its 201. */
+  /** Makes an upload's bytes durable (a missing, zero-byte upload is no error), before it is promoted. */
   syncUpload(uploadId: string): Promise<void>;
   /**
    * Moves a finished upload of `size` bytes, made durable by syncUpload, into the staging area
    * under its verified digest. Content already there with that size is kept (the upload is
    * dropped); an upload whose bytes are gone fails with BlobNotFoundError, unless it is empty.
+   *
+   * With `flushed: false` the upload was not made durable first (its blob is flushed after its
+   * 201, see the registry's BlobFlushes): the move is not flushed either, content already
+   * there is replaced (without a flush it may be a file a crash cut), and
+   * `flushContent('staging', digest, uploadId)` must follow.
    */
-  promoteUpload(uploadId: string, digest: Digest, size: number): Promise<void>;
+  promoteUpload(uploadId: string, digest: Digest, size: number, options?: { flushed?: boolean }): Promise<void>;
+  /**
+   * Makes content's bytes, and the directory entry that names them, durable. With `uploadId`
+   * (content promoted unflushed from that upload), first waits for the upload's background
+   * flushes, whose failure fails this one. BlobNotFoundError when the content is not there.
+   */
+  flushContent(area: Area, digest: Digest, uploadId?: string): Promise<void>;
   deleteUpload(uploadId: string): Promise<void>;
   /** Upload scratch files with the time they were last written (for purging abandoned ones). */
   listUploads(): Promise<Array<{ id: string; modified: Date }>>;

@@ -6,8 +6,9 @@
  *   tmp/                                temp files, renamed into place (atomic writes)
  * Paths are built only from validated digests and upload ids, then checked to stay
  * below the root, so no network input can name a file elsewhere. Upload bytes are written
- * by FileAppender; with `fsync` on, a blob's bytes are flushed to disk before it is staged, so
- * a 201 never names bytes a crash loses. How they are written (see `buffered` below): through
+ * by FileAppender; with `fsync` on, a blob's bytes are flushed to disk before it is staged
+ * (syncUpload, then promoteUpload), or after (promoteUpload with `flushed: false`, then
+ * flushContent: the registry's BlobFlushes). How they are written (see `buffered` below): through
  * the page cache, each flushed part dropped from it, where the page-cache addon is built and
  * fsync is on; otherwise with direct I/O where the filesystem allows it. Manifests' bytes, and
  * those of blobs of up to 64 KiB, are kept in the database (the registry's SMALL_BLOB_BYTES);
@@ -70,6 +71,8 @@ export class FsBlobStore implements BlobStore {
   private replaceOnly = false;
   /** Each open upload's background flushes (with fsync on), kept from one request to the next. */
   private readonly flushers = new Map<string, UploadFlusher>();
+  /** Those of uploads promoted unflushed, until flushContent waits for them. */
+  private readonly promoted = new Map<string, UploadFlusher>();
 
   constructor(root: string, options: FsBlobStoreOptions = {}) {
     this.root = path.resolve(root);
@@ -148,7 +151,8 @@ export class FsBlobStore implements BlobStore {
     await syncFile(file, { dropCache: this.buffered });
   }
 
-  async promoteUpload(uploadId: string, digest: Digest, size: number): Promise<void> {
+  async promoteUpload(uploadId: string, digest: Digest, size: number, options: { flushed?: boolean } = {}): Promise<void> {
+    if (options.flushed === false) return this.promoteUnflushed(uploadId, digest, size);
     const source = this.uploadPath(uploadId);
     const target = this.contentPath('staging', digest);
     await this.ensureDir(path.dirname(target));
@@ -174,6 +178,46 @@ export class FsBlobStore implements BlobStore {
   }
 
   /**
+   * promoteUpload with `flushed: false`: one rename, not flushed, that replaces whatever is there
+   * (a file left unflushed by a crash may be cut: only bytes verified now may stand under the
+   * digest). The upload's background flushes stop starting (they would open the old path) and
+   * are handed to flushContent.
+   */
+  private async promoteUnflushed(uploadId: string, digest: Digest, size: number): Promise<void> {
+    const source = this.uploadPath(uploadId);
+    const target = this.contentPath('staging', digest);
+    const flusher = this.flushers.get(uploadId);
+    flusher?.stop();
+    await this.ensureDir(path.dirname(target));
+    try {
+      await fsp.rename(source, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      // As above: an empty upload has no file; any other's bytes are gone.
+      if (size !== 0) throw new BlobNotFoundError('uploads', `upload ${uploadId}`);
+      await this.putStaged(digest, Buffer.alloc(0));
+      return;
+    }
+    if (!flusher) return;
+    this.flushers.delete(uploadId);
+    this.promoted.set(uploadId, flusher);
+  }
+
+  async flushContent(area: Area, digest: Digest, uploadId?: string): Promise<void> {
+    const flusher = uploadId === undefined ? undefined : this.promoted.get(uploadId);
+    if (uploadId !== undefined) this.promoted.delete(uploadId);
+    if (!this.fsync) {
+      if (!(await this.stat(area, digest))) throw new BlobNotFoundError(area, digest.value);
+      return;
+    }
+    // A background flush that failed may have left bytes unwritten that a later flush reports clean.
+    await flusher?.settle();
+    const file = this.contentPath(area, digest);
+    if (!(await syncFile(file, { dropCache: this.buffered }))) throw new BlobNotFoundError(area, digest.value);
+    await syncDirectory(path.dirname(file));
+  }
+
+  /**
    * Through the addon, the rename and the flush of its directory in one job, when nothing is
    * at `target` yet ('renamed', flushed with fsync on); 'exists' or 'missing' change nothing.
    * Null when not tried: no addon, or a filesystem that cannot refuse to replace.
@@ -193,6 +237,7 @@ export class FsBlobStore implements BlobStore {
 
   async deleteUpload(uploadId: string): Promise<void> {
     this.flushers.delete(uploadId);
+    this.promoted.delete(uploadId);
     await fsp.rm(this.uploadPath(uploadId), { force: true });
   }
 

@@ -11,6 +11,7 @@ const TIMED = [
   'readUpload',
   'syncUpload',
   'promoteUpload',
+  'flushContent',
   'deleteUpload',
   'listUploads',
   'putStaged',

@@ -38,6 +38,8 @@ export class UploadFlusher {
   private failure: Error | null = null;
   /** Rewrites so far (see rewriteFrom): a flush that ran across one does not move `flushedTo`. */
   private cuts = 0;
+  /** Set by stop(): no flush starts any more. */
+  private stopped = false;
   /** Flushes started. */
   flushes = 0;
 
@@ -59,7 +61,7 @@ export class UploadFlusher {
    */
   private startDue(): void {
     const due = this.flushedTo === 0 ? (this.options.first ?? this.options.every) : this.options.every;
-    if (this.running || this.failure || this.writtenTo - this.flushedTo < due) return;
+    if (this.running || this.failure || this.stopped || this.writtenTo - this.flushedTo < due) return;
     this.flushes++;
     this.running = this.flushTo(this.writtenTo)
       .catch((err: Error) => {
@@ -69,6 +71,14 @@ export class UploadFlusher {
         this.running = null;
         this.startDue();
       });
+  }
+
+  /**
+   * Starts no more flushes (one running goes on; settle() waits for it): the file is about to
+   * move, and a flush started later would open it where it was.
+   */
+  stop(): void {
+    this.stopped = true;
   }
 
   /** The first failure of a background flush, thrown. */

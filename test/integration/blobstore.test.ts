@@ -189,6 +189,23 @@ for (const driver of DRIVERS) {
       expect(await store.listUploads()).to.deep.equal([]);
     });
 
+    it('promotes an upload unflushed, replacing what is there, and flushes it where it is', async () => {
+      const data = Buffer.from('content flushed after its answer');
+      const digest = digestOf(data);
+      // A file no record names, cut by a crash: an unflushed promotion must not keep it.
+      await store.putStaged(digest, Buffer.alloc(data.length));
+      const id = randomUUID();
+      await writeUpload(store, id, 0, data);
+      await store.promoteUpload(id, digest, data.length, { flushed: false });
+      expect(await store.listUploads()).to.deep.equal([]);
+      expect(await readAll((await store.open('staging', digest))!.stream)).to.deep.equal(data);
+      await store.flushContent('staging', digest, id);
+      await store.commit(digest);
+      await store.flushContent('committed', digest);
+      const missing = digestOf(Buffer.from('never stored'));
+      expect(await store.flushContent('staging', missing).catch((e: unknown) => e)).to.be.instanceOf(BlobNotFoundError);
+    });
+
     it('shows the bytes of each append to its tap, in order', async () => {
       const id = randomUUID();
       const whole = randomBytes(2 * 1024 * 1024 + 999);
@@ -364,6 +381,38 @@ describe('filesystem BlobStore layout', () => {
       await store.deleteUpload(id);
       await writeUpload(store, id, 0, randomBytes(MiB));
       await store.syncUpload(id);
+    });
+  });
+
+  it('hands a promoted upload\'s background flushes to flushContent, which reports their failure', async () => {
+    await withFsStore({}, async (store, root) => {
+      const MiB = 1024 * 1024;
+      const id = randomUUID();
+      await writeUpload(store, id, 0, randomBytes(MiB));
+      // /dev/null takes every write and refuses fdatasync (EINVAL): the background flush fails.
+      const file = path.join(root, 'uploads', id);
+      rmSync(file);
+      symlinkSync('/dev/null', file);
+      const data = randomBytes(9 * MiB);
+      await writeUpload(store, id, MiB, data); // past 8 MiB: a background flush starts
+      const digest = digestOf(data);
+      await store.promoteUpload(id, digest, 10 * MiB, { flushed: false });
+      const code = (e: NodeJS.ErrnoException) => e.code;
+      expect(await store.flushContent('staging', digest, id).then(() => 'flushed', code)).to.equal('EINVAL');
+    });
+  });
+
+  it('drops an unflushed promoted upload\'s bytes from the page cache once flushContent has flushed them', async () => {
+    await withFsStore({}, async (store, root) => {
+      const data = randomBytes(4 * 1024 * 1024);
+      const id = randomUUID();
+      await writeUpload(store, id, 0, data);
+      const digest = digestOf(data);
+      await store.promoteUpload(id, digest, data.length, { flushed: false });
+      await store.flushContent('staging', digest, id);
+      const file = path.join(root, 'staging', 'sha256', digest.hex.slice(0, 2), digest.hex);
+      expect(cachedBytes(file)).to.be.below(64 * 1024);
+      expect(await readAll((await store.open('staging', digest))!.stream)).to.deep.equal(data);
     });
   });
 

@@ -343,7 +343,8 @@ for (const kind of DATABASE_KINDS) {
       const image = await buildImage(alice, repo, { annotations: { [SOURCE]: 'x' }, layer: layerBody });
       const layer = (JSON.parse(image.body.toString()) as { layers: Array<{ digest: string }> }).layers[0].digest;
       const [alg, hex] = layer.split(':');
-      // The staged file is lost (a disk error, a hand in the data directory): its move fails.
+      // The staged file is lost (a disk error, a hand in the data directory) once it was flushed: its move fails.
+      await gw.registry.blobFlushes.drain();
       rmSync(path.join(gw.root, 'staging', alg, hex.slice(0, 2), hex));
       const res = await alice.putManifest(repo, 'v1', image.body);
       expect(res.status).to.equal(404);

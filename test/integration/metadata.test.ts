@@ -61,6 +61,39 @@ for (const kind of DATABASE_KINDS) {
       expect(await meta.getBlob(d('g'))).to.equal(null);
     });
 
+    it('names the upload whose flush is pending, clears it only for that upload, and forgets content only for it', async () => {
+      const finish = async (repo: string, digest: string) => {
+        const id = randomUUID();
+        await meta.createUpload(id, repo);
+        expect(await meta.finishUpload(id, digest, 7, 0, null, db, true)).to.equal(true);
+        return id;
+      };
+      const first = await finish('a/flush', d('7'));
+      expect(await meta.findBlob('a/flush', d('7'))).to.deep.include({ flushPending: first });
+      // A second upload that replaced the file: the first one's flush no longer clears the record.
+      const second = await finish('a/flush-too', d('7'));
+      await meta.markFlushed([{ digest: d('7'), upload: first }]);
+      expect(await meta.findBlob('a/flush', d('7'))).to.deep.include({ flushPending: second });
+      expect((await meta.unflushedBlobs()).map((b) => [b.digest, b.flushPending])).to.deep.include([d('7'), second]);
+      expect(await meta.forgetUnflushedBlob(d('7'), first)).to.equal(false);
+      await meta.markFlushed([{ digest: d('7'), upload: second }]);
+      expect(await meta.findBlob('a/flush', d('7'))).to.deep.include({ flushPending: null });
+      expect((await meta.unflushedBlobs()).map((b) => b.digest)).to.not.include(d('7'));
+      // An upload whose bytes were flushed before its record (storage.blobFlush=upload) leaves nothing pending.
+      const id = randomUUID();
+      await meta.createUpload(id, 'a/flush');
+      expect(await meta.finishUpload(id, d('7'), 7, 0)).to.equal(true);
+      expect(await meta.findBlob('a/flush', d('7'))).to.deep.include({ flushPending: null });
+      // Forgetting takes the record and every link, for the upload still pending only.
+      const lost = await finish('a/flush', d('8'));
+      await finish('a/flush-too', d('8')).then((upload) => meta.markFlushed([{ digest: d('8'), upload }]));
+      await db.query('UPDATE blobs SET flush_pending = $2 WHERE digest = $1', [d('8'), lost]);
+      expect(await meta.forgetUnflushedBlob(d('8'), lost)).to.equal(true);
+      expect(await meta.getBlob(d('8'))).to.equal(null);
+      expect(await meta.findBlob('a/flush', d('8'))).to.equal(null);
+      expect(await meta.findBlob('a/flush-too', d('8'))).to.equal(null);
+    });
+
     it("keeps a small blob's bytes in its content row, and gives them to a row that has none", async () => {
       const finish = async (repo: string, digest: string, body: Buffer | null) => {
         const id = randomUUID();
@@ -96,7 +129,7 @@ for (const kind of DATABASE_KINDS) {
 
     it('scopes blobs to the repositories that link them', async () => {
       await meta.linkBlob('a/one', d('1'), 5);
-      expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged', inline: false, committedInRepository: false });
+      expect(await meta.findBlob('a/one', d('1'))).to.deep.equal({ digest: d('1'), size: 5, state: 'staged', inline: false, committedInRepository: false, flushPending: null });
       expect(await meta.findBlob('a/two', d('1'))).to.equal(null);
       expect(await meta.unlinkBlob('a/one', d('1'))).to.equal(true);
       expect(await meta.findBlob('a/one', d('1'))).to.equal(null);
