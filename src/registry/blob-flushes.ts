@@ -24,6 +24,7 @@ import type { Logger } from 'pino';
 import type { Area, BlobStore } from '../storage/blobstore.js';
 import { BlobNotFoundError } from '../storage/blobstore.js';
 import type { ContentState, MetadataStore } from '../db/metadata.js';
+import { failpoint } from '../admission/failpoints.js';
 import { RegistryError } from './errors.js';
 import { parseDigest, type Digest } from './names.js';
 import { digestStream } from './streams.js';
@@ -56,6 +57,7 @@ export class BlobFlushes {
 
   /** Starts flushing the bytes `upload` staged unflushed under `digest` (see BlobStore.promoteUpload). */
   start(digest: Digest, upload: string): void {
+    failpoint('blob:before-flush');
     this.track(digest.value, upload, this.store.flushContent('staging', digest, upload));
   }
 
