@@ -22,7 +22,7 @@
  */
 import type { Logger } from 'pino';
 import type { Area, BlobStore } from '../storage/blobstore.js';
-import { BlobNotFoundError } from '../storage/blobstore.js';
+import { areaOf, BlobNotFoundError, otherArea } from '../storage/blobstore.js';
 import type { ContentState, MetadataStore } from '../db/metadata.js';
 import { failpoint } from '../admission/failpoints.js';
 import { RegistryError } from './errors.js';
@@ -161,19 +161,19 @@ export class BlobFlushes {
   /** Flushes a blob's bytes in the area its state names, or the other one (a commit or an upload may have moved them). */
   private async flushWhereItIs(blob: PendingBlob): Promise<void> {
     const digest = parseDigest(blob.digest);
-    const area: Area = blob.state === 'committed' ? 'committed' : 'staging';
+    const area = areaOf(blob.state);
     try {
       await this.store.flushContent(area, digest);
     } catch (err) {
       if (!(err instanceof BlobNotFoundError)) throw err;
-      await this.store.flushContent(area === 'staging' ? 'committed' : 'staging', digest);
+      await this.store.flushContent(otherArea(area), digest);
     }
   }
 
   /** The area holding the blob's whole bytes (`size` bytes that hash to its digest), or null. */
   private async wholeIn(digest: Digest, size: number, state: ContentState): Promise<Area | null> {
-    const first: Area = state === 'committed' ? 'committed' : 'staging';
-    for (const area of [first, first === 'staging' ? 'committed' : 'staging'] as const) {
+    const first = areaOf(state);
+    for (const area of [first, otherArea(first)]) {
       const opened = await this.store.open(area, digest);
       if (!opened) continue;
       if (opened.size !== size) {

@@ -7,8 +7,8 @@ import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
-import type { Area, BlobStore, ByteRange, OpenedBlob } from '../storage/blobstore.js';
-import { locationOf, type BlobRecord, type ContentLocation, type ContentState, type ManifestRecord, type MetadataStore, type TagPrecondition } from '../db/metadata.js';
+import { areaOf, otherArea, type BlobStore, type ByteRange, type OpenedBlob } from '../storage/blobstore.js';
+import { locationOf, type BlobRecord, type ContentLocation, type ManifestRecord, type MetadataStore, type TagPrecondition } from '../db/metadata.js';
 import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
 import { BlobFlushes } from './blob-flushes.js';
@@ -676,8 +676,7 @@ export class Registry {
       return body && openBuffer(body, range);
     }
     const area = areaOf(location);
-    const other: Area = area === 'staging' ? 'committed' : 'staging';
-    return (await this.store.open(area, digest, range)) ?? (await this.store.open(other, digest, range));
+    return (await this.store.open(area, digest, range)) ?? (await this.store.open(otherArea(area), digest, range));
   }
 
   // ---- manifests ----------------------------------------------------------------------
@@ -977,10 +976,6 @@ function openBuffer(body: Buffer, range?: ByteRange): OpenedBlob {
 
 function hashHex(algorithm: DigestAlgorithm, bytes: Buffer): string {
   return createHash(algorithm).update(bytes).digest('hex');
-}
-
-function areaOf(state: ContentState): Area {
-  return state === 'staged' ? 'staging' : 'committed';
 }
 
 export function rangeHeader(size: number): string {

@@ -10,6 +10,16 @@ import type { Digest } from '../registry/names.js';
 
 export type Area = 'staging' | 'committed';
 
+/** The area a content record's state names. */
+export function areaOf(state: 'staged' | 'committed'): Area {
+  return state === 'staged' ? 'staging' : 'committed';
+}
+
+/** The other area: where content may be when a commit (or a new upload of it) moved it since its record was read. */
+export function otherArea(area: Area): Area {
+  return area === 'staging' ? 'committed' : 'staging';
+}
+
 /** Inclusive byte range. */
 export interface ByteRange {
   start: number;

@@ -169,12 +169,17 @@ export class FsBlobStore implements BlobStore {
       );
       if (outcome === 'renamed') await this.syncDir(path.dirname(target));
     }
-    if (outcome === 'missing') {
-      // A zero-byte upload never opened a writer: stage an empty file. Any other upload's bytes
-      // are gone (cancelled or purged meanwhile): nothing may be staged in their place.
-      if (size !== 0) throw new BlobNotFoundError('uploads', `upload ${uploadId}`);
-      await this.putStaged(digest, Buffer.alloc(0));
-    }
+    if (outcome === 'missing') await this.stageMissingUpload(uploadId, digest, size);
+  }
+
+  /**
+   * An upload with no file to move: a zero-byte upload never opened a writer, so an empty file
+   * is staged. Any other upload's bytes are gone (cancelled or purged meanwhile): nothing may be
+   * staged in their place.
+   */
+  private async stageMissingUpload(uploadId: string, digest: Digest, size: number): Promise<void> {
+    if (size !== 0) throw new BlobNotFoundError('uploads', `upload ${uploadId}`);
+    await this.putStaged(digest, Buffer.alloc(0));
   }
 
   /**
@@ -193,10 +198,7 @@ export class FsBlobStore implements BlobStore {
       await fsp.rename(source, target);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      // As above: an empty upload has no file; any other's bytes are gone.
-      if (size !== 0) throw new BlobNotFoundError('uploads', `upload ${uploadId}`);
-      await this.putStaged(digest, Buffer.alloc(0));
-      return;
+      return this.stageMissingUpload(uploadId, digest, size);
     }
     if (!flusher) return;
     this.flushers.delete(uploadId);
