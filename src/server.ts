@@ -211,8 +211,10 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
   const logger = options.logger ?? createLogger(config.log.level);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
   const files = new FsBlobStore(config.storage.root, { fsync: config.storage.fsync });
-  if (config.storage.fsync && files.uploadWrites === 'direct') {
-    logger.warn('the page-cache addon (native/page-cache.c) is not built: uploads are written with O_DIRECT, slower on the machines measured (README, Benchmarks)');
+  if (config.storage.fsync && !files.readsSockets) {
+    logger.warn(
+      'the native addons (native/page-cache.c, native/socket-ingest.c) are not built: uploads are written with O_DIRECT, or large bodies read through Node, slower on the machines measured (README, Benchmarks)',
+    );
   }
   const store = instrumentBlobStore(files, metrics);
   await using(`cannot use the storage root ${config.storage.root} (storage.root, GATEWAY_STORAGE_ROOT)`, () => store.init());
@@ -328,7 +330,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
   maintenanceTimer.unref();
 
   logger.info(
-    { url, storage: config.storage.root, uploadWrites: files.uploadWrites, database: db.kind, addr: `${address.address}:${address.port}` },
+    { url, storage: config.storage.root, uploadWrites: files.uploadWrites, bodiesFromSocket: files.readsSockets, database: db.kind, addr: `${address.address}:${address.port}` },
     'gateway listening',
   );
 

@@ -14,6 +14,7 @@ import { assertName, isValidName, parseAlgorithm, parseDigest } from '../registr
 import { bareMediaType, MEDIA_TYPES } from '../registry/mediatypes.js';
 import type { ByteRange } from '../storage/blobstore.js';
 import { drain } from './expect-continue.js';
+import { offerSocketBody } from './socket-body.js';
 
 type Handler = (req: Request, res: Response, name: string, param: string) => Promise<void>;
 
@@ -156,6 +157,7 @@ class DistributionHandlers {
     if (digestParam !== undefined && mount === undefined) {
       const digest = parseDigest(digestParam);
       if (hasBody(req) || digest.value === emptyDigest(digest.algorithm)) {
+        offerSocketBody(req, res, contentLength(req));
         await this.registry.uploadMonolithic(name, digest, req, contentLength(req));
         res.locals.bytesIn = contentLength(req) ?? 0;
         res.locals.flushLater = this.registry.flushesBlobsLater;
@@ -191,7 +193,8 @@ class DistributionHandlers {
     const digest = parseDigest(digestParam);
     const range = parseContentRange(req.headers['content-range']);
     const body = hasBody(req) ? req : null;
-    if (!body) drain(req);
+    if (body) offerSocketBody(req, res, contentLength(req));
+    else drain(req);
     await this.registry.finishUpload(name, id, digest, body, range, contentLength(req));
     res.locals.bytesIn = contentLength(req) ?? 0;
     res.locals.flushLater = this.registry.flushesBlobsLater;

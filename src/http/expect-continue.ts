@@ -23,13 +23,26 @@ export function continueOnRead(req: IncomingMessage, res: ServerResponse): void 
   };
 }
 
+/** Answers 100-continue now, if the request expects it and it is not answered yet (its body is about to be read another way). */
+export function continueNow(req: IncomingMessage, res: ServerResponse): void {
+  if (awaiting.delete(req) && !res.headersSent) res.writeContinue();
+}
+
+/** Requests whose body is read from the socket, not through Node (socket-body.ts). */
+const detached = new WeakSet<IncomingMessage>();
+
+/** Marks `req`'s body as read from its socket: nothing of it is left to discard. */
+export function markDetached(req: IncomingMessage): void {
+  detached.add(req);
+}
+
 /**
  * Discards a request body nothing will read, so the connection can be reused; not one the
- * client still holds back for 100 Continue (asking for it only to drop it): false then, and
- * the connection closes after the answer.
+ * client still holds back for 100 Continue (asking for it only to drop it), nor one read from
+ * the socket (socket-body.ts): false then, and the connection closes after the answer.
  */
 export function drain(req: IncomingMessage): boolean {
-  if (awaiting.has(req)) return false;
+  if (awaiting.has(req) || detached.has(req)) return false;
   if (!req.readableEnded) req.resume();
   return true;
 }

@@ -31,6 +31,21 @@ export interface StreamDigest {
   dispose(): void;
 }
 
+/**
+ * The digest of bytes hashed elsewhere already (an upload read from its socket by the store):
+ * no more bytes can be added; one that is fails the digest, so the caller hashes the bytes on disk.
+ */
+export function finishedDigest(hex: string): StreamDigest {
+  let extended = false;
+  return {
+    update: () => {
+      extended = true;
+    },
+    digest: () => (extended ? Promise.reject(new Error('bytes were added after the digest was finished')) : Promise.resolve(hex)),
+    dispose: () => undefined,
+  };
+}
+
 const BATCH_BYTES = 1024 * 1024;
 const MAX_PENDING_BYTES = 4 * 1024 * 1024;
 /** Shared chunks from this size are hashed in place; smaller ones are copied (no wait for the worker). */

@@ -13,7 +13,7 @@ import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
 import { BlobFlushes } from './blob-flushes.js';
 import { ByteMeter, digestStream, overLimit, ownMemory, readAll } from './streams.js';
-import { sharedHashing, type Hashing, type StreamDigest } from './hashing.js';
+import { finishedDigest, sharedHashing, type Hashing, type StreamDigest } from './hashing.js';
 import { parseManifest, type ParsedManifest } from './manifest.js';
 import { MEDIA_TYPES } from './mediatypes.js';
 import { admitEverything, type Admit, type AdmissionDecision } from './admission.js';
@@ -420,6 +420,11 @@ export class Registry {
     const hash = state && state.offset === size ? state.hash : null;
     if (!hash) this.uploadHashes.delete(id);
     const remaining = this.limits.maxBlobBytes > 0 ? this.limits.maxBlobBytes - size : 0;
+    // The last body of an upload that starts it may be read from its socket by the store, its digest with it.
+    if (!record && state && hash && size === 0 && contentLength !== null && (remaining === 0 || contentLength <= remaining) && this.store.ingestUpload) {
+      const ingested = await this.ingest(id, state, source);
+      if (ingested !== null) return ingested;
+    }
     const keep = contentLength !== null && size + contentLength <= SMALL_BLOB_BYTES;
     // A body longer than announced, or streamed without a length, is checked as it comes.
     const spaceCheck = this.reserving() ? { every: SPACE_CHECK_BYTES, check: () => this.requireSpace(0, true) } : undefined;
@@ -445,6 +450,21 @@ export class Registry {
     if (state && hash) state.offset = newSize;
     this.keepUploadBytes(id, size, meter.kept());
     return newSize;
+  }
+
+  /** A new upload's whole body through the store's ingestUpload; null when the store reads it no such way. */
+  private async ingest(id: string, state: UploadHash, source: Readable): Promise<number | null> {
+    let ingested: { bytes: number; hex: string } | null;
+    try {
+      ingested = (await this.store.ingestUpload?.(id, 0, source, state.algorithm)) ?? null;
+    } catch (err) {
+      this.uploadHashes.delete(id);
+      await this.store.truncateUpload(id, 0);
+      throw err;
+    }
+    if (ingested === null) return null;
+    this.uploadHashes.set(id, { algorithm: state.algorithm, hash: finishedDigest(ingested.hex), offset: ingested.bytes });
+    return ingested.bytes;
   }
 
   private async uploadDigest(id: string, size: number, algorithm: DigestAlgorithm): Promise<string> {

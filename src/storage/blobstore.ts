@@ -6,7 +6,7 @@
  * digest only; the registry verifies digests before anything reaches an area.
  */
 import type { Readable, Writable } from 'node:stream';
-import type { Digest } from '../registry/names.js';
+import type { Digest, DigestAlgorithm } from '../registry/names.js';
 
 export type Area = 'staging' | 'committed';
 
@@ -46,6 +46,13 @@ export interface BlobStore {
    * `tap` sees the bytes as they are written.
    */
   openUploadWriter(uploadId: string, offset: number, tap?: UploadTap): Promise<Writable>;
+  /**
+   * Where the driver can: writes `source`'s body, when its socket is offered
+   * (socket-ingest.ts), from `offset` into the upload's scratch bytes, read straight from the
+   * socket and hashed on the way; its size and its digest's hex. Null, touching nothing, when
+   * it is not taken that way: the caller reads `source` as usual.
+   */
+  ingestUpload?(uploadId: string, offset: number, source: object, algorithm: DigestAlgorithm): Promise<{ bytes: number; hex: string } | null>;
   /** Discards upload bytes past `size` (after a failed append). */
   truncateUpload(uploadId: string, size: number): Promise<void>;
   readUpload(uploadId: string): Promise<Readable>;

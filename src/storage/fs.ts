@@ -20,11 +20,12 @@ import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import type { Area, BlobStore, ByteRange, OpenedBlob, UploadTap } from './blobstore.js';
 import { BlobNotFoundError } from './blobstore.js';
-import { HEX_LENGTH, parseDigest, UPLOAD_ID_RE, type Digest } from '../registry/names.js';
+import { HEX_LENGTH, parseDigest, UPLOAD_ID_RE, type Digest, type DigestAlgorithm } from '../registry/names.js';
 import { FileAppender } from './file-appender.js';
 import { syncDirectory, syncFile } from './sync-file.js';
 import { UploadFlusher } from './upload-flusher.js';
 import { canDropCache, renameInto } from './page-cache.js';
+import { canIngestSockets, ingestSocket, takeSocketBody } from './socket-ingest.js';
 
 const HIGH_WATER_MARK = 1024 * 1024;
 /**
@@ -85,6 +86,11 @@ export class FsBlobStore implements BlobStore {
     return this.buffered ? 'page cache' : 'direct';
   }
 
+  /** Whether large upload bodies are read from their sockets (ingestUpload; logged at start). */
+  get readsSockets(): boolean {
+    return this.buffered && canIngestSockets;
+  }
+
   async init(): Promise<void> {
     for (const dir of ['uploads', 'staging', 'committed', 'tmp']) await this.ensureDir(path.join(this.root, dir));
     // Temp files are only in use while a write runs: any found at start-up were left by a crash.
@@ -109,6 +115,19 @@ export class FsBlobStore implements BlobStore {
     const flusher = this.flusherOf(uploadId);
     flusher?.rewriteFrom(offset);
     return FileAppender.open(this.uploadPath(uploadId), offset, { tap, flusher, direct: !this.buffered });
+  }
+
+  /**
+   * Through the page cache only (fsync on, the page-cache addon built): the addon's thread
+   * writes as FileAppender does there, and this upload's flusher flushes and drops behind it.
+   */
+  async ingestUpload(uploadId: string, offset: number, source: object, algorithm: DigestAlgorithm): Promise<{ bytes: number; hex: string } | null> {
+    if (!this.readsSockets) return null;
+    const flusher = this.flusherOf(uploadId);
+    const body = takeSocketBody(source);
+    if (!body) return null;
+    flusher?.rewriteFrom(offset);
+    return ingestSocket(body, this.uploadPath(uploadId), offset, algorithm, (end) => flusher?.written(end));
   }
 
   /** The upload's flusher (none with fsync off); fails once one of its flushes has failed. */

@@ -7,6 +7,7 @@ import type { BlobStore } from './blobstore.js';
 
 const TIMED = [
   'openUploadWriter',
+  'ingestUpload',
   'truncateUpload',
   'readUpload',
   'syncUpload',
@@ -24,7 +25,8 @@ const TIMED = [
 export function instrumentBlobStore(store: BlobStore, metrics: Metrics): BlobStore {
   const wrapped = Object.create(store) as BlobStore;
   for (const op of TIMED) {
-    const original = (store[op] as (...args: unknown[]) => Promise<unknown>).bind(store);
+    if (typeof store[op] !== 'function') continue; // an optional operation this driver lacks
+    const original = (store[op] as unknown as (...args: unknown[]) => Promise<unknown>).bind(store);
     (wrapped as unknown as Record<string, unknown>)[op] = async (...args: unknown[]) => {
       const stop = metrics.storageDuration.startTimer({ driver: store.driver, op });
       try {

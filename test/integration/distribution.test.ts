@@ -1,11 +1,28 @@
 /** The distribution API over HTTP, end to end inside one process, on PGlite and PostgreSQL. */
 import { expect } from 'chai';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { DATABASE_KINDS, startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { errorCode, fileBlob, OCI_INDEX, OCI_MANIFEST, OciClient, sha256, sha512 } from '../helpers/oci.js';
 import { SMALL_BLOB_BYTES } from '../../src/registry/registry.js';
+import { SOCKET_INGEST_MIN_BYTES } from '../../src/storage/socket-ingest.js';
+
+/** A request with its whole body over a connection of its own: status, headers, body. */
+function send(url: string, method: string, body: Buffer, agent?: http.Agent): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+  return new Promise((resolve, reject) => {
+    // Each connection asks to be kept open, so that an answer's Connection: close is the server's.
+    const req = http.request(url, { method, agent: agent ?? new http.Agent({ keepAlive: true, maxSockets: 1 }), headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(body.length) } });
+    req.on('response', (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString() }));
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
 
 const ZERO = `sha256:${'0'.repeat(64)}`;
 
@@ -158,6 +175,73 @@ for (const kind of DATABASE_KINDS) {
         const res = await c.request('POST', `/v2/up/single/blobs/uploads/?digest=${sha256(data)}`, { body: data });
         expect(res.status).to.equal(201);
         expect(res.headers.get('location')).to.equal(`/v2/up/single/blobs/${sha256(data)}`);
+      });
+
+      it('reads a large body of known length straight from its socket, answers with Connection: close, and stores the exact bytes', async () => {
+        const data = randomBytes(SOCKET_INGEST_MIN_BYTES + 12345);
+        const start = await c.request('POST', '/v2/up/big/blobs/uploads/');
+        const put = await send(new URL(`${start.headers.get('location')}?digest=${sha256(data)}`, gw.url).toString(), 'PUT', data);
+        expect(put.status, put.text).to.equal(201);
+        // Node's parser never saw the body, so the connection cannot carry another request.
+        expect(put.headers.connection).to.equal('close');
+        const get = await c.request('GET', `/v2/up/big/blobs/${sha256(data)}`);
+        expect(Buffer.from(await get.arrayBuffer()).equals(data)).to.equal(true);
+        // A single POST, by sha512.
+        const single = await send(`${gw.url}/v2/up/big/blobs/uploads/?digest=${sha512(data)}`, 'POST', data);
+        expect(single.status, single.text).to.equal(201);
+        expect(single.headers.connection).to.equal('close');
+        const head = await c.request('HEAD', `/v2/up/big/blobs/${sha512(data)}`);
+        expect(head.headers.get('content-length')).to.equal(String(data.length));
+        // A body below the size is read through Node, and the connection stays open.
+        const small = randomBytes(SOCKET_INGEST_MIN_BYTES - 1);
+        const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+        const kept = await send(`${gw.url}/v2/up/big/blobs/uploads/?digest=${sha256(small)}`, 'POST', small, agent);
+        agent.destroy();
+        expect(kept.status).to.equal(201);
+        expect(kept.headers.connection).to.equal('keep-alive');
+      });
+
+      it('refuses a large body read from its socket whose digest does not match, and keeps its bytes for a retry', async () => {
+        const data = randomBytes(SOCKET_INGEST_MIN_BYTES + 1);
+        const start = await c.request('POST', '/v2/up/bigbad/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        const put = await send(new URL(`${location}?digest=${sha256('other')}`, gw.url).toString(), 'PUT', data);
+        expect(put.status).to.equal(400);
+        expect(JSON.parse(put.text).errors[0].code).to.equal('DIGEST_INVALID');
+        expect((await c.request('GET', location)).headers.get('range')).to.equal(`0-${data.length - 1}`);
+        const retry = await c.request('PUT', `${location}?digest=${sha256(data)}`);
+        expect(retry.status).to.equal(201);
+      });
+
+      it('leaves an upload as it was when the client drops the connection in the middle of a large body read from its socket', async () => {
+        const data = randomBytes(SOCKET_INGEST_MIN_BYTES + 1);
+        const start = await c.request('POST', '/v2/up/bigdrop/blobs/uploads/');
+        const location = start.headers.get('location')!;
+        const id = location.split('/').pop()!;
+        const req = http.request(new URL(`${location}?digest=${sha256(data)}`, gw.url), {
+          method: 'PUT',
+          agent: false,
+          headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(data.length) },
+        });
+        req.on('error', () => undefined);
+        req.write(data.subarray(0, 2 * 1024 * 1024));
+        const file = path.join(gw.root, 'uploads', id);
+        const size = () => (existsSync(file) ? statSync(file).size : 0);
+        for (let i = 0; i < 100 && size() === 0; i++) await new Promise((r) => setTimeout(r, 20));
+        expect(size()).to.be.greaterThan(0);
+        req.destroy();
+        // The gateway sees the connection end, and cuts the file back to where the upload was.
+        for (let i = 0; i < 250 && size() !== 0; i++) await new Promise((r) => setTimeout(r, 20));
+        expect(size()).to.equal(0);
+        let retry = await send(new URL(`${location}?digest=${sha256(data)}`, gw.url).toString(), 'PUT', data);
+        // The failed request may still hold the upload for a moment after the cut (416: another request writes to it).
+        for (let i = 0; i < 20 && retry.status === 416; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          retry = await send(new URL(`${location}?digest=${sha256(data)}`, gw.url).toString(), 'PUT', data);
+        }
+        expect(retry.status, retry.text).to.equal(201);
+        const get = await c.request('GET', `/v2/up/bigdrop/blobs/${sha256(data)}`);
+        expect(Buffer.from(await get.arrayBuffer()).equals(data)).to.equal(true);
       });
 
       it('accepts sha512 uploads and serves them under the sha512 digest', async () => {

@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { TestGateway } from '../helpers/gateway.js';
 import { startAuthGateway, userAuth } from '../helpers/auth.js';
+import { SOCKET_INGEST_MIN_BYTES } from '../../src/storage/socket-ingest.js';
 
 interface Outcome {
   status: number;
@@ -57,6 +58,20 @@ describe('Expect: 100-continue', () => {
     const res = await fetch(`${gw.url}/v2/team/expect/blobs/${digest}`, { headers: { Authorization: userAuth('alice') } });
     expect(res.status).to.equal(200);
     expect(Buffer.from(await res.arrayBuffer()).equals(blob)).to.equal(true);
+  });
+
+  it('asks for a large body that is read straight from the socket, and stores it', async () => {
+    const large = randomBytes(SOCKET_INGEST_MIN_BYTES + 1);
+    const largeDigest = `sha256:${createHash('sha256').update(large).digest('hex')}`;
+    const outcome = await withExpect(
+      `${gw.url}/v2/team/expect/blobs/uploads/?digest=${largeDigest}`,
+      'POST',
+      { Authorization: userAuth('alice'), 'Content-Type': 'application/octet-stream' },
+      large,
+    );
+    expect(outcome).to.deep.equal({ status: 201, continued: true });
+    const res = await fetch(`${gw.url}/v2/team/expect/blobs/${largeDigest}`, { headers: { Authorization: userAuth('alice') } });
+    expect(Buffer.from(await res.arrayBuffer()).equals(large)).to.equal(true);
   });
 
   it('does not ask for a body the request ignores (POST that opens an upload session)', async () => {

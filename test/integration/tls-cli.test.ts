@@ -1,7 +1,7 @@
 /** TLS serving, development certificates, forwarded headers from trusted proxies, and the users CLI. */
 import { expect } from 'chai';
 import { execFile } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
+import { createHash, randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
 import { tmpdir, userInfo } from 'node:os';
@@ -12,6 +12,7 @@ import bcrypt from 'bcryptjs';
 import { makeCertificates, writeCertificates } from '../../src/auth/certs.js';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
 import { startAuthGateway } from '../helpers/auth.js';
+import { SOCKET_INGEST_MIN_BYTES } from '../../src/storage/socket-ingest.js';
 
 const run = promisify(execFile);
 
@@ -60,6 +61,38 @@ describe('TLS', () => {
     expect(gw.url).to.match(/^https:\/\//);
     const res = await httpsGet(`${gw.url}/v2/`, ca);
     expect(res.status).to.equal(200);
+  });
+
+  it('takes a large push over HTTPS through Node, not from the socket (which carries TLS records), and keeps the connection', async () => {
+    const data = randomBytes(SOCKET_INGEST_MIN_BYTES + 1);
+    const digest = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+    const agent = new https.Agent({ ca, keepAlive: true, maxSockets: 1 });
+    try {
+      const answer = await new Promise<{ status: number; connection?: string }>((resolve, reject) => {
+        const req = https.request(`${gw.url}/v2/tls/push/blobs/uploads/?digest=${digest}`, {
+          method: 'POST',
+          agent,
+          headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(data.length) },
+        });
+        req.on('response', (res) => {
+          res.resume();
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }));
+        });
+        req.on('error', reject);
+        req.end(data);
+      });
+      expect(answer).to.deep.equal({ status: 201, connection: 'keep-alive' });
+    } finally {
+      agent.destroy();
+    }
+    const pulled = await new Promise<Buffer>((resolve, reject) => {
+      https.get(`${gw.url}/v2/tls/push/blobs/${digest}`, { ca }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (d: Buffer) => chunks.push(d));
+        res.on('end', () => resolve(Buffer.concat(chunks)));
+      }).on('error', reject);
+    });
+    expect(pulled.equals(data)).to.equal(true);
   });
 
   it('refuses TLS older than 1.2', async () => {
