@@ -50,6 +50,7 @@ typedef struct {
   const EVP_MD *md;
   int idle_ms;
   napi_threadsafe_function events;
+  void *outcome; /* the last event (an ingest_event), allocated up front so that it is always sent */
   pthread_mutex_t lock;
   int cancelled;
   int references; /* the thread and the JavaScript handle */
@@ -69,6 +70,7 @@ typedef struct {
 static void release_job(ingest_job *job) {
   if (__atomic_sub_fetch(&job->references, 1, __ATOMIC_ACQ_REL) != 0) return;
   pthread_mutex_destroy(&job->lock);
+  free(job->outcome);
   free(job->path);
   free(job->prefix);
   free(job);
@@ -250,13 +252,14 @@ out:
 
 static void *thread_main(void *arg) {
   ingest_job *job = arg;
-  ingest_event *event = calloc(1, sizeof(*event));
-  if (event) run(job, event);
+  ingest_event *event = job->outcome;
+  job->outcome = NULL;
+  run(job, event);
   pthread_mutex_lock(&job->lock);
   close(job->socket_fd);
   job->socket_fd = -1;
   pthread_mutex_unlock(&job->lock);
-  if (event) emit(job, event);
+  emit(job, event);
   napi_release_threadsafe_function(job->events, napi_tsfn_release);
   release_job(job);
   return NULL;
@@ -334,9 +337,11 @@ static napi_value ingest(napi_env env, napi_callback_info info) {
   if (!job) return throw_error(env, "ingest: out of memory");
   job->path = copy_string(env, argv[1]);
   job->prefix = malloc(prefix_length > 0 ? prefix_length : 1);
-  if (!job->path || !job->prefix) {
+  job->outcome = calloc(1, sizeof(ingest_event));
+  if (!job->path || !job->prefix || !job->outcome) {
     free(job->path);
     free(job->prefix);
+    free(job->outcome);
     free(job);
     return throw_error(env, "ingest: out of memory");
   }

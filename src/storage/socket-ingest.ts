@@ -29,6 +29,13 @@ import type { DigestAlgorithm } from '../registry/names.js';
 /** Bodies from this size are read from their sockets (see above). */
 export const SOCKET_INGEST_MIN_BYTES = 8 * 1024 * 1024;
 
+/**
+ * Ingests running at most (a thread and a 1 MiB buffer each); bodies beyond them go through
+ * Node, so that many slow clients cannot make as many threads.
+ */
+export const MAX_RUNNING_INGESTS = 64;
+let running = 0;
+
 /** A request body handed over by the HTTP layer: Node reads no more of its socket. */
 export interface SocketBody {
   /** The connection's descriptor (Node's; the addon reads a duplicate of it). */
@@ -86,11 +93,14 @@ export function offerSocketBody(source: object, take: () => SocketBody | null): 
   if (canIngestSockets) offered.set(source, take);
 }
 
-/** The body of `source` handed over, when it was offered and can be; after this, only the addon may read it. */
+/**
+ * The body of `source` handed over, when it was offered and can be, and fewer than
+ * MAX_RUNNING_INGESTS run; after this, only the addon may read it.
+ */
 export function takeSocketBody(source: object): SocketBody | null {
   const take = offered.get(source);
   offered.delete(source);
-  return take ? take() : null;
+  return take && running < MAX_RUNNING_INGESTS ? take() : null;
 }
 
 /**
@@ -108,9 +118,11 @@ export function ingestSocket(
 ): Promise<{ bytes: number; hex: string }> {
   if (!addon) return Promise.reject(new Error('the socket-ingest addon is not built'));
   const native = addon;
+  running++;
   return new Promise((resolve, reject) => {
     let stopWatching = () => {};
     const finish = () => {
+      running--;
       stopWatching();
       body.release();
     };

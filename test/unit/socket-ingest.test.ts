@@ -5,7 +5,14 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { canIngestSockets, ingestSocket, type SocketBody } from '../../src/storage/socket-ingest.js';
+import {
+  canIngestSockets,
+  ingestSocket,
+  MAX_RUNNING_INGESTS,
+  offerSocketBody,
+  takeSocketBody,
+  type SocketBody,
+} from '../../src/storage/socket-ingest.js';
 
 interface Connection {
   /** The accepted end, which Node does not read. */
@@ -140,6 +147,30 @@ describe('socket ingest (native/socket-ingest.c)', () => {
       (e: NodeJS.ErrnoException) => e,
     );
     expect(err?.code).to.equal('ECANCELED');
+  });
+
+  it(`hands a body over once, and none while ${MAX_RUNNING_INGESTS} ingests run`, async () => {
+    const source = {};
+    const body = bodyOf(conn.server, 10);
+    let taken = 0;
+    offerSocketBody(source, () => (taken++, body));
+    expect(takeSocketBody(source)).to.equal(body);
+    expect(takeSocketBody(source)).to.equal(null);
+    const others = await Promise.all(Array.from({ length: MAX_RUNNING_INGESTS }, () => connect()));
+    try {
+      const running = others.map((other, i) =>
+        ingestSocket(bodyOf(other.server, 1024 * 1024), path.join(dir, `u${i}`), 0, 'sha256', () => undefined).catch((e: NodeJS.ErrnoException) => e.code),
+      );
+      offerSocketBody(source, () => (taken++, body));
+      expect(takeSocketBody(source)).to.equal(null);
+      for (const other of others) other.client.end();
+      expect(new Set(await Promise.all(running))).to.deep.equal(new Set(['ECONNABORTED']));
+      offerSocketBody(source, () => (taken++, body));
+      expect(takeSocketBody(source)).to.equal(body);
+      expect(taken).to.equal(2);
+    } finally {
+      for (const other of others) other.close();
+    }
   });
 
   it('fails with the file error when the file cannot be opened, and reads nothing', async () => {
