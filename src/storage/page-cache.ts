@@ -15,32 +15,14 @@
  * 0.30-0.35 s over 16 files, as the same freed pages are used again. A pushed blob's pages
  * were never cached for its pulls before either: the store wrote uploads with O_DIRECT.
  */
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadNativeAddon } from './native-addon.js';
 
 interface PageCacheAddon {
   syncPath(path: string, directory: boolean, dropOffset: number, dropLength: number): Promise<boolean>;
   renameInto(source: string, target: string, syncDirectory: boolean): Promise<'renamed' | 'exists' | 'missing'>;
 }
 
-function loadAddon(): PageCacheAddon | null {
-  const require = createRequire(import.meta.url);
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  // build/ is at the package's root: two levels up from src/storage, three from dist/src/storage.
-  for (const up of ['../..', '../../..']) {
-    try {
-      const addon = require(path.resolve(here, up, 'build', 'Release', 'page_cache.node')) as Partial<PageCacheAddon>;
-      // One built from an older native/page-cache.c lacks it: as if there were none (`npm run install` builds it again).
-      return typeof addon.syncPath === 'function' && typeof addon.renameInto === 'function' ? (addon as PageCacheAddon) : null;
-    } catch {
-      // not there: try the next
-    }
-  }
-  return null;
-}
-
-const addon = loadAddon();
+const addon = loadNativeAddon<PageCacheAddon>('page_cache', ['syncPath', 'renameInto']);
 
 /** Whether flushed pages can be dropped here (the addon was built and loads). */
 export const canDropCache = addon !== null;

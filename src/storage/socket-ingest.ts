@@ -21,9 +21,7 @@
  * only when it writes it this way, so an offered body nobody takes is read through Node as
  * before. Without the addon (no compiler at `npm ci`) nothing is taken.
  */
-import { createRequire } from 'node:module';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadNativeAddon } from './native-addon.js';
 import type { DigestAlgorithm } from '../registry/names.js';
 
 /** Bodies from this size are read from their sockets (see above). */
@@ -66,22 +64,7 @@ interface IngestAddon {
   cancel(handle: object): void;
 }
 
-function loadAddon(): IngestAddon | null {
-  const require = createRequire(import.meta.url);
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  // build/ is at the package's root: two levels up from src/storage, three from dist/src/storage.
-  for (const up of ['../..', '../../..']) {
-    try {
-      const addon = require(path.resolve(here, up, 'build', 'Release', 'socket_ingest.node')) as Partial<IngestAddon>;
-      return typeof addon.ingest === 'function' && typeof addon.cancel === 'function' ? (addon as IngestAddon) : null;
-    } catch {
-      // not there: try the next
-    }
-  }
-  return null;
-}
-
-const addon = loadAddon();
+const addon = loadNativeAddon<IngestAddon>('socket_ingest', ['ingest', 'cancel']);
 
 /** Whether bodies can be read from their sockets here (the addon was built and loads). */
 export const canIngestSockets = addon !== null;
