@@ -5,9 +5,11 @@
  * GET /v2/<name>/referrers/<digest>.
  */
 import { expect } from 'chai';
+import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.js';
+import { SOCKET_INGEST_MIN_BYTES } from '../../src/storage/socket-ingest.js';
 import { oras, orasExpectingFailure, parseJsonOutput, requireClients } from '../helpers/clients.js';
 import { makeTempDir, OCI_INDEX, OCI_MANIFEST, removeTempDirs, sha256, type Descriptor, type ImageManifest } from '../helpers/images.js';
 
@@ -80,6 +82,24 @@ describe('e2e: oras against the gateway (pglite)', function () {
     const out = path.join(work, 'pulled');
     await oras(['pull', '--plain-http', `${repo}:v1`, '-o', out]);
     expect(readFileSync(path.join(out, 'file.txt'), 'utf8')).to.equal(fileText);
+  });
+
+  it('pushes files of 8 MiB and more with oras push, their bodies read from the socket, and pulls them back identical', async () => {
+    const big = [randomBytes(SOCKET_INGEST_MIN_BYTES + 1), randomBytes(SOCKET_INGEST_MIN_BYTES + 3 * 1024 * 1024)];
+    big.forEach((data, i) => writeFileSync(path.join(work, `big${i}.bin`), data));
+    const ingested = async () => {
+      const text = await (await fetch(`${gateway.url}/metrics`)).text();
+      return Number(/^gateway_storage_operations_total\{[^}]*op="ingestUpload"[^}]*result="ok"[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0);
+    };
+    const before = await ingested();
+    // A repository of its own: later tests list this suite's tags.
+    const bigRepo = `${gateway.host}/e2e/big`;
+    await oras(['push', '--plain-http', `${bigRepo}:v1`, 'big0.bin', 'big1.bin'], { cwd: work });
+    // oras pushes each blob as POST then PUT with its length: both were read from their sockets.
+    expect((await ingested()) - before).to.equal(2);
+    const out = path.join(work, 'pulled-big');
+    await oras(['pull', '--plain-http', `${bigRepo}:v1`, '-o', out]);
+    big.forEach((data, i) => expect(readFileSync(path.join(out, `big${i}.bin`)).equals(data), `big${i}.bin`).to.equal(true));
   });
 
   it('fetches the pushed manifest and blob byte-identical with oras manifest fetch / blob fetch', async () => {
