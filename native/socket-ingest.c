@@ -140,15 +140,18 @@ static int read_fully(ingest_job *job, char *buffer, size_t want, int64_t *read_
   size_t filled = 0;
   int64_t idle_since = now_ms();
   while (filled < want) {
-    ssize_t n = read(job->socket_fd, buffer + filled, want - filled);
+    /* Checked before each read, not only at the end of the data: whether reads after a
+       shutdown(SHUT_RD) still return bytes already queued is the kernel's affair. */
+    int cancelled = is_cancelled(job);
+    ssize_t n = cancelled ? 0 : read(job->socket_fd, buffer + filled, want - filled);
     if (n > 0) {
       filled += (size_t)n;
       *read_bytes += n;
       idle_since = now_ms();
       continue;
     }
-    if (n == 0 || is_cancelled(job)) {
-      int cancelled = is_cancelled(job);
+    if (n == 0) {
+      cancelled = cancelled || is_cancelled(job);
       event->code = cancelled ? "ECANCELED" : "ECONNABORTED";
       event->syscall = "read";
       snprintf(event->message, sizeof(event->message), cancelled ? "the upload was cancelled after %lld bytes of the body" : "the client closed the connection after %lld bytes of the body",

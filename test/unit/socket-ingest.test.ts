@@ -173,6 +173,24 @@ describe('socket ingest (native/socket-ingest.c)', () => {
     }
   });
 
+  it('stops with ECANCELED when the connection is closed here while the client goes on sending', async () => {
+    const done = ingestSocket(bodyOf(conn.server, 256 * 1024 * 1024), path.join(dir, 'upload'), 0, 'sha256', () => undefined);
+    const piece = randomBytes(256 * 1024);
+    const sending = setInterval(() => conn.client.write(piece), 1);
+    conn.client.on('error', () => undefined);
+    setTimeout(() => conn.server.destroy(), 100);
+    try {
+      const err = await done.then(
+        () => null,
+        (e: NodeJS.ErrnoException & { bytesRead: number }) => e,
+      );
+      expect(err?.code).to.equal('ECANCELED');
+      expect(err?.bytesRead).to.be.below(256 * 1024 * 1024);
+    } finally {
+      clearInterval(sending);
+    }
+  });
+
   it('fails with the file error when the file cannot be opened, and reads nothing', async () => {
     conn.client.write('first bytes');
     await new Promise((r) => setTimeout(r, 20));
