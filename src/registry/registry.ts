@@ -434,13 +434,11 @@ export class Registry {
       const writer = await this.store.openUploadWriter(id, size, hash ?? undefined);
       await pipeline(source, meter, writer);
     } catch (err) {
-      this.uploadHashes.delete(id);
-      await this.store.truncateUpload(id, size);
+      await this.cutUploadBack(id, size);
       throw err;
     }
     if (range && meter.bytes !== range.end - range.start + 1) {
-      this.uploadHashes.delete(id);
-      await this.store.truncateUpload(id, size);
+      await this.cutUploadBack(id, size);
       throw new RegistryError('SIZE_INVALID', `chunk has ${meter.bytes} bytes, Content-Range says ${range.end - range.start + 1}`);
     }
     const newSize = size + meter.bytes;
@@ -458,13 +456,18 @@ export class Registry {
     try {
       ingested = (await this.store.ingestUpload?.(id, 0, source, state.algorithm)) ?? null;
     } catch (err) {
-      this.uploadHashes.delete(id);
-      await this.store.truncateUpload(id, 0);
+      await this.cutUploadBack(id, 0);
       throw err;
     }
     if (ingested === null) return null;
     this.uploadHashes.set(id, { algorithm: state.algorithm, hash: finishedDigest(ingested.hex), offset: ingested.bytes });
     return ingested.bytes;
+  }
+
+  /** After a failed write: the upload's bytes cut back to `size`, its running digest forgotten (the bytes are hashed again). */
+  private async cutUploadBack(id: string, size: number): Promise<void> {
+    this.uploadHashes.delete(id);
+    await this.store.truncateUpload(id, size);
   }
 
   private async uploadDigest(id: string, size: number, algorithm: DigestAlgorithm): Promise<string> {
