@@ -191,7 +191,7 @@ class PgliteDatabase implements Database {
       ...(analyse ? [{ sql: `ANALYZE ${name}`, record: () => done.analysed.push(name) }] : []),
     ]);
     for (const [i, step] of steps.entries()) {
-      await (i === 0 ? nextTurn() : sleep(MAINTENANCE_STEP_GAP_MS, undefined, { ref: false }));
+      await beforeStep(i === 0);
       if (this.closing) break;
       done.ms += await this.timed(step.sql);
       step.record();
@@ -200,7 +200,7 @@ class PgliteDatabase implements Database {
     // the next start (a standalone backend only checkpoints when asked, or when the log
     // outgrows max_wal_size).
     if (work.checkpoint) {
-      await (steps.length === 0 ? nextTurn() : sleep(MAINTENANCE_STEP_GAP_MS, undefined, { ref: false }));
+      await beforeStep(steps.length === 0);
       if (!this.closing) {
         this.writes = 0;
         done.ms += await this.timed('CHECKPOINT');
@@ -477,6 +477,11 @@ async function openPglite(dir: string, checkpointWalBytes: number, release: () =
  * the database met several of them in a row; spaced, it meets one at most.
  */
 export const MAINTENANCE_STEP_GAP_MS = 100;
+
+/** The wait before a housekeeping step: a fresh turn of the event loop for the first, the gap after the one before for the others. */
+function beforeStep(first: boolean): Promise<unknown> {
+  return first ? nextTurn() : sleep(MAINTENANCE_STEP_GAP_MS, undefined, { ref: false });
+}
 const PGLITE_SHARED_BUFFERS = '32MB';
 const PGLITE_STATISTICS_TARGET = 10;
 const PGLITE_MAX_WAL_SIZE = '256MB';
