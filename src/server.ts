@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { parseAddr, type GatewayConfig } from './config/config.js';
 import { openDatabase, type Database } from './db/database.js';
 import { MetadataStore } from './db/metadata.js';
-import { createApp } from './http/app.js';
+import { createApp, requestClasses } from './http/app.js';
 import { continueOnRead } from './http/expect-continue.js';
 import { createLogger } from './observability/logger.js';
 import { Metrics } from './observability/metrics.js';
@@ -273,7 +273,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
     trustedProxies: config.http.trustedProxies,
     durable: () => db.sync(),
   });
-  const serverOptions = { requestTimeout: 0, headersTimeout: config.http.headersTimeoutSeconds * 1000 };
+  const serverOptions = { requestTimeout: 0, headersTimeout: config.http.headersTimeoutSeconds * 1000, ...requestClasses(app) };
   const { handler, drain } = drainable(app);
   const tls = Boolean(config.http.tlsCert);
   const server = tls
