@@ -41,8 +41,12 @@ export async function startTestGateway(
     root,
     host: gateway.url.replace(/^http:\/\//, ''),
     async stop() {
-      await gateway.close();
-      rmSync(root, { recursive: true, force: true });
+      try {
+        await gateway.close();
+      } finally {
+        // Also after a close that fails (a test that closed the gateway itself, as the shutdown tests do).
+        rmSync(root, { recursive: true, force: true });
+      }
     },
   };
 }
