@@ -1,10 +1,17 @@
 import { expect } from 'chai';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ConfigError, envName, loadConfig } from '../../src/config/config.js';
 
 describe('configuration', () => {
+  // The config files the tests write, removed after them.
+  let dir: string;
+  before(() => {
+    dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
   it('has working defaults', () => {
     const config = loadConfig({ env: {} });
     expect(config.http.addr).to.equal('0.0.0.0:5000');
@@ -20,7 +27,6 @@ describe('configuration', () => {
   });
 
   it('layers file, then environment', () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
     const file = path.join(dir, 'gateway.yaml');
     writeFileSync(file, 'http:\n  addr: 127.0.0.1:6000\nlimits:\n  maxPageSize: 50\n');
     const config = loadConfig({ file, env: { GATEWAY_LIMITS_MAX_PAGE_SIZE: '70', GATEWAY_DATABASE_URL: 'postgres://u@h/db' } });
@@ -33,7 +39,6 @@ describe('configuration', () => {
     expect(() => loadConfig({ env: { GATEWAY_LIMITS_MAX_MANIFEST_BYTES: 'lots' } })).to.throw(ConfigError, /GATEWAY_LIMITS_MAX_MANIFEST_BYTES/);
     expect(() => loadConfig({ env: { GATEWAY_HTTP_ADDR: 'nope' } })).to.throw(ConfigError, /http\.addr/);
     expect(() => loadConfig({ env: { GATEWAY_DATABASE_URL: 'mysql://x' } })).to.throw(ConfigError, /database\.url/);
-    const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
     const file = path.join(dir, 'gateway.json');
     writeFileSync(file, JSON.stringify({ storage: { rot: '/x' } }));
     expect(() => loadConfig({ file, env: {} })).to.throw(ConfigError, /unknown key storage\.rot/);
