@@ -143,14 +143,18 @@ export class OciClient {
     return this.resolveLocation(header(res, 'location'), `POST ${path}`);
   }
 
-  /** Monolithic upload: POST, then PUT ?digest= with the whole body. */
-  async pushBlob(name: string, blob: PatternBlob | Buffer): Promise<string> {
+  /**
+   * Monolithic upload: POST, then PUT ?digest= with the whole body: a PatternBlob streamed as
+   * it is generated, or sent from `bytes` (its content, made beforehand) when given.
+   */
+  async pushBlob(name: string, blob: PatternBlob | Buffer, bytes?: Buffer): Promise<string> {
     const digest = blob instanceof PatternBlob ? blob.digest : sha256(blob);
     const size = blob instanceof PatternBlob ? blob.size : blob.length;
+    if (bytes && bytes.length !== size) throw new Error(`${bytes.length} bytes given for a ${size}-byte blob`);
     const location = await this.startUpload(name);
     const res = await this.expect('PUT', withDigest(location, digest), [201], {
       headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) },
-      body: blob instanceof PatternBlob ? blob.stream() : blob,
+      body: bytes ?? (blob instanceof PatternBlob ? blob.stream() : blob),
     });
     checkDigestHeader(res, digest, `PUT blob ${digest}`);
     return digest;

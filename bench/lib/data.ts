@@ -82,6 +82,14 @@ export class PatternBlob {
     }
   }
 
+  /** Writes the whole blob into `target` (at least `size` bytes long) and returns the bytes written, as one buffer. */
+  fill(target: Buffer): Buffer {
+    if (target.length < this.size) throw new RangeError(`a ${target.length}-byte buffer cannot hold ${this.size} bytes`);
+    let at = 0;
+    for (const buf of this.chunks()) at += buf.copy(target, at);
+    return target.subarray(0, this.size);
+  }
+
   /** A byte stream of [start, end) that generates one chunk per read (honours backpressure). */
   stream(start = 0, end = this.size): Readable {
     const it = this.chunks(start, end);

@@ -1,11 +1,13 @@
 /**
  * The bench's turn-taking: the rounds of the two registries alternate, one target runs at a
  * time, and a target that ends (or fails) early leaves the other to finish alone; a load
- * measured in windows covers every window once; the pull client checks what it reads.
+ * measured in windows covers every window once; the pull client checks what it reads; a blob
+ * written into a buffer is the blob it streams.
  */
 import { expect } from 'chai';
 import { createHash } from 'node:crypto';
 import { OciClient } from '../../bench/lib/client.js';
+import { PatternBlob } from '../../bench/lib/data.js';
 import { Baton } from '../../bench/lib/suite.js';
 import { windowedLoop } from '../../bench/lib/stats.js';
 import type { TargetKind } from '../../bench/lib/servers.js';
@@ -137,6 +139,20 @@ describe('bench client pull (own connection, reused read buffer)', () => {
     } finally {
       close();
     }
+  });
+});
+
+describe('bench blob content', () => {
+  it('writes into a reused buffer the bytes it streams, whatever the buffer held before', async () => {
+    const blob = new PatternBlob('fill-test', 3 * 1024 * 1024 + 5);
+    const streamed: Buffer[] = [];
+    for await (const chunk of blob.stream()) streamed.push(chunk as Buffer);
+    const buffer = Buffer.alloc(4 * 1024 * 1024, 0xaa);
+    const bytes = blob.fill(buffer);
+    expect(bytes.length).to.equal(blob.size);
+    expect(bytes.equals(Buffer.concat(streamed))).to.equal(true);
+    expect(`sha256:${createHash('sha256').update(bytes).digest('hex')}`).to.equal(blob.digest);
+    expect(() => blob.fill(Buffer.alloc(blob.size - 1))).to.throw(RangeError);
   });
 });
 
