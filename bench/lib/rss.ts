@@ -1,4 +1,4 @@
-/** Resident memory of a process, from /proc/<pid>/status (Linux only). */
+/** Resident memory and CPU time of a process, from /proc/<pid>/status and /proc/<pid>/stat (Linux only). */
 import { readFileSync, writeFileSync } from 'node:fs';
 
 export interface MemoryStatus {
@@ -15,6 +15,22 @@ export function readMemory(pid: number): MemoryStatus | undefined {
   }
   const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)\\s+kB`, 'm').exec(text)?.[1] ?? Number.NaN);
   return { rssKiB: field('VmRSS'), hwmKiB: field('VmHWM') };
+}
+
+/** Clock ticks per second of /proc/<pid>/stat's times (USER_HZ, 100 on Linux's architectures). */
+const USER_HZ = 100;
+
+/** CPU time (user + system, all threads) that `pid` has used so far, in ms; NaN when unreadable. */
+export function readCpuMs(pid: number): number {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return Number.NaN;
+  }
+  // After the command name (in parentheses, which may hold spaces) come fields 3, 4, ...; utime and stime are 14 and 15.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[14 - 3]) + Number(fields[15 - 3])) * 1000) / USER_HZ;
 }
 
 export interface RssReport {

@@ -5,9 +5,11 @@
  * written into a buffer is the blob it streams.
  */
 import { expect } from 'chai';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { OciClient } from '../../bench/lib/client.js';
 import { PatternBlob } from '../../bench/lib/data.js';
+import { readCpuMs } from '../../bench/lib/rss.js';
 import { Baton } from '../../bench/lib/suite.js';
 import { windowedLoop } from '../../bench/lib/stats.js';
 import type { TargetKind } from '../../bench/lib/servers.js';
@@ -153,6 +155,24 @@ describe('bench blob content', () => {
     expect(bytes.equals(Buffer.concat(streamed))).to.equal(true);
     expect(`sha256:${createHash('sha256').update(bytes).digest('hex')}`).to.equal(blob.digest);
     expect(() => blob.fill(Buffer.alloc(blob.size - 1))).to.throw(RangeError);
+  });
+});
+
+describe('bench CPU reading', () => {
+  it("reads a process's CPU time as the kernel counts it, and NaN for no process", async () => {
+    // A child that spins until it has used 300 ms of CPU, says so, then waits to be read.
+    const spin = 'const s = process.cpuUsage(); while (process.cpuUsage(s).user < 300000); console.log("spun"); setTimeout(() => {}, 60000)';
+    const child = spawn(process.execPath, ['-e', spin], { stdio: ['ignore', 'pipe', 'ignore'] });
+    try {
+      const before = readCpuMs(child.pid as number);
+      await new Promise((resolve) => child.stdout.once('data', resolve));
+      const used = readCpuMs(child.pid as number) - before;
+      // The spin, plus whatever of Node's start-up came after the first reading.
+      expect(used).to.be.within(290, 1000);
+    } finally {
+      child.kill();
+    }
+    expect(readCpuMs(2 ** 22 + 1)).to.be.NaN;
   });
 });
 
