@@ -196,9 +196,13 @@ export class AdmissionStore {
   /** Children admitted as part of an index: their own admissions say so. */
   async admitWith(tx: Queryable, repositoryId: number, digests: string[], parent: string): Promise<string[]> {
     if (digests.length === 0) return [];
+    // In digest order, as the commit locks content (metadata.ts commitManifests): two indexes
+    // that share children admit them side by side on PostgreSQL.
     const rows = await tx.query<{ digest: string }>(
-      `UPDATE admissions SET state = 'admitted', admitted_with = $3, updated_at = now(), decided_at = now()
-        WHERE repository_id = $1 AND digest = ANY($2::text[]) AND state <> 'admitted' RETURNING digest`,
+      `WITH locked AS (
+         SELECT id FROM admissions WHERE repository_id = $1 AND digest = ANY($2::text[]) AND state <> 'admitted' ORDER BY digest FOR UPDATE)
+       UPDATE admissions SET state = 'admitted', admitted_with = $3, updated_at = now(), decided_at = now()
+        WHERE id IN (SELECT id FROM locked) RETURNING digest`,
       [repositoryId, digests, parent],
     );
     return rows.map((r) => r.digest);

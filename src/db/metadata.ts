@@ -505,11 +505,20 @@ export class MetadataStore {
     const repoId = await this.ensureRepository(repository, tx);
     const digests = manifests.map((m) => m.digest);
     const content = [...new Set([...digests, ...manifests.flatMap((m) => m.contentDigests)])];
-    // Flips content, links and manifests and takes the pending tags that name them.
-    const flip = `WITH content AS (
-         UPDATE blobs SET state = 'committed' WHERE digest = ANY($2::text[]) AND state <> 'committed'),
+    // Flips content, links and manifests and takes the pending tags that name them. Content
+    // and links are shared: images pushed side by side name the same layers, and on PostgreSQL
+    // their commits run at once. Each locks the rows it flips in digest order before it flips
+    // them (the updates alone went in the order of their plan, which differed between sessions
+    // as a new table's statistics came in: two commits each held one layer's row and waited for
+    // the other's, and PostgreSQL ended one with "deadlock detected").
+    const flip = `WITH content_rows AS (
+         SELECT digest FROM blobs WHERE digest = ANY($2::text[]) AND state <> 'committed' ORDER BY digest FOR UPDATE),
+       content AS (
+         UPDATE blobs SET state = 'committed' WHERE digest IN (SELECT digest FROM content_rows)),
+       link_rows AS (
+         SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($2::text[]) AND NOT committed ORDER BY digest FOR UPDATE),
        links AS (
-         UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest = ANY($2::text[]) AND NOT committed),
+         UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest IN (SELECT digest FROM link_rows)),
        flipped AS (
          UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = ANY($3::text[]) AND state <> 'committed'),
        moved AS (

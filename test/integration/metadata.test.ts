@@ -4,12 +4,21 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { migrate, openDatabase, type Database } from '../../src/db/database.js';
+import { migrate, openDatabase, type Database, type Queryable } from '../../src/db/database.js';
+import { AdmissionStore } from '../../src/db/admissions.js';
 import { MetadataStore } from '../../src/db/metadata.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
+
+async function waitFor(condition: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
 
 for (const kind of DATABASE_KINDS) {
   describe(`metadata store on ${kind}`, () => {
@@ -226,5 +235,73 @@ for (const kind of DATABASE_KINDS) {
       const ids = await Promise.all(Array.from({ length: 8 }, () => meta.ensureRepository('e/race')));
       expect(new Set(ids).size).to.equal(1);
     });
+
+    // Only a server runs transactions side by side; PGlite runs one at a time.
+    if (kind === 'postgres') {
+      /**
+       * Holds the row of `table` for `low` locked while `flip` runs on a plan that visits rows
+       * in table order (the row for `high` was inserted first): the flip must wait for `low`
+       * before it has taken `high`, as any flip that locks in digest order does.
+       */
+      async function expectLockedInDigestOrder(table: string, low: string, high: string, flip: (tx: Queryable) => Promise<unknown>): Promise<void> {
+        let release!: () => void;
+        const held = new Promise<void>((resolve) => (release = resolve));
+        let locked!: () => void;
+        const lowLocked = new Promise<void>((resolve) => (locked = resolve));
+        const holder = db.transaction(async (tx) => {
+          await tx.query(`SELECT 1 FROM ${table} WHERE digest = $1 FOR UPDATE`, [low]);
+          locked();
+          await held;
+        });
+        await lowLocked;
+        const flipped = db.transaction(async (tx) => {
+          await tx.query('SET LOCAL enable_indexscan = off');
+          await tx.query('SET LOCAL enable_bitmapscan = off');
+          return flip(tx);
+        });
+        try {
+          await waitFor(async () => (await db.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+          ))[0]!.n === 1);
+          await db.transaction((tx) => tx.query(`SELECT 1 FROM ${table} WHERE digest = $1 FOR UPDATE NOWAIT`, [high]));
+        } finally {
+          release();
+          await holder;
+        }
+        await flipped;
+      }
+
+      // Digests new to the database for each table, so that the rows are where these inserts put them.
+      for (const [table, [low, high, image]] of [['blobs', ['4', '5', '6']], ['repository_blobs', ['a', 'b', 'e']]] as const) {
+        it(`locks the ${table} rows a commit switches in digest order, whatever the plan (concurrent commits of images sharing layers cannot deadlock)`, async () => {
+          const repo = `f/order-${table}`;
+          await meta.linkBlob(repo, d(high), 2);
+          await meta.linkBlob(repo, d(low), 2);
+          const manifest = {
+            digest: d(image), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 1, artifactType: null,
+            subjectDigest: null, annotations: null,
+            references: [{ digest: d(high), kind: 'config' as const }, { digest: d(low), kind: 'layer' as const }],
+          };
+          await meta.putManifest(repo, manifest);
+          await expectLockedInDigestOrder(table, d(low), d(high), (tx) => meta.commitManifests(tx, repo, [{ digest: manifest.digest, contentDigests: [d(high), d(low)] }]));
+          expect((await meta.getBlob(d(low)))!.state).to.equal('committed');
+          expect((await meta.findBlob(repo, d(high)))!.committedInRepository).to.equal(true);
+        });
+      }
+
+      it('admits the children of an index in digest order, whatever the plan (indexes sharing children cannot deadlock)', async () => {
+        const admissions = new AdmissionStore(db);
+        const repoId = await meta.ensureRepository('f/order-admissions');
+        const subject = (digest: string) => ({ repository: 'f/order-admissions', digest, mediaType: 'application/vnd.oci.image.manifest.v1+json', tags: [], pushedBy: null });
+        await db.transaction((tx) => admissions.open(tx, repoId, subject(d('q'))));
+        await db.transaction((tx) => admissions.open(tx, repoId, subject(d('p'))));
+        let admitted: string[] = [];
+        await expectLockedInDigestOrder('admissions', d('p'), d('q'), async (tx) => {
+          admitted = await admissions.admitWith(tx, repoId, [d('q'), d('p')], d('o'));
+        });
+        expect(admitted.sort()).to.deep.equal([d('p'), d('q')]);
+        expect((await admissions.get('f/order-admissions', d('q')))!.state).to.equal('admitted');
+      });
+    }
   });
 }
