@@ -249,12 +249,19 @@ export class MetadataStore {
     return rows[0].finished > 0;
   }
 
-  /** Records that the bytes each upload staged under its digest are on disk (unless a later upload's are pending since). */
-  async markFlushed(flushed: Array<{ digest: string; upload: string }>): Promise<void> {
+  /**
+   * Records that the bytes each upload staged under its digest are on disk (unless a later
+   * upload's are pending since). The rows are locked in digest order, as a commit locks them
+   * (commitManifests): on PostgreSQL a batch of an image's layers is marked while the commit
+   * of a manifest naming them may run.
+   */
+  async markFlushed(flushed: Array<{ digest: string; upload: string }>, q: Queryable = this.db): Promise<void> {
     if (flushed.length === 0) return;
-    await this.db.query(
-      `UPDATE blobs b SET flush_pending = NULL FROM unnest($1::text[], $2::text[]) AS f(digest, upload)
-        WHERE b.digest = f.digest AND b.flush_pending = f.upload`,
+    await q.query(
+      `WITH flushed AS (
+         SELECT b.digest FROM blobs b JOIN unnest($1::text[], $2::text[]) AS f(digest, upload) ON b.digest = f.digest AND b.flush_pending = f.upload
+          ORDER BY b.digest FOR UPDATE OF b)
+       UPDATE blobs SET flush_pending = NULL WHERE digest IN (SELECT digest FROM flushed)`,
       [flushed.map((f) => f.digest), flushed.map((f) => f.upload)],
     );
   }

@@ -289,6 +289,20 @@ for (const kind of DATABASE_KINDS) {
         });
       }
 
+      it('marks flushed blobs in digest order, whatever the plan (a batch of layers marked while a commit naming them runs cannot deadlock)', async () => {
+        const finish = async (digest: string) => {
+          const id = randomUUID();
+          await meta.createUpload(id, 'f/order-flushed');
+          expect(await meta.finishUpload(id, digest, 7, 0, null, db, true)).to.equal(true);
+          return id;
+        };
+        const high = await finish(d('w'));
+        const low = await finish(d('v'));
+        await expectLockedInDigestOrder('blobs', d('v'), d('w'), (tx) => meta.markFlushed([{ digest: d('w'), upload: high }, { digest: d('v'), upload: low }], tx));
+        expect(await meta.findBlob('f/order-flushed', d('v'))).to.deep.include({ flushPending: null });
+        expect(await meta.findBlob('f/order-flushed', d('w'))).to.deep.include({ flushPending: null });
+      });
+
       it('admits the children of an index in digest order, whatever the plan (indexes sharing children cannot deadlock)', async () => {
         const admissions = new AdmissionStore(db);
         const repoId = await meta.ensureRepository('f/order-admissions');
