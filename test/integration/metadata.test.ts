@@ -9,16 +9,9 @@ import { AdmissionStore } from '../../src/db/admissions.js';
 import { MetadataStore } from '../../src/db/metadata.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
+import { eventually } from '../helpers/wait.js';
 
 const d = (c: string) => `sha256:${c.repeat(64)}`;
-
-async function waitFor(condition: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 for (const kind of DATABASE_KINDS) {
   describe(`metadata store on ${kind}`, () => {
@@ -260,9 +253,10 @@ for (const kind of DATABASE_KINDS) {
           return flip(tx);
         });
         try {
-          await waitFor(async () => (await db.query<{ n: number }>(
+          const waiting = async () => (await db.query<{ n: number }>(
             `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
-          ))[0]!.n === 1);
+          ))[0]!.n === 1;
+          await eventually(waiting, `the ${table} statement to wait for the lower digest's row`);
           await db.transaction((tx) => tx.query(`SELECT 1 FROM ${table} WHERE digest = $1 FOR UPDATE NOWAIT`, [high]));
         } finally {
           release();

@@ -9,6 +9,7 @@ import { pino } from 'pino';
 import { DENY, PolicyLoadError, PolicySet, denyPolicy } from '../../src/policy/loader.js';
 import { evaluate } from '../../src/policy/evaluate.js';
 import type { Evidence, LoadedPolicy } from '../../src/policy/types.js';
+import { eventually } from '../helpers/wait.js';
 
 const policy = (name: string, repositories: string[], priority?: number) => ({
   name, repositories, mode: 'enforce', ...(priority !== undefined ? { priority } : {}), rules: [{ id: 'size', type: 'manifest', maxSizeBytes: 10 }],
@@ -23,14 +24,6 @@ function capturingLogger() {
     },
   });
   return { logger: pino({ level: 'info' }, stream), lines };
-}
-
-async function eventually(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 const names = (set: PolicySet) => set.policies().map((p) => p.policy.name).sort();
