@@ -15,6 +15,13 @@
  * renames source to target unless target exists (renameat2 with RENAME_NOREPLACE), then, with
  * syncDirectory, flushes target's directory (fsync), again as one job. 'exists' and 'missing'
  * (no source) change nothing; a filesystem without RENAME_NOREPLACE rejects with EINVAL.
+ *
+ * syncPathsNow(paths, threads) -> number: flushes every file of `paths` (fdatasync), on up to
+ * `threads` threads at once, and returns once all are done: the number flushed (a missing
+ * file is skipped). Blocking, on purpose: its caller is a file system hook that PostgreSQL
+ * calls synchronously in the embedded database's checkpoint (src/db/pglite-durable.ts),
+ * which holds the one thread anyway; flushed one after the other, the checkpoint's hundred
+ * or so data files took most of its time. Throws the first failure, as syncPath rejects.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -25,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <node_api.h>
 #include <uv.h>
 
@@ -237,11 +245,96 @@ static napi_value sync_path(napi_env env, napi_callback_info info) {
   return queue(env, request, "syncPath", sync_execute);
 }
 
+/* The files of one syncPathsNow call, taken one at a time by each thread; the first failure is kept. */
+typedef struct {
+  char **paths;
+  size_t count;
+  size_t next;
+  size_t flushed;
+  pthread_mutex_t lock;
+  sync_request failure;
+} sync_batch;
+
+static void *batch_flush(void *data) {
+  sync_batch *batch = data;
+  for (;;) {
+    size_t i = __atomic_fetch_add(&batch->next, 1, __ATOMIC_RELAXED);
+    sync_request request = {0};
+    if (i >= batch->count) return NULL;
+    if (flush_path(&request, batch->paths[i], 0, 0, -1)) continue; /* missing */
+    if (request.error == 0) {
+      __atomic_fetch_add(&batch->flushed, 1, __ATOMIC_RELAXED);
+      continue;
+    }
+    pthread_mutex_lock(&batch->lock);
+    if (batch->failure.error == 0) {
+      batch->failure.error = request.error;
+      batch->failure.failed = request.failed;
+      batch->failure.path = batch->paths[i];
+    }
+    pthread_mutex_unlock(&batch->lock);
+  }
+}
+
+/* Frees the first `count` strings of `paths`, and `paths`. */
+static void free_paths(char **paths, size_t count) {
+  for (size_t i = 0; i < count; i++) free(paths[i]);
+  free(paths);
+}
+
+static napi_value sync_paths_now(napi_env env, napi_callback_info info) {
+  static const char usage[] = "syncPathsNow(paths, threads) takes an array of paths and a number from 1 to 64";
+  size_t argc = 2;
+  napi_value argv[2], result;
+  uint32_t count, threads;
+  bool is_array;
+  sync_batch batch = {0};
+  pthread_t helpers[63];
+  size_t started = 0;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 2 || napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[0], &count) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], &threads) != napi_ok || threads < 1 || threads > 64) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  batch.paths = calloc(count > 0 ? count : 1, sizeof *batch.paths);
+  if (batch.paths == NULL) {
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value element;
+    napi_get_element(env, argv[0], i, &element);
+    batch.paths[i] = path_argument(env, element, usage);
+    if (batch.paths[i] == NULL) {
+      free_paths(batch.paths, i);
+      return NULL;
+    }
+  }
+  batch.count = count;
+  pthread_mutex_init(&batch.lock, NULL);
+  /* This thread is one of them; a helper that cannot start leaves its share to the others. */
+  while (started + 1 < threads && started + 1 < count && pthread_create(&helpers[started], NULL, batch_flush, &batch) == 0) started++;
+  batch_flush(&batch);
+  for (size_t i = 0; i < started; i++) pthread_join(helpers[i], NULL);
+  pthread_mutex_destroy(&batch.lock);
+  if (batch.failure.error != 0) {
+    napi_throw(env, sync_error(env, &batch.failure));
+    free_paths(batch.paths, count);
+    return NULL;
+  }
+  free_paths(batch.paths, count);
+  napi_create_uint32(env, (uint32_t)batch.flushed, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_value fn;
   napi_create_function(env, "syncPath", NAPI_AUTO_LENGTH, sync_path, NULL, &fn);
   napi_set_named_property(env, exports, "syncPath", fn);
   napi_create_function(env, "renameInto", NAPI_AUTO_LENGTH, rename_into, NULL, &fn);
   napi_set_named_property(env, exports, "renameInto", fn);
+  napi_create_function(env, "syncPathsNow", NAPI_AUTO_LENGTH, sync_paths_now, NULL, &fn);
+  napi_set_named_property(env, exports, "syncPathsNow", fn);
   return exports;
 }

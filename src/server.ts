@@ -323,7 +323,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
         if (!done) return;
         // Vacuums and analyses come every few seconds under load; checkpoints at most every 64 MiB of log.
         const level = done.checkpointed ? 'info' : 'debug';
-        logger[level]({ ...done, ms: Math.round(done.ms) }, 'embedded database maintained');
+        logger[level]({ ...done, ms: Math.round(done.ms), checkpointMs: Math.round(done.checkpointMs) }, 'embedded database maintained');
       })
       .catch((err) => logger.error({ err }, 'database maintenance failed'));
   }, DB_MAINTENANCE_INTERVAL_MS);

@@ -4,7 +4,9 @@
  * it and `canDropCache` is false). It opens, flushes, drops the flushed bytes from the page
  * cache (posix_fadvise(POSIX_FADV_DONTNEED), which Node has no binding for) and closes, in
  * one job on libuv's thread pool; and renames a file into place unless its target exists,
- * flushing the directory after, again as one job. sync-file.ts and fs.ts are its users.
+ * flushing the directory after, again as one job. sync-file.ts and fs.ts are its users. It also
+ * flushes a list of files on several threads at once, blocking, for the embedded database's
+ * checkpoints (db/pglite-durable.ts).
  *
  * Why drop: uploads are written through the page cache and flushed before they are
  * acknowledged (see fs.ts). Left there, every pushed byte stays cached and the cache grows by
@@ -20,9 +22,10 @@ import { loadNativeAddon } from './native-addon.js';
 interface PageCacheAddon {
   syncPath(path: string, directory: boolean, dropOffset: number, dropLength: number): Promise<boolean>;
   renameInto(source: string, target: string, syncDirectory: boolean): Promise<'renamed' | 'exists' | 'missing'>;
+  syncPathsNow(paths: string[], threads: number): number;
 }
 
-const addon = loadNativeAddon<PageCacheAddon>('page_cache', ['syncPath', 'renameInto']);
+const addon = loadNativeAddon<PageCacheAddon>('page_cache', ['syncPath', 'renameInto', 'syncPathsNow']);
 
 /** Whether flushed pages can be dropped here (the addon was built and loads). */
 export const canDropCache = addon !== null;
@@ -43,3 +46,10 @@ export const syncPath: PageCacheAddon['syncPath'] | null = addon ? (p, directory
  * refuse to replace. Null without the addon.
  */
 export const renameInto: PageCacheAddon['renameInto'] | null = addon ? (source, target, sync) => addon.renameInto(source, target, sync) : null;
+
+/**
+ * Flushes every file of `paths` (fdatasync) on up to `threads` threads at once and returns,
+ * blocking, once all are done: the number flushed (missing files are skipped). Throws the
+ * first failure, as syncPath rejects. Null without the addon.
+ */
+export const syncPathsNow: PageCacheAddon['syncPathsNow'] | null = addon ? (paths, threads) => addon.syncPathsNow(paths, threads) : null;

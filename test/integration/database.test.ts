@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { advisoryLock, jsonParam, MAINTENANCE_STEP_GAP_MS, openDatabase, queryPlannedForValues, splitStatements, whereSet, type Database } from '../../src/db/database.js';
 import { DirectoryInUseError } from '../../src/db/dir-lock.js';
-import type { WalFlusher } from '../../src/db/pglite-durable.js';
+import type { DurableNodeFS, WalFlusher } from '../../src/db/pglite-durable.js';
 import { createTestDatabase } from '../helpers/postgres.js';
 import { DATABASE_KINDS } from '../helpers/gateway.js';
 
@@ -344,6 +344,12 @@ describe('the embedded database directory', () => {
   }).timeout(60_000);
 });
 
+/** The parts of PGlite's Emscripten NODEFS that a test wraps. */
+interface NodeFsForTest {
+  realPath(node: unknown): string;
+  stream_ops: { write: (this: unknown, stream: { node: unknown }, ...rest: unknown[]) => number };
+}
+
 describe('PGlite durable commits', () => {
   let dir: string;
   let db: Database;
@@ -396,6 +402,47 @@ describe('PGlite durable commits', () => {
     await db.query('INSERT INTO durable_test (id) VALUES ($1)', [1000]);
     await db.query('CHECKPOINT');
     expect(wal.fileSyncs - before).to.be.greaterThan(2);
+  });
+
+  it("gathers a housekeeping checkpoint's data-file flushes into one batch, made before pg_control is written", async () => {
+    const dir2 = mkdtempSync(path.join(tmpdir(), 'db-gather-'));
+    let small = await openDatabase({ pgliteDir: dir2, checkpointWalBytes: 1 });
+    try {
+      const files = (small as unknown as { files: DurableNodeFS }).files;
+      // Every write PostgreSQL makes to pg_control: the batches made by then, and the flushes still waiting.
+      const nodefs = (small as unknown as { db: { Module: { NODEFS: NodeFsForTest } } }).db.Module.NODEFS;
+      const controlWrites: Array<{ batches: number; pending: number }> = [];
+      const hooked = nodefs.stream_ops.write;
+      nodefs.stream_ops.write = function (this: unknown, stream: { node: unknown }, ...rest: unknown[]) {
+        const written = hooked.call(this, stream, ...rest);
+        if (nodefs.realPath(stream.node).endsWith(path.join('global', 'pg_control'))) controlWrites.push({ batches: files.gatheredBatches, pending: files.pendingFlushes });
+        return written;
+      };
+      await small.query('CREATE TABLE gathered (id int PRIMARY KEY, v text)');
+      await small.query(`INSERT INTO gathered SELECT i, repeat('x', 100) FROM generate_series(1, 2000) AS i`);
+      const done = await small.maintain();
+      expect(done?.checkpointed).to.equal(true);
+      expect(done?.checkpointMs).to.be.greaterThan(0);
+      // One batch: the new table, its index, the catalogues and the commit log, at least.
+      expect(files.gatheredBatches).to.equal(1);
+      expect(files.gatheredFiles).to.be.at.least(3);
+      // The checkpoint wrote pg_control after the batch, with nothing left waiting (PostgreSQL
+      // writes it at other times too: housekeeping's VACUUM did, before the checkpoint).
+      expect(controlWrites.filter((w) => w.batches === 1).length).to.be.at.least(1);
+      expect(controlWrites.every((w) => w.pending === 0)).to.equal(true);
+      // A CHECKPOINT that housekeeping did not start flushes one file at a time, as PostgreSQL asks.
+      const writes = controlWrites.length;
+      await small.query('INSERT INTO gathered VALUES (0, $1)', ['y']);
+      await small.query('CHECKPOINT');
+      expect(files.gatheredBatches).to.equal(1);
+      expect(controlWrites.length).to.be.greaterThan(writes);
+      await small.close();
+      small = await openDatabase({ pgliteDir: dir2 });
+      expect(await small.query('SELECT count(*)::int AS n FROM gathered')).to.deep.equal([{ n: 2001 }]);
+    } finally {
+      await small.close();
+      rmSync(dir2, { recursive: true, force: true });
+    }
   });
 
   it('keeps every acknowledged commit when the process is killed (-9) mid-stream', async () => {

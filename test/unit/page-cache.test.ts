@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { canDropCache, renameInto, syncPath } from '../../src/storage/page-cache.js';
+import { canDropCache, renameInto, syncPath, syncPathsNow } from '../../src/storage/page-cache.js';
 import { syncByHandle, syncDirectory, syncFile } from '../../src/storage/sync-file.js';
 import { cachedBytes } from '../helpers/page-cache.js';
 
@@ -90,6 +90,28 @@ describe('page-cache addon (flushes in one job, renames that do not replace)', (
     expect(() => addon('a\0b', false, 0, -1)).to.throw(TypeError, /NUL/);
     expect(() => addon(path.join(dir, 'f'), false, -1, 0)).to.throw(TypeError);
     expect(() => addon(path.join(dir, 'f'), 'yes', 0, 0)).to.throw(TypeError);
+  });
+
+  it('flushes a list of files on several threads, blocking, failing with code, syscall and path, and takes no malformed call', () => {
+    const flush = syncPathsNow as (...args: unknown[]) => number;
+    const files = Array.from({ length: 12 }, (_, i) => path.join(dir, `f${i}`));
+    for (const f of files) writeFileSync(f, randomBytes(64 * 1024));
+    expect(flush([...files, path.join(dir, 'missing')], 4)).to.equal(12);
+    expect(flush(files, 64)).to.equal(12);
+    const err = (() => {
+      try {
+        flush([files[0], '/dev/null', files[1]], 2);
+      } catch (e) {
+        return e as NodeJS.ErrnoException;
+      }
+      return null;
+    })();
+    expect(err).to.include({ code: 'EINVAL', syscall: 'fdatasync', path: '/dev/null' });
+    expect(() => flush(files, 0)).to.throw(TypeError);
+    expect(() => flush(files, 65)).to.throw(TypeError);
+    expect(() => flush('a', 1)).to.throw(TypeError);
+    expect(() => flush([files[0], 7], 1)).to.throw(TypeError);
+    expect(() => flush(['a\0b'], 1)).to.throw(TypeError, /NUL/);
   });
 
   it('renames into place only where nothing is, and says what it found', async () => {

@@ -52,6 +52,20 @@ describe('WalFlusher', () => {
     expect(wal.syncs).to.equal(1);
   });
 
+  it("flushes a running flush's segments once when PostgreSQL syncs its files meanwhile, not once per file", async () => {
+    const wal = new WalFlusher();
+    const file = path.join(dir, 'segment');
+    writeFileSync(file, 'log');
+    wal.written(file);
+    const running = wal.flush(); // its flush waits on the thread pool while the checkpoint runs
+    wal.flushNow();
+    wal.flushNow();
+    wal.flushNow();
+    expect(wal.syncs).to.equal(1);
+    await running;
+    expect(wal.syncs).to.equal(2);
+  });
+
   it('fails every later flush once one failed: no commit is acknowledged after a lost write', async () => {
     const wal = new WalFlusher();
     wal.written('/dev/null'); // takes writes, refuses fdatasync (EINVAL)
