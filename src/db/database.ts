@@ -211,7 +211,7 @@ class PgliteDatabase implements Database {
       await beforeStep(steps.length === 0);
       if (!this.closing) {
         this.writes = 0;
-        done.checkpointMs = await this.checkpoint();
+        done.checkpointMs = await this.timed('CHECKPOINT', (run) => this.files.gatheringFlushes(run));
         done.ms += done.checkpointMs;
         done.checkpointed = true;
       }
@@ -241,19 +241,14 @@ class PgliteDatabase implements Database {
     return { tables: rows.filter((t) => t.vacuum || t.analyse), checkpoint };
   }
 
-  /** A CHECKPOINT, its data files flushed together (DurableNodeFS.gatheringFlushes); its time in ms. */
-  private checkpoint(): Promise<number> {
+  /**
+   * Runs `sql` on its own, through `around` when given (a CHECKPOINT goes through
+   * DurableNodeFS.gatheringFlushes, so that its data files are flushed together); its time in ms.
+   */
+  private timed(sql: string, around = (run: () => Promise<unknown>) => run()): Promise<number> {
     return this.exclusive(async () => {
       const started = performance.now();
-      await this.files.gatheringFlushes(() => this.run('CHECKPOINT', []));
-      return performance.now() - started;
-    });
-  }
-
-  private timed(sql: string): Promise<number> {
-    return this.exclusive(async () => {
-      const started = performance.now();
-      await this.run(sql, []);
+      await around(() => this.run(sql, []));
       return performance.now() - started;
     });
   }
