@@ -160,8 +160,11 @@ describe('bench blob content', () => {
 
 describe('bench CPU reading', () => {
   it("reads a process's CPU time as the kernel counts it, and NaN for no process", async () => {
-    // A child that spins until it has used 300 ms of CPU, says so, then waits to be read.
-    const spin = 'const s = process.cpuUsage(); while (process.cpuUsage(s).user < 300000); console.log("spun"); setTimeout(() => {}, 60000)';
+    // A child that spins until it has used 300 ms of CPU, says so, then waits to be read. It
+    // counts its system time too: the loop's own getrusage calls cost it, and on a virtual
+    // machine whose system calls were slow, 300 ms of user time came with 1.5 s of system time.
+    const spin =
+      'const s = process.cpuUsage(); for (;;) { const u = process.cpuUsage(s); if (u.user + u.system >= 300000) break; } console.log("spun"); setTimeout(() => {}, 60000)';
     const child = spawn(process.execPath, ['-e', spin], { stdio: ['ignore', 'pipe', 'ignore'] });
     try {
       const before = readCpuMs(child.pid as number);
