@@ -396,7 +396,7 @@ async function startGate(config: GatewayConfig, registry: Registry, audit: Audit
     putWaitMs: config.gate.putWaitSeconds * 1000,
     logger,
   });
-  registry.setAdmit(gate.admit);
+  registry.setAdmit(gate.admit, gate.admitEarly);
   const onHup = () => void policies.reload();
   process.on('SIGHUP', onHup);
   const expiryTimer = setInterval(() => {

@@ -11,7 +11,7 @@ import type { Queryable } from '../db/database.js';
 import type { ContentLocation } from '../db/metadata.js';
 import type { AdmissionRecord, AdmissionStore } from '../db/admissions.js';
 import type { Registry } from '../registry/registry.js';
-import type { AdmissionDecision, AdmissionRequest, Admit } from '../registry/admission.js';
+import { EarlyAdmissionDeclined, type AdmissionDecision, type AdmissionRequest, type Admit, type AdmitEarly, type EarlyAdmission } from '../registry/admission.js';
 import type { ParsedManifest } from '../registry/manifest.js';
 import type { Decision, Evidence, EvidenceItem, LoadedPolicy } from '../policy/types.js';
 import { canonicalJson } from '../audit/canonical.js';
@@ -92,6 +92,76 @@ export class Gate {
 
   /** The hook the registry calls after storing a manifest as staged. */
   readonly admit: Admit = (request) => this.onPush(request);
+
+  /** The hook the registry calls before storing a manifest: a verdict that needs nothing but the manifest. */
+  readonly admitEarly: AdmitEarly = (request) => this.decideEarly(request);
+
+  /**
+   * Decides a push before its manifest is stored, when that is all the policy needs: a subject
+   * (not evidence) new in the repository, no index, no evidence pushed ahead of it, and a policy
+   * whose rules all read the manifest alone (no signatures, attestations or scans, which arrive
+   * or run after the push). Admitted: the registry stores it committed, with the admission and
+   * the audit records, in one transaction (see EarlyAdmission), the blobs moved first as the
+   * usual commit moves them. Anything else takes the usual path (null), which decides again.
+   */
+  private async decideEarly(request: AdmissionRequest): Promise<EarlyAdmission | null> {
+    const { repository, digest, manifest, size } = request;
+    if (size === undefined) return null;
+    const loaded = this.options.policyFor(repository);
+    if (!loaded.policy.rules.every((r) => r.type === 'manifest')) return null;
+    if (classify(manifest, request.tags).kind === 'evidence') return null;
+    if (await this.options.registry.metadata.getManifest(repository, digest)) return null;
+    const tree = await this.reader.subjectTree(repository, digest, { manifest, size });
+    if (tree.nodes.length !== 1) return null;
+    const items = await this.reader.evidenceFor(repository, digest);
+    if (items.length > 0) return null;
+    const decision = this.options.evaluate(loaded, { repository, subject: tree.facts, items, extra: {} }, this.now());
+    if (decision.outcome !== 'admitted') return null;
+    const trigger: Trigger = { reason: 'push', tags: request.tags, principal: request.principal, requestId: request.requestId };
+    const moves = this.startBlobMoves(tree.nodes[0].contentDigests, request.contentLocations);
+    const subject = { repository, digest, mediaType: tree.facts.mediaType, tags: request.tags, pushedBy: request.principal ?? null };
+    let repoId = 0;
+    return {
+      decision: { outcome: 'admitted', committed: true, warnings: decision.warnings },
+      beforeStore: async (tx) => {
+        repoId = await this.lock(tx, repository, digest);
+      },
+      afterStore: async (tx) => {
+        const { created } = await this.options.admissions.open(tx, repoId, subject, { decision, evidence: {} });
+        if (!created) throw new EarlyAdmissionDeclined(`${repository}@${digest} has an admission already`);
+        await moves;
+        failpoint('commit:before-switch'); // the switch is written, not yet committed
+      },
+      record: async (tx) => {
+        await this.auditDecision(tx, repository, digest, decision, trigger);
+        await this.options.audit.append(tx, {
+          action: 'commit',
+          repository,
+          digest,
+          principal: trigger.principal ?? null,
+          requestId: trigger.requestId ?? null,
+          detail: { manifests: [digest], tags: request.tags.map((tag) => ({ tag, digest })), childrenAdmitted: [] },
+        });
+      },
+      committed: () => this.changed(repository, digest),
+      abandoned: () => moves.catch(() => undefined),
+    };
+  }
+
+  /**
+   * Commit step 1 for a manifest whose bytes go into the database with its switch (so step 2
+   * has nothing to move): its blobs into the committed area, started now and returned running
+   * (already observed, see startMoves).
+   */
+  private startBlobMoves(contentDigests: string[], known?: ReadonlyMap<string, ContentLocation>): Promise<void> {
+    const moves = (async () => {
+      await this.options.registry.commitContent(contentDigests, known);
+      failpoint('commit:after-blobs');
+      failpoint('commit:after-manifests');
+    })();
+    moves.catch(() => undefined);
+    return moves;
+  }
 
   private async onPush(request: AdmissionRequest): Promise<AdmissionDecision> {
     const role = classify(request.manifest, request.tags);

@@ -95,6 +95,23 @@ function toManifest(row: ManifestRow): ManifestRecord {
   };
 }
 
+/** The parameters $1-$11 of the statements that store a manifest. */
+function manifestParams(repoId: number, manifest: NewManifest, sortedTags: string[]): unknown[] {
+  return [
+    repoId,
+    manifest.digest,
+    manifest.mediaType,
+    manifest.size,
+    manifest.artifactType,
+    manifest.subjectDigest,
+    manifest.annotations ? JSON.stringify(manifest.annotations) : null,
+    manifest.references.map((r) => r.digest),
+    manifest.references.map((r) => r.kind),
+    sortedTags,
+    manifest.body ?? null,
+  ];
+}
+
 export class MetadataStore {
   /** Ids of repositories known to be committed (rows are never renumbered; repositories are not deleted). */
   private readonly repositoryIds = new Map<string, number>();
@@ -412,25 +429,80 @@ export class MetadataStore {
            ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
          SELECT (SELECT count(*)::int FROM manifest) AS created, b.state AS stored_state, b.body IS NOT NULL AS stored_inline
            FROM (SELECT 1) AS one LEFT JOIN blobs b ON b.digest = $2`,
-        [
-          repoId,
-          manifest.digest,
-          manifest.mediaType,
-          manifest.size,
-          manifest.artifactType,
-          manifest.subjectDigest,
-          manifest.annotations ? JSON.stringify(manifest.annotations) : null,
-          manifest.references.map((r) => r.digest),
-          manifest.references.map((r) => r.kind),
-          sortedTags,
-          manifest.body ?? null,
-        ],
+        manifestParams(repoId, manifest, sortedTags),
       );
       if (inTransaction) await inTransaction(tx);
       const { created, stored_state: state, stored_inline: inline } = rows[0];
       const content: ContentLocation = state ? locationOf({ state, inline: Boolean(inline) }) : manifest.body ? 'inline' : 'staged';
       return { created: created > 0, content };
     });
+  }
+
+  /**
+   * Stores an admitted manifest that is new in the repository committed, in one statement: its
+   * bytes as content linked to the repository, the manifest, its references, and its tags,
+   * visible at once (a pending push of the same tags is superseded); the content it references
+   * (`contentDigests`) becomes committed in the repository. `beforeStore` runs first in the
+   * transaction, `inTransaction` after the statement (the admission and the audit records).
+   * Returns false, keeping nothing, when the manifest is already in the repository or its bytes
+   * are a staged file (that path moves them first).
+   */
+  async putAdmittedManifest(
+    repository: string,
+    manifest: NewManifest,
+    contentDigests: string[],
+    tags: string[],
+    hooks: { beforeStore: (tx: Queryable) => Promise<void>; inTransaction: (tx: Queryable) => Promise<void> },
+    precondition?: TagPrecondition,
+  ): Promise<boolean> {
+    this.invalidate();
+    const sortedTags = [...tags].sort();
+    const notNew = new Error('not new');
+    try {
+      return await this.db.transaction(async (tx) => {
+        const repoId = await this.ensureRepository(repository, tx);
+        if (precondition) precondition(await this.lockTags(tx, repoId, repository, sortedTags));
+        await hooks.beforeStore(tx);
+        // The content flips as the usual switch flips it (commitManifests): rows locked in digest order.
+        const [row] = await tx.query<{ created: number; stored_state: ContentState | null; stored_inline: boolean | null }>(
+          `WITH content AS (
+             INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'committed', $11)
+             ON CONFLICT (digest) DO UPDATE SET state = 'committed' WHERE blobs.state <> 'committed' AND blobs.body IS NOT NULL),
+           link AS (
+             INSERT INTO repository_blobs (repository_id, digest, committed) VALUES ($1, $2, true)
+             ON CONFLICT (repository_id, digest) DO UPDATE SET committed = true WHERE NOT repository_blobs.committed),
+           manifest AS (
+             INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type, subject_digest, annotations, state)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'committed') ON CONFLICT (repository_id, digest) DO NOTHING RETURNING digest),
+           refs AS (
+             INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind)
+             SELECT $1, $2, r.child, r.kind FROM unnest($8::text[], $9::text[]) AS r(child, kind) ON CONFLICT DO NOTHING),
+           content_rows AS (
+             SELECT digest FROM blobs WHERE digest = ANY($12::text[]) AND state <> 'committed' ORDER BY digest FOR UPDATE),
+           content_flip AS (
+             UPDATE blobs SET state = 'committed' WHERE digest IN (SELECT digest FROM content_rows)),
+           link_rows AS (
+             SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($12::text[]) AND NOT committed ORDER BY digest FOR UPDATE),
+           link_flip AS (
+             UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest IN (SELECT digest FROM link_rows)),
+           superseded AS (
+             DELETE FROM pending_tags WHERE repository_id = $1 AND name = ANY($10::text[])),
+           tagged AS (
+             INSERT INTO tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($10::text[]) AS t
+             ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
+           SELECT (SELECT count(*)::int FROM manifest) AS created, b.state AS stored_state, b.body IS NOT NULL AS stored_inline
+             FROM (SELECT 1) AS one LEFT JOIN blobs b ON b.digest = $2`,
+          [...manifestParams(repoId, manifest, sortedTags), contentDigests],
+        );
+        // Its SELECT saw the tables as they were before it: a staged file is not this path's to commit.
+        if (row.created === 0 || (row.stored_state === 'staged' && !row.stored_inline)) throw notNew;
+        await hooks.inTransaction(tx);
+        return true;
+      });
+    } catch (err) {
+      if (err === notNew) return false;
+      throw err;
+    }
   }
 
   /**

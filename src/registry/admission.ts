@@ -3,6 +3,7 @@
  * then handed to `admit`; only an `admitted` decision moves content to committed storage.
  * The registry core ships `admitEverything`; the gate replaces it.
  */
+import type { Queryable } from '../db/database.js';
 import type { ContentLocation } from '../db/metadata.js';
 import type { ParsedManifest } from './manifest.js';
 
@@ -35,5 +36,39 @@ export type AdmissionDecision =
   | { outcome: 'pending'; waitingFor: string[] };
 
 export type Admit = (request: AdmissionRequest) => Promise<AdmissionDecision>;
+
+/**
+ * A verdict reached before the manifest is stored, by a policy that decides from the manifest
+ * alone. The registry then stores the manifest committed, with the admission and its audit
+ * records, in one transaction: the staged state and the visible switch of the usual path in one
+ * step (the decision still comes before anything is visible, and the blobs move first).
+ */
+export interface EarlyAdmission {
+  decision: Extract<AdmissionDecision, { outcome: 'admitted' }>;
+  /** In the store transaction, before the manifest's rows are written: the locks the decision takes. */
+  beforeStore(tx: Queryable): Promise<void>;
+  /**
+   * In the store transaction, after the manifest's rows: the admission's row, then waits for the
+   * blobs to reach the committed area. Throws EarlyAdmissionDeclined (the transaction rolls back)
+   * when the subject turns out to have an admission already.
+   */
+  afterStore(tx: Queryable): Promise<void>;
+  /** In the store transaction, after the push's own record: the decision's and the commit's records. */
+  record(tx: Queryable): Promise<void>;
+  /** Once the transaction has committed. */
+  committed(): void;
+  /** When it did not commit: resolves once the moves this admission started have ended. */
+  abandoned(): Promise<void>;
+}
+
+/** Decides before the manifest is stored, or null: store it staged and call `Admit` (the usual path). */
+export type AdmitEarly = (request: AdmissionRequest) => Promise<EarlyAdmission | null>;
+
+/** Thrown inside the store transaction to fall back to the usual path (nothing of it is kept). */
+export class EarlyAdmissionDeclined extends Error {
+  constructor(reason: string) {
+    super(`decided the usual way: ${reason}`);
+  }
+}
 
 export const admitEverything: Admit = async () => ({ outcome: 'admitted' });

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import { areaOf, otherArea, type BlobStore, type ByteRange, type OpenedBlob } from '../storage/blobstore.js';
-import { locationOf, type BlobRecord, type ContentLocation, type ManifestRecord, type MetadataStore, type TagPrecondition } from '../db/metadata.js';
+import { locationOf, type BlobRecord, type ContentLocation, type ManifestRecord, type MetadataStore, type NewManifest, type TagPrecondition } from '../db/metadata.js';
 import type { Queryable } from '../db/database.js';
 import { RegistryError } from './errors.js';
 import { BlobFlushes } from './blob-flushes.js';
@@ -16,7 +16,7 @@ import { ByteMeter, digestStream, overLimit, ownMemory, readAll } from './stream
 import { finishedDigest, sharedHashing, type Hashing, type StreamDigest } from './hashing.js';
 import { parseManifest, type ParsedManifest } from './manifest.js';
 import { MEDIA_TYPES } from './mediatypes.js';
-import { admitEverything, type Admit, type AdmissionDecision } from './admission.js';
+import { admitEverything, EarlyAdmissionDeclined, type Admit, type AdmitEarly, type AdmissionDecision, type AdmissionRequest, type EarlyAdmission } from './admission.js';
 import {
   assertTag,
   fallbackTag,
@@ -167,6 +167,7 @@ export class Registry {
   readonly limits: RegistryLimits;
   private readonly logger: Logger;
   private admit: Admit;
+  private admitEarly: AdmitEarly | null = null;
   private readonly record: RecordEvent;
   private readonly uploadHashes = new UploadHashes();
   private readonly hashing: Hashing;
@@ -194,9 +195,10 @@ export class Registry {
     this.flushesBlobsLater = options.blobFlush === 'manifest';
   }
 
-  /** Installs the gate's admission hook (the gate needs the registry to exist first). */
-  setAdmit(admit: Admit): void {
+  /** Installs the gate's admission hooks (the gate needs the registry to exist first). */
+  setAdmit(admit: Admit, admitEarly?: AdmitEarly): void {
     this.admit = admit;
+    this.admitEarly = admitEarly ?? null;
   }
 
   // ---- uploads ------------------------------------------------------------------------
@@ -734,37 +736,69 @@ export class Registry {
       ...actor,
       detail: { mediaType: manifest.mediaType, size: body.length, tags, subject: manifest.subject?.digest ?? null, artifactType: manifest.artifactType },
     };
-    const { created, content } = await this.metadata.putManifest(
-      repository,
-      {
-        digest: digest.value,
-        body,
-        mediaType: manifest.mediaType,
-        size: body.length,
-        artifactType: manifest.artifactType,
-        subjectDigest: manifest.subject?.digest ?? null,
-        annotations: manifest.annotations,
-        references: manifest.references,
-      },
-      tags,
-      (tx) => this.record(tx, pushed),
-      preconditionCheck(options),
-    );
+    const stored: NewManifest = {
+      digest: digest.value,
+      body,
+      mediaType: manifest.mediaType,
+      size: body.length,
+      artifactType: manifest.artifactType,
+      subjectDigest: manifest.subject?.digest ?? null,
+      annotations: manifest.annotations,
+      references: manifest.references,
+    };
+    const request: AdmissionRequest = { repository, digest: digest.value, manifest, size: body.length, tags, byDigest: ref.kind === 'digest', ...actor, contentLocations };
+    const early = this.admitEarly ? await this.admitEarly(request) : null;
+    if (early && (await this.putAdmittedManifest(repository, stored, manifest, tags, pushed, early, preconditionCheck(options)))) {
+      return { digest: digest.value, subject: manifest.subject?.digest ?? null, tags, decision: early.decision };
+    }
+    const { created, content } = await this.metadata.putManifest(repository, stored, tags, (tx) => this.record(tx, pushed), preconditionCheck(options));
     contentLocations.set(digest.value, content);
 
-    const decision = await this.admit({
-      repository,
-      digest: digest.value,
-      manifest,
-      size: body.length,
-      firstPush: created,
-      tags,
-      byDigest: ref.kind === 'digest',
-      ...actor,
-      contentLocations,
-    });
+    const decision = await this.admit({ ...request, firstPush: created });
     if (decision.outcome === 'admitted' && !decision.committed) await this.commitManifest(repository, digest.value, manifest, tags, contentLocations);
     return { digest: digest.value, subject: manifest.subject?.digest ?? null, tags, decision };
+  }
+
+  /**
+   * A manifest decided before it was stored (EarlyAdmission): stored committed with its
+   * admission and the push's, decision's and commit's audit records, in one transaction. False
+   * when that path declined (the manifest was there already, or the subject has an admission):
+   * nothing of it is kept, and the caller takes the usual path.
+   */
+  private async putAdmittedManifest(
+    repository: string,
+    stored: NewManifest,
+    manifest: ParsedManifest,
+    tags: string[],
+    pushed: RegistryEvent,
+    early: EarlyAdmission,
+    precondition: TagPrecondition | undefined,
+  ): Promise<boolean> {
+    const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
+    let done = false;
+    try {
+      done = await this.metadata.putAdmittedManifest(
+        repository,
+        stored,
+        contentDigests,
+        tags,
+        {
+          beforeStore: (tx) => early.beforeStore(tx),
+          inTransaction: async (tx) => {
+            await early.afterStore(tx);
+            await this.record(tx, pushed);
+            await early.record(tx);
+          },
+        },
+        precondition,
+      );
+    } catch (err) {
+      if (!(err instanceof EarlyAdmissionDeclined)) throw err;
+    } finally {
+      if (!done) await early.abandoned();
+    }
+    if (done) early.committed();
+    return done;
   }
 
   /**

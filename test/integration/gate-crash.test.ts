@@ -2,11 +2,14 @@
  * Invariant 2 under real crashes: the gateway runs as a child process that kills itself
  * (SIGKILL) at each step of a commit — after the blobs moved, after the manifest bytes
  * moved, inside the switch transaction. After a restart on the same data, nothing of the
- * image is visible to a reader, the audit trail verifies, and pushing again admits it.
+ * image is visible to a reader, the audit trail verifies, and pushing again admits it. Both
+ * paths of a push are crashed: decided before it is stored (a policy of manifest rules: the
+ * push is one transaction, so nothing of it stays) and stored staged, then decided (a policy
+ * that reads evidence: the pusher still reads its quarantined image).
  */
 import { expect } from 'chai';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +23,7 @@ import { fileBlob, OCI_MANIFEST, OciClient, sha256 } from '../helpers/oci.js';
 import type { Failpoint } from '../../src/admission/failpoints.js';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
+const DEFAULT_POLICY = fileURLToPath(new URL('../../policies/default.json', import.meta.url));
 const FAILPOINTS: Failpoint[] = ['commit:after-blobs', 'commit:after-manifests', 'commit:before-switch'];
 
 interface Child {
@@ -64,8 +68,17 @@ for (const kind of DATABASE_KINDS) {
       databaseUrl = kind === 'postgres' ? await createTestDatabase() : '';
       const htpasswd = path.join(root, 'htpasswd');
       for (const user of ['alice', 'reader'] as const) await upsertHtpasswdUser(htpasswd, user, PASSWORDS[user]);
+      // The shipped default (manifest rules: decided before the push is stored), and a warn policy
+      // whose licence rule reads evidence (stored staged, then decided) for team/usual/**.
+      const policies = path.join(root, 'policies');
+      mkdirSync(policies);
+      copyFileSync(DEFAULT_POLICY, path.join(policies, 'default.json'));
+      writeFileSync(path.join(policies, 'usual.json'), JSON.stringify({
+        name: 'usual', repositories: ['team/usual/**'], mode: 'warn', rules: [{ id: 'licences', type: 'licenses', deny: ['GPL-3.0-only'] }],
+      }));
       configFile = path.join(root, 'gateway.json');
       writeFileSync(configFile, JSON.stringify({
+        policy: { dir: policies },
         storage: { root: path.join(root, 'data') },
         database: { url: databaseUrl },
         auth: {
@@ -114,9 +127,9 @@ for (const kind of DATABASE_KINDS) {
       }
     });
 
-    for (const point of FAILPOINTS) {
-      it(`leaves nothing half-visible when killed at ${point}, and completes on the next push`, async () => {
-        const repo = `team/crash-${point.replace(/[^a-z]/g, '')}`;
+    for (const [way, early] of [['decided before it is stored', true], ['stored staged, then decided', false]] as const) for (const point of FAILPOINTS) {
+      it(`leaves nothing half-visible when a push ${way} is killed at ${point}, and completes on the next push`, async () => {
+        const repo = `team/${early ? 'early' : 'usual'}/crash-${point.replace(/[^a-z]/g, '')}`;
         const victim = await startChild(configFile, point);
         const alice = new OciClient(victim.url).as(basic('alice', PASSWORDS.alice));
         const config = JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] }, seed: point });
@@ -145,8 +158,9 @@ for (const kind of DATABASE_KINDS) {
           expect((await reader.request('GET', `/v2/${repo}/manifests/${digest}`)).status).to.equal(404);
           expect((await reader.request('GET', `/v2/${repo}/blobs/${sha256(layer)}`)).status).to.equal(404);
           expect((await (await reader.request('GET', `/v2/${repo}/tags/list`)).json()) as { tags: string[] }).to.deep.include({ tags: [] });
-          // The pusher still reads its quarantined image, and pushing again finishes the commit.
-          expect((await pusher.request('GET', `/v2/${repo}/manifests/${digest}`)).status).to.equal(200);
+          // Stored staged first, the pusher still reads its quarantined image; decided first, nothing
+          // of the push was committed. Pushing again finishes the commit.
+          expect((await pusher.request('GET', `/v2/${repo}/manifests/${digest}`)).status).to.equal(early ? 404 : 200);
           expect((await pusher.putManifest(repo, 'v1', manifest)).status).to.equal(201);
           const pulled = await reader.request('GET', `/v2/${repo}/manifests/v1`);
           expect(pulled.status).to.equal(200);

@@ -33,6 +33,8 @@ const needsArtifact: RuleType<NeedsArtifact> = {
 const POLICIES: Record<string, unknown> = {
   'enforce.json': { name: 'enforce', repositories: ['team/enforce/**'], mode: 'enforce', rules: [{ id: 'source', type: 'manifest', requireAnnotations: [SOURCE] }] },
   'warn.json': { name: 'warn', repositories: ['team/warn/**'], mode: 'warn', rules: [{ id: 'source', type: 'manifest', requireAnnotations: [SOURCE] }] },
+  // Warn, with a rule that reads evidence: stored staged, then decided (the usual path), and admitted.
+  'usual.json': { name: 'usual', repositories: ['team/usual/**'], mode: 'warn', rules: [{ id: 'sig', type: needsArtifact.type, artifactType: SIG_TYPE }] },
   'signed.json': { name: 'signed', repositories: ['team/signed/**'], mode: 'enforce', rules: [{ id: 'sig', type: needsArtifact.type, artifactType: SIG_TYPE }] },
   'multi.json': {
     name: 'multi',
@@ -311,20 +313,24 @@ for (const kind of DATABASE_KINDS) {
       expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(200);
     });
 
-    it('leaves nothing half-visible when a commit stops before its switch', async () => {
-      const repo = 'team/warn/interrupted';
+    // A policy of manifest rules decides before the push is stored (one transaction); one that reads evidence after.
+    const paths = [['decided before it is stored', 'team/warn', true], ['stored staged, then decided', 'team/usual', false]] as const;
+
+    for (const [way, prefix, early] of paths) it(`leaves nothing half-visible when the commit of a push ${way} stops before its switch commits`, async () => {
+      const repo = `${prefix}/interrupted`;
       // A layer large enough to be a file in the blob store (smaller ones are kept in the database).
       const image = await buildImage(alice, repo, { annotations: { [SOURCE]: 'x' }, layer: fileBlob('interrupted') });
       const layer = (JSON.parse(image.body.toString()) as { layers: Array<{ digest: string }> }).layers[0].digest;
-      const metadata = gw.registry.metadata;
-      const original = metadata.commitManifests.bind(metadata);
-      metadata.commitManifests = async () => {
-        throw new Error('process died here');
+      // The commit's record is the switch transaction's last statement: the blobs have moved by then.
+      const original = gw.audit.append.bind(gw.audit);
+      gw.audit.append = async (q, event) => {
+        if (event.action === 'commit') throw new Error('process died here');
+        return original(q, event);
       };
       try {
         expect((await alice.putManifest(repo, 'v1', image.body)).status).to.equal(500);
       } finally {
-        metadata.commitManifests = original;
+        gw.audit.append = original;
       }
       // The layer reached the committed area; nothing points at it for readers.
       const [alg, hex] = layer.split(':');
@@ -332,13 +338,16 @@ for (const kind of DATABASE_KINDS) {
       expect((await reader.request('GET', `/v2/${repo}/blobs/${layer}`)).status).to.equal(404);
       expect((await reader.request('GET', `/v2/${repo}/manifests/${image.digest}`)).status).to.equal(404);
       expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(404);
+      // Decided first, nothing of the push stays (not even its record); stored first, it stays in quarantine.
+      expect((await auditFor(image.digest)).map((r) => r.action)).to.deep.equal(early ? [] : ['push']);
+      expect((await alice.request('GET', `/v2/${repo}/manifests/${image.digest}`)).status).to.equal(early ? 404 : 200);
       // The push is retried and completes.
       expect((await alice.putManifest(repo, 'v1', image.body)).status).to.equal(201);
       expect((await reader.request('GET', `/v2/${repo}/blobs/${layer}`)).status).to.equal(200);
     });
 
-    it('fails the push when a blob cannot be moved into the committed area, admits nothing, and completes once it is uploaded again', async () => {
-      const repo = 'team/warn/lost-layer';
+    for (const [way, prefix, early] of paths) it(`fails a push ${way} when a blob cannot be moved into the committed area, admits nothing, and completes once it is uploaded again`, async () => {
+      const repo = `${prefix}/lost-layer`;
       const layerBody = fileBlob('lost');
       const image = await buildImage(alice, repo, { annotations: { [SOURCE]: 'x' }, layer: layerBody });
       const layer = (JSON.parse(image.body.toString()) as { layers: Array<{ digest: string }> }).layers[0].digest;
@@ -351,9 +360,10 @@ for (const kind of DATABASE_KINDS) {
       const error = (await json<{ errors: Array<{ code: string; message: string }> }>(res)).errors[0];
       expect(error.code).to.equal('BLOB_UNKNOWN');
       expect(error.message).to.include(layer);
-      // The admission, the switch and their audit records were one transaction: none of it stays.
+      // The admission, the switch and their audit records were one transaction (decided first, with
+      // the push's own): none of it stays.
       expect(await gw.db.query('SELECT 1 FROM admissions WHERE digest = $1', [image.digest])).to.have.length(0);
-      expect((await auditFor(image.digest)).map((r) => r.action)).to.deep.equal(['push']);
+      expect((await auditFor(image.digest)).map((r) => r.action)).to.deep.equal(early ? [] : ['push']);
       expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(404);
       expect((await reader.request('GET', `/v2/${repo}/manifests/${image.digest}`)).status).to.equal(404);
       // Its record stays, but HEAD answers from the bytes: a client that checks before it
@@ -385,6 +395,28 @@ for (const kind of DATABASE_KINDS) {
       const still = await admin.request('POST', `/gateway/v1/admissions/${image.digest}/re-evaluate?repository=${repo}`);
       expect((await json<AdmissionView>(still)).state).to.equal('admitted');
       expect((await reader.request('GET', `/v2/${repo}/manifests/v1`)).status).to.equal(200);
+    });
+
+    it('decides the usual way a push whose digest has an admission already (expired), keeping nothing of the first attempt', async () => {
+      const repo = 'team/enforce/returning';
+      const image = await buildImage(alice, repo);
+      expect((await alice.putManifest(repo, 'v1', image.body)).status).to.equal(403);
+      expect(await gw.gate!.expire(new Date(0), new Date(Date.now() + 60_000))).to.be.at.least(1);
+      expect((await json<AdmissionView>(await admission(alice, repo, image.digest))).state).to.equal('expired');
+      writeFileSync(path.join(dir, 'enforce.json'), JSON.stringify({ ...(POLICIES['enforce.json'] as object), mode: 'warn' }));
+      expect(await gw.policies!.reload()).to.equal(true);
+      try {
+        // Decided before it is stored (admitted under warn); the expired admission sends it the usual way.
+        expect((await alice.putManifest(repo, 'v2', image.body)).status).to.equal(201);
+      } finally {
+        writeFileSync(path.join(dir, 'enforce.json'), JSON.stringify(POLICIES['enforce.json']));
+        expect(await gw.policies!.reload()).to.equal(true);
+      }
+      expect((await reader.request('GET', `/v2/${repo}/manifests/v2`)).status).to.equal(200);
+      const view = await json<AdmissionView>(await admission(reader, repo, image.digest));
+      expect(view.state).to.equal('admitted');
+      expect(view.evaluations).to.equal(2);
+      expect((await auditFor(image.digest)).map((r) => r.action)).to.deep.equal(['push', 'admission.decision', 'expiry', 'push', 'admission.decision', 'commit']);
     });
 
     it('serves the audit trail to administrators only, with validated filters', async () => {

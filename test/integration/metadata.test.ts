@@ -172,6 +172,52 @@ for (const kind of DATABASE_KINDS) {
       expect(await meta.listTags('b/app', undefined, 10)).to.deep.equal(['latest', 'v1']);
     });
 
+    it('stores an admitted manifest committed in one step, or keeps nothing when it is not new or its bytes are a staged file', async () => {
+      const none = async () => undefined;
+      await meta.linkBlob('b/direct', d('1'), 2);
+      await meta.linkBlob('b/direct', d('2'), 3);
+      const manifest = {
+        digest: d('3'), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 7, artifactType: null, subjectDigest: null, annotations: null,
+        references: [{ digest: d('1'), kind: 'config' as const }, { digest: d('2'), kind: 'layer' as const }],
+        body: Buffer.from('{"x":1}'),
+      };
+      // A pending push of the tag that this admitted push supersedes.
+      await meta.putManifest('b/direct', { ...manifest, digest: d('4'), body: Buffer.from('{"x":2}') }, ['v1']);
+      expect((await meta.getManifestByTag('b/direct', 'v1', true))!.digest).to.equal(d('4'));
+      const order: string[] = [];
+      const hooks = { beforeStore: async () => void order.push('before'), inTransaction: async () => void order.push('after') };
+      expect(await meta.putAdmittedManifest('b/direct', manifest, [d('1'), d('2')], ['v1', 'latest'], hooks)).to.equal(true);
+      expect(order).to.deep.equal(['before', 'after']);
+      expect(await meta.getManifestByTag('b/direct', 'v1', true)).to.include({ digest: d('3'), state: 'committed' });
+      expect(await meta.listTags('b/direct', undefined, 10, false)).to.deep.equal(['latest', 'v1']);
+      expect(await meta.getBlob(d('3'))).to.deep.include({ state: 'committed', inline: true });
+      for (const blob of [d('1'), d('2')]) {
+        expect((await meta.getBlob(blob))!.state).to.equal('committed');
+        expect((await meta.findBlob('b/direct', blob))!.committedInRepository).to.equal(true);
+      }
+      expect((await meta.findBlob('b/direct', d('3')))!.committedInRepository).to.equal(true);
+      // Not new in the repository: nothing is written, the hooks after the statement do not run.
+      order.length = 0;
+      expect(await meta.putAdmittedManifest('b/direct', manifest, [], ['other'], hooks)).to.equal(false);
+      expect(order).to.deep.equal(['before']);
+      expect(await meta.listTags('b/direct', undefined, 10, true)).to.deep.equal(['latest', 'v1']);
+      // Bytes that are a staged file (stored before manifests were kept in the database) are left to the usual commit, which moves them.
+      await meta.linkBlob('b/filed', d('5'), 9);
+      const filed = { ...manifest, digest: d('5'), size: 9, references: [], body: Buffer.from('{"y":12345}') };
+      expect(await meta.putAdmittedManifest('b/filed', filed, [], ['v1'], { beforeStore: none, inTransaction: none })).to.equal(false);
+      expect(await meta.getManifest('b/filed', d('5'))).to.equal(null);
+      expect(await meta.getBlob(d('5'))).to.deep.include({ state: 'staged', inline: false });
+      // A hook that throws rolls all of it back.
+      const failing = { beforeStore: none, inTransaction: async () => { throw new Error('audit unavailable'); } };
+      const fresh = { ...manifest, digest: d('6'), body: Buffer.from('{"x":6}') };
+      let error: Error | null = null;
+      await meta.putAdmittedManifest('b/direct', fresh, [], ['v6'], failing).catch((err: Error) => (error = err));
+      expect(error).to.have.property('message', 'audit unavailable');
+      expect(await meta.getManifest('b/direct', d('6'))).to.equal(null);
+      expect(await meta.getBlob(d('6'))).to.equal(null);
+      expect(await meta.listTags('b/direct', undefined, 10, true)).to.deep.equal(['latest', 'v1']);
+    });
+
     it('lists tags in byte order with last and limit', async () => {
       await meta.putManifest('c/tags', {
         digest: d('t'), mediaType: 'application/vnd.oci.image.index.v1+json', size: 1,
