@@ -463,11 +463,12 @@ export class MetadataStore {
         const repoId = await this.ensureRepository(repository, tx);
         if (precondition) precondition(await this.lockTags(tx, repoId, repository, sortedTags));
         await hooks.beforeStore(tx);
-        // The content flips as the usual switch flips it (commitManifests): rows locked in digest order.
+        // Content rows that are there already flip as the usual switch flips them (commitManifests),
+        // the manifest's own among them: locked in digest order, so that this and a commit of the
+        // same content elsewhere on PostgreSQL cannot each hold a row the other waits for.
         const [row] = await tx.query<{ created: number; stored_state: ContentState | null; stored_inline: boolean | null }>(
           `WITH content AS (
-             INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'committed', $11)
-             ON CONFLICT (digest) DO UPDATE SET state = 'committed' WHERE blobs.state <> 'committed' AND blobs.body IS NOT NULL),
+             INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'committed', $11) ON CONFLICT (digest) DO NOTHING),
            link AS (
              INSERT INTO repository_blobs (repository_id, digest, committed) VALUES ($1, $2, true)
              ON CONFLICT (repository_id, digest) DO UPDATE SET committed = true WHERE NOT repository_blobs.committed),
@@ -478,7 +479,7 @@ export class MetadataStore {
              INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind)
              SELECT $1, $2, r.child, r.kind FROM unnest($8::text[], $9::text[]) AS r(child, kind) ON CONFLICT DO NOTHING),
            content_rows AS (
-             SELECT digest FROM blobs WHERE digest = ANY($12::text[]) AND state <> 'committed' ORDER BY digest FOR UPDATE),
+             SELECT digest FROM blobs WHERE digest = ANY(array_append($12::text[], $2)) AND state <> 'committed' ORDER BY digest FOR UPDATE),
            content_flip AS (
              UPDATE blobs SET state = 'committed' WHERE digest IN (SELECT digest FROM content_rows)),
            link_rows AS (
