@@ -95,6 +95,20 @@ function toManifest(row: ManifestRow): ManifestRecord {
   };
 }
 
+/** The manifest's row in `state` (returned when new) and its references, as CTEs of a statement with manifestParams. */
+function manifestRows(state: ContentState): string {
+  return `manifest AS (
+      INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type, subject_digest, annotations, state)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, '${state}') ON CONFLICT (repository_id, digest) DO NOTHING RETURNING digest),
+    refs AS (
+      INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind)
+      SELECT $1, $2, r.child, r.kind FROM unnest($8::text[], $9::text[]) AS r(child, kind) ON CONFLICT DO NOTHING)`;
+}
+
+/** Whether the manifest was new, and its content row as it was before the statement (which its SELECT sees). */
+const STORED_BEFORE = `SELECT (SELECT count(*)::int FROM manifest) AS created, b.state AS stored_state, b.body IS NOT NULL AS stored_inline
+  FROM (SELECT 1) AS one LEFT JOIN blobs b ON b.digest = $2`;
+
 /** The parameters $1-$11 of the statements that store a manifest. */
 function manifestParams(repoId: number, manifest: NewManifest, sortedTags: string[]): unknown[] {
   return [
@@ -418,17 +432,11 @@ export class MetadataStore {
       const rows = await tx.query<{ created: number; stored_state: ContentState | null; stored_inline: boolean | null }>(
         `WITH content AS (INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'staged', $11) ON CONFLICT (digest) DO NOTHING),
          link AS (INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING),
-         manifest AS (
-           INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type, subject_digest, annotations, state)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'staged') ON CONFLICT (repository_id, digest) DO NOTHING RETURNING digest),
-         refs AS (
-           INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind)
-           SELECT $1, $2, r.child, r.kind FROM unnest($8::text[], $9::text[]) AS r(child, kind) ON CONFLICT DO NOTHING),
+         ${manifestRows('staged')},
          pending AS (
            INSERT INTO pending_tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($10::text[]) AS t
            ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
-         SELECT (SELECT count(*)::int FROM manifest) AS created, b.state AS stored_state, b.body IS NOT NULL AS stored_inline
-           FROM (SELECT 1) AS one LEFT JOIN blobs b ON b.digest = $2`,
+         ${STORED_BEFORE}`,
         manifestParams(repoId, manifest, sortedTags),
       );
       if (inTransaction) await inTransaction(tx);
@@ -472,12 +480,7 @@ export class MetadataStore {
            link AS (
              INSERT INTO repository_blobs (repository_id, digest, committed) VALUES ($1, $2, true)
              ON CONFLICT (repository_id, digest) DO UPDATE SET committed = true WHERE NOT repository_blobs.committed),
-           manifest AS (
-             INSERT INTO manifests (repository_id, digest, media_type, size, artifact_type, subject_digest, annotations, state)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'committed') ON CONFLICT (repository_id, digest) DO NOTHING RETURNING digest),
-           refs AS (
-             INSERT INTO manifest_references (repository_id, manifest_digest, child_digest, kind)
-             SELECT $1, $2, r.child, r.kind FROM unnest($8::text[], $9::text[]) AS r(child, kind) ON CONFLICT DO NOTHING),
+           ${manifestRows('committed')},
            content_rows AS (
              SELECT digest FROM blobs WHERE digest = ANY(array_append($12::text[], $2)) AND state <> 'committed' ORDER BY digest FOR UPDATE),
            content_flip AS (
@@ -491,8 +494,7 @@ export class MetadataStore {
            tagged AS (
              INSERT INTO tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($10::text[]) AS t
              ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
-           SELECT (SELECT count(*)::int FROM manifest) AS created, b.state AS stored_state, b.body IS NOT NULL AS stored_inline
-             FROM (SELECT 1) AS one LEFT JOIN blobs b ON b.digest = $2`,
+           ${STORED_BEFORE}`,
           [...manifestParams(repoId, manifest, sortedTags), contentDigests],
         );
         // Its SELECT saw the tables as they were before it: a staged file is not this path's to commit.
