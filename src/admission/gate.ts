@@ -127,8 +127,7 @@ export class Gate {
         repoId = await this.lock(tx, repository, digest);
       },
       afterStore: async (tx) => {
-        const { created } = await this.options.admissions.open(tx, repoId, subject, { decision, evidence: {} });
-        if (!created) throw new EarlyAdmissionDeclined(`${repository}@${digest} has an admission already`);
+        if (!(await this.options.admissions.create(tx, repoId, subject, { decision, evidence: {} }))) throw new EarlyAdmissionDeclined(`${repository}@${digest} has an admission already`);
         await moves;
         failpoint('commit:before-switch'); // the switch is written, not yet committed
       },

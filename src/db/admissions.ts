@@ -108,6 +108,28 @@ function decisionColumns(decision: Decision, evidence: Record<string, unknown>):
 /** Lock key space for per-subject advisory locks (the second key is a hash of repository and digest). */
 const LOCK_CLASS = 0x6761;
 
+/** The subject of an admission as the push that opens it names it. */
+type AdmissionSubject = { repository: string; digest: string; mediaType: string; tags: string[]; pushedBy: string | null };
+
+/**
+ * A new admission of a subject, pending or with its first decision ($6, the repository's name, is
+ * for the caller's RETURNING); see openParams.
+ */
+const OPEN_ADMISSION = `INSERT INTO admissions AS a (repository_id, digest, media_type, state, tags, pushed_by, policy_name, policy_hash,
+         policy_mode, results, reasons, waiting_for, warnings, evidence, evaluations, decided_at)
+  VALUES ($1, $2, $3, COALESCE($7::text, 'pending'), $4, $5, $8::text, $9::text, $10::text, COALESCE($11::jsonb, '[]'),
+          COALESCE($12::jsonb, '[]'), COALESCE($13::jsonb, '[]'), COALESCE($14::jsonb, '[]'), COALESCE($15::jsonb, '{}'),
+          CASE WHEN $7::text IS NULL THEN 0 ELSE 1 END, CASE WHEN $7::text IN ('admitted', 'denied') THEN now() END)`;
+
+function openParams(
+  repositoryId: number,
+  subject: AdmissionSubject,
+  first?: { decision: Decision; evidence: Record<string, unknown> },
+): unknown[] {
+  const decided = first ? decisionColumns(first.decision, first.evidence) : null;
+  return [repositoryId, subject.digest, subject.mediaType, subject.tags, subject.pushedBy, subject.repository, ...(decided ?? Array(9).fill(null))];
+}
+
 export class AdmissionStore {
   constructor(readonly db: Database) {}
 
@@ -146,23 +168,33 @@ export class AdmissionStore {
   async open(
     tx: Queryable,
     repositoryId: number,
-    subject: { repository: string; digest: string; mediaType: string; tags: string[]; pushedBy: string | null },
+    subject: AdmissionSubject,
     first?: { decision: Decision; evidence: Record<string, unknown> },
   ): Promise<{ record: AdmissionRecord; created: boolean }> {
-    const decided = first ? decisionColumns(first.decision, first.evidence) : null;
     const rows = await tx.query<AdmissionRow & { created: boolean }>(
-      `INSERT INTO admissions AS a (repository_id, digest, media_type, state, tags, pushed_by, policy_name, policy_hash,
-              policy_mode, results, reasons, waiting_for, warnings, evidence, evaluations, decided_at)
-       VALUES ($1, $2, $3, COALESCE($7::text, 'pending'), $4, $5, $8::text, $9::text, $10::text, COALESCE($11::jsonb, '[]'),
-               COALESCE($12::jsonb, '[]'), COALESCE($13::jsonb, '[]'), COALESCE($14::jsonb, '[]'), COALESCE($15::jsonb, '{}'),
-               CASE WHEN $7::text IS NULL THEN 0 ELSE 1 END, CASE WHEN $7::text IN ('admitted', 'denied') THEN now() END)
+      `${OPEN_ADMISSION}
        ON CONFLICT (repository_id, digest) DO UPDATE
          SET tags = ARRAY(SELECT DISTINCT unnest(a.tags || EXCLUDED.tags)),
              updated_at = now()
        RETURNING ${COLUMNS.replace('r.name AS repository', '$6::text AS repository')}, (xmax = 0) AS created`,
-      [repositoryId, subject.digest, subject.mediaType, subject.tags, subject.pushedBy, subject.repository, ...(decided ?? Array(9).fill(null))],
+      openParams(repositoryId, subject, first),
     );
     return { record: toRecord(rows[0]), created: rows[0].created };
+  }
+
+  /**
+   * Opens the admission with `first` as its decision unless the subject has one already (which
+   * stays as it was); says whether it did. Reads nothing back: for a caller that knows the
+   * record it wrote (the gate's decision before a push is stored).
+   */
+  async create(
+    tx: Queryable,
+    repositoryId: number,
+    subject: AdmissionSubject,
+    first: { decision: Decision; evidence: Record<string, unknown> },
+  ): Promise<boolean> {
+    const rows = await tx.query(`${OPEN_ADMISSION} ON CONFLICT (repository_id, digest) DO NOTHING RETURNING $6::text AS repository`, openParams(repositoryId, subject, first));
+    return rows.length > 0;
   }
 
   /** Writes a decision onto the admission. */

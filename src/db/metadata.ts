@@ -109,6 +109,47 @@ function manifestRows(state: ContentState): string {
 const STORED_BEFORE = `SELECT (SELECT count(*)::int FROM manifest) AS created, b.state AS stored_state, b.body IS NOT NULL AS stored_inline
   FROM (SELECT 1) AS one LEFT JOIN blobs b ON b.digest = $2`;
 
+/**
+ * Stores a manifest staged, in one statement: the bytes as content linked to the repository,
+ * the manifest, its references and its pending tags (foreign keys are checked at the
+ * statement's end). Its SELECT sees the tables as they were before it: the content row stored
+ * earlier, if any.
+ */
+const STORE_STAGED = `WITH content AS (INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'staged', $11) ON CONFLICT (digest) DO NOTHING),
+  link AS (INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING),
+  ${manifestRows('staged')},
+  pending AS (
+    INSERT INTO pending_tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($10::text[]) AS t
+    ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
+  ${STORED_BEFORE}`;
+
+/**
+ * Stores an admitted manifest committed, in one statement (putAdmittedManifest). Content rows
+ * that are there already flip as the usual switch flips them (commitManifests), the manifest's
+ * own among them: locked in digest order, so that this and a commit of the same content
+ * elsewhere on PostgreSQL cannot each hold a row the other waits for.
+ */
+const STORE_COMMITTED = `WITH content AS (
+    INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'committed', $11) ON CONFLICT (digest) DO NOTHING),
+  link AS (
+    INSERT INTO repository_blobs (repository_id, digest, committed) VALUES ($1, $2, true)
+    ON CONFLICT (repository_id, digest) DO UPDATE SET committed = true WHERE NOT repository_blobs.committed),
+  ${manifestRows('committed')},
+  content_rows AS (
+    SELECT digest FROM blobs WHERE digest = ANY(array_append($12::text[], $2)) AND state <> 'committed' ORDER BY digest FOR UPDATE),
+  content_flip AS (
+    UPDATE blobs SET state = 'committed' WHERE digest IN (SELECT digest FROM content_rows)),
+  link_rows AS (
+    SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($12::text[]) AND NOT committed ORDER BY digest FOR UPDATE),
+  link_flip AS (
+    UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest IN (SELECT digest FROM link_rows)),
+  superseded AS (
+    DELETE FROM pending_tags WHERE repository_id = $1 AND name = ANY($10::text[])),
+  tagged AS (
+    INSERT INTO tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($10::text[]) AS t
+    ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
+  ${STORED_BEFORE}`;
+
 /** The parameters $1-$11 of the statements that store a manifest. */
 function manifestParams(repoId: number, manifest: NewManifest, sortedTags: string[]): unknown[] {
   return [
@@ -426,17 +467,8 @@ export class MetadataStore {
     return this.db.transaction(async (tx) => {
       const repoId = await this.ensureRepository(repository, tx);
       if (precondition) precondition(await this.lockTags(tx, repoId, repository, sortedTags));
-      // One statement: the bytes as content linked to the repository, the manifest, its
-      // references and its pending tags (foreign keys are checked at the statement's end).
-      // Its SELECT sees the tables as they were before it: the content row stored earlier, if any.
       const rows = await tx.query<{ created: number; stored_state: ContentState | null; stored_inline: boolean | null }>(
-        `WITH content AS (INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'staged', $11) ON CONFLICT (digest) DO NOTHING),
-         link AS (INSERT INTO repository_blobs (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING),
-         ${manifestRows('staged')},
-         pending AS (
-           INSERT INTO pending_tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($10::text[]) AS t
-           ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
-         ${STORED_BEFORE}`,
+        STORE_STAGED,
         manifestParams(repoId, manifest, sortedTags),
       );
       if (inTransaction) await inTransaction(tx);
@@ -471,30 +503,8 @@ export class MetadataStore {
         const repoId = await this.ensureRepository(repository, tx);
         if (precondition) precondition(await this.lockTags(tx, repoId, repository, sortedTags));
         await hooks.beforeStore(tx);
-        // Content rows that are there already flip as the usual switch flips them (commitManifests),
-        // the manifest's own among them: locked in digest order, so that this and a commit of the
-        // same content elsewhere on PostgreSQL cannot each hold a row the other waits for.
         const [row] = await tx.query<{ created: number; stored_state: ContentState | null; stored_inline: boolean | null }>(
-          `WITH content AS (
-             INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'committed', $11) ON CONFLICT (digest) DO NOTHING),
-           link AS (
-             INSERT INTO repository_blobs (repository_id, digest, committed) VALUES ($1, $2, true)
-             ON CONFLICT (repository_id, digest) DO UPDATE SET committed = true WHERE NOT repository_blobs.committed),
-           ${manifestRows('committed')},
-           content_rows AS (
-             SELECT digest FROM blobs WHERE digest = ANY(array_append($12::text[], $2)) AND state <> 'committed' ORDER BY digest FOR UPDATE),
-           content_flip AS (
-             UPDATE blobs SET state = 'committed' WHERE digest IN (SELECT digest FROM content_rows)),
-           link_rows AS (
-             SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($12::text[]) AND NOT committed ORDER BY digest FOR UPDATE),
-           link_flip AS (
-             UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest IN (SELECT digest FROM link_rows)),
-           superseded AS (
-             DELETE FROM pending_tags WHERE repository_id = $1 AND name = ANY($10::text[])),
-           tagged AS (
-             INSERT INTO tags (repository_id, name, manifest_digest) SELECT $1, t, $2 FROM unnest($10::text[]) AS t
-             ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
-           ${STORED_BEFORE}`,
+          STORE_COMMITTED,
           [...manifestParams(repoId, manifest, sortedTags), contentDigests],
         );
         // Its SELECT saw the tables as they were before it: a staged file is not this path's to commit.
