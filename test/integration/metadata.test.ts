@@ -174,47 +174,47 @@ for (const kind of DATABASE_KINDS) {
 
     it('stores an admitted manifest committed in one step, or keeps nothing when it is not new or its bytes are a staged file', async () => {
       const none = async () => undefined;
-      await meta.linkBlob('b/direct', d('1'), 2);
-      await meta.linkBlob('b/direct', d('2'), 3);
+      await meta.linkBlob('b/direct', d('0'), 2);
+      await meta.linkBlob('b/direct', d('h'), 3);
       const manifest = {
-        digest: d('3'), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 7, artifactType: null, subjectDigest: null, annotations: null,
-        references: [{ digest: d('1'), kind: 'config' as const }, { digest: d('2'), kind: 'layer' as const }],
+        digest: d('y'), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 7, artifactType: null, subjectDigest: null, annotations: null,
+        references: [{ digest: d('0'), kind: 'config' as const }, { digest: d('h'), kind: 'layer' as const }],
         body: Buffer.from('{"x":1}'),
       };
       // A pending push of the tag that this admitted push supersedes.
-      await meta.putManifest('b/direct', { ...manifest, digest: d('4'), body: Buffer.from('{"x":2}') }, ['v1']);
-      expect((await meta.getManifestByTag('b/direct', 'v1', true))!.digest).to.equal(d('4'));
+      await meta.putManifest('b/direct', { ...manifest, digest: d('z'), body: Buffer.from('{"x":2}') }, ['v1']);
+      expect((await meta.getManifestByTag('b/direct', 'v1', true))!.digest).to.equal(d('z'));
       const order: string[] = [];
       const hooks = { beforeStore: async () => void order.push('before'), inTransaction: async () => void order.push('after') };
-      expect(await meta.putAdmittedManifest('b/direct', manifest, [d('1'), d('2')], ['v1', 'latest'], hooks)).to.equal(true);
+      expect(await meta.putAdmittedManifest('b/direct', manifest, [d('0'), d('h')], ['v1', 'latest'], hooks)).to.equal(true);
       expect(order).to.deep.equal(['before', 'after']);
-      expect(await meta.getManifestByTag('b/direct', 'v1', true)).to.include({ digest: d('3'), state: 'committed' });
+      expect(await meta.getManifestByTag('b/direct', 'v1', true)).to.include({ digest: d('y'), state: 'committed' });
       expect(await meta.listTags('b/direct', undefined, 10, false)).to.deep.equal(['latest', 'v1']);
-      expect(await meta.getBlob(d('3'))).to.deep.include({ state: 'committed', inline: true });
-      for (const blob of [d('1'), d('2')]) {
+      expect(await meta.getBlob(d('y'))).to.deep.include({ state: 'committed', inline: true });
+      for (const blob of [d('0'), d('h')]) {
         expect((await meta.getBlob(blob))!.state).to.equal('committed');
         expect((await meta.findBlob('b/direct', blob))!.committedInRepository).to.equal(true);
       }
-      expect((await meta.findBlob('b/direct', d('3')))!.committedInRepository).to.equal(true);
+      expect((await meta.findBlob('b/direct', d('y')))!.committedInRepository).to.equal(true);
       // Not new in the repository: nothing is written, the hooks after the statement do not run.
       order.length = 0;
       expect(await meta.putAdmittedManifest('b/direct', manifest, [], ['other'], hooks)).to.equal(false);
       expect(order).to.deep.equal(['before']);
       expect(await meta.listTags('b/direct', undefined, 10, true)).to.deep.equal(['latest', 'v1']);
       // Bytes that are a staged file (stored before manifests were kept in the database) are left to the usual commit, which moves them.
-      await meta.linkBlob('b/filed', d('5'), 9);
-      const filed = { ...manifest, digest: d('5'), size: 9, references: [], body: Buffer.from('{"y":12345}') };
+      await meta.linkBlob('b/filed', d('9'), 9);
+      const filed = { ...manifest, digest: d('9'), size: 9, references: [], body: Buffer.from('{"y":12345}') };
       expect(await meta.putAdmittedManifest('b/filed', filed, [], ['v1'], { beforeStore: none, inTransaction: none })).to.equal(false);
-      expect(await meta.getManifest('b/filed', d('5'))).to.equal(null);
-      expect(await meta.getBlob(d('5'))).to.deep.include({ state: 'staged', inline: false });
+      expect(await meta.getManifest('b/filed', d('9'))).to.equal(null);
+      expect(await meta.getBlob(d('9'))).to.deep.include({ state: 'staged', inline: false });
       // A hook that throws rolls all of it back.
       const failing = { beforeStore: none, inTransaction: async () => { throw new Error('audit unavailable'); } };
-      const fresh = { ...manifest, digest: d('6'), body: Buffer.from('{"x":6}') };
+      const fresh = { ...manifest, digest: d('d'), body: Buffer.from('{"x":6}') };
       let error: Error | null = null;
       await meta.putAdmittedManifest('b/direct', fresh, [], ['v6'], failing).catch((err: Error) => (error = err));
       expect(error).to.have.property('message', 'audit unavailable');
-      expect(await meta.getManifest('b/direct', d('6'))).to.equal(null);
-      expect(await meta.getBlob(d('6'))).to.equal(null);
+      expect(await meta.getManifest('b/direct', d('d'))).to.equal(null);
+      expect(await meta.getBlob(d('d'))).to.equal(null);
       expect(await meta.listTags('b/direct', undefined, 10, true)).to.deep.equal(['latest', 'v1']);
     });
 
@@ -283,6 +283,14 @@ for (const kind of DATABASE_KINDS) {
        * before it has taken `high`, as any flip that locks in digest order does.
        */
       async function expectLockedInDigestOrder(table: string, low: string, high: string, flip: (tx: Queryable) => Promise<unknown>): Promise<void> {
+        await expectLockedInDigestOrderBy(table, low, high, (planBadly) => db.transaction(async (tx) => {
+          await planBadly(tx);
+          return flip(tx);
+        }));
+      }
+
+      /** expectLockedInDigestOrder for a statement that opens its own transaction: `run` calls `planBadly` in it first. */
+      async function expectLockedInDigestOrderBy(table: string, low: string, high: string, run: (planBadly: (tx: Queryable) => Promise<void>) => Promise<unknown>): Promise<void> {
         let release!: () => void;
         const held = new Promise<void>((resolve) => (release = resolve));
         let locked!: () => void;
@@ -293,10 +301,9 @@ for (const kind of DATABASE_KINDS) {
           await held;
         });
         await lowLocked;
-        const flipped = db.transaction(async (tx) => {
+        const flipped = run(async (tx) => {
           await tx.query('SET LOCAL enable_indexscan = off');
           await tx.query('SET LOCAL enable_bitmapscan = off');
-          return flip(tx);
         });
         try {
           const waiting = async () => (await db.query<{ n: number }>(
@@ -326,6 +333,28 @@ for (const kind of DATABASE_KINDS) {
           await expectLockedInDigestOrder(table, d(low), d(high), (tx) => meta.commitManifests(tx, repo, [{ digest: manifest.digest, contentDigests: [d(high), d(low)] }]));
           expect((await meta.getBlob(d(low)))!.state).to.equal('committed');
           expect((await meta.findBlob(repo, d(high)))!.committedInRepository).to.equal(true);
+        });
+      }
+
+      // Digests no other test uses, so that the rows are where these inserts put them.
+      const fresh = (prefix: string) => `sha256:${prefix.padEnd(64, '0')}`;
+      for (const [table, [low, high, image]] of [['blobs', ['e1', 'e2', 'e3']], ['repository_blobs', ['e4', 'e5', 'e6']]] as const) {
+        it(`locks the ${table} rows the direct store of an admitted manifest switches in digest order, whatever the plan`, async () => {
+          const repo = `f/direct-order-${table}`;
+          await meta.linkBlob(repo, fresh(high), 2);
+          await meta.linkBlob(repo, fresh(low), 2);
+          const manifest = {
+            digest: fresh(image), mediaType: 'application/vnd.oci.image.manifest.v1+json', size: 1, artifactType: null,
+            subjectDigest: null, annotations: null, body: Buffer.from('{}'),
+            references: [{ digest: fresh(high), kind: 'config' as const }, { digest: fresh(low), kind: 'layer' as const }],
+          };
+          const stored = expectLockedInDigestOrderBy(table, fresh(low), fresh(high), (planBadly) =>
+            meta.putAdmittedManifest(repo, manifest, [fresh(high), fresh(low)], ['v1'], { beforeStore: planBadly, inTransaction: async () => undefined }),
+          );
+          await stored;
+          expect((await meta.getBlob(fresh(low)))!.state).to.equal('committed');
+          expect((await meta.findBlob(repo, fresh(high)))!.committedInRepository).to.equal(true);
+          expect(await meta.getManifestByTag(repo, 'v1')).to.include({ digest: fresh(image), state: 'committed' });
         });
       }
 
