@@ -167,7 +167,7 @@ export class Registry {
   readonly limits: RegistryLimits;
   private readonly logger: Logger;
   private admit: Admit;
-  private admitEarly: AdmitEarly | null = null;
+  private admitEarly: AdmitEarly | null;
   private readonly record: RecordEvent;
   private readonly uploadHashes = new UploadHashes();
   private readonly hashing: Hashing;
@@ -189,6 +189,8 @@ export class Registry {
     this.limits = options.limits;
     this.logger = options.logger;
     this.admit = options.admit ?? admitEverything;
+    // Without a gate or an injected hook every push is admitted: it is stored committed at once.
+    this.admitEarly = options.admit ? null : (request) => this.admitAtOnce(request);
     this.record = options.record ?? (async () => undefined);
     this.hashing = options.hashing ?? sharedHashing();
     this.blobFlushes = new BlobFlushes(this.store, this.metadata, this.logger);
@@ -757,6 +759,28 @@ export class Registry {
     const decision = await this.admit({ ...request, firstPush: created });
     if (decision.outcome === 'admitted' && !decision.committed) await this.commitManifest(repository, digest.value, manifest, tags, contentLocations);
     return { digest: digest.value, subject: manifest.subject?.digest ?? null, tags, decision };
+  }
+
+  /**
+   * The early verdict of a registry without a gate: admitted, its blobs moved into the
+   * committed area before the transaction that stores the manifest committed ends (as
+   * commitManifest moves them before its switch).
+   */
+  private async admitAtOnce(request: AdmissionRequest): Promise<EarlyAdmission> {
+    const contentDigests = request.manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
+    const moves = this.commitContent(contentDigests, request.contentLocations);
+    moves.catch(() => undefined);
+    return {
+      decision: { outcome: 'admitted', committed: true },
+      beforeStore: async () => undefined,
+      afterStore: () => moves,
+      record: async () => undefined,
+      committed: () => undefined,
+      abandoned: () => moves.then(
+        () => undefined,
+        () => undefined,
+      ),
+    };
   }
 
   /**

@@ -158,6 +158,17 @@ for (const kind of DATABASE_KINDS) {
       expect(pulled.headers.get('docker-content-digest')).to.equal(image.digest);
       expect((await json<AdmissionView>(await admission(reader, 'team/enforce/app', image.digest))).state).to.equal('admitted');
       expect((await auditFor(image.digest)).map((r) => r.action)).to.deep.equal(['push', 'admission.decision', 'commit']);
+      // Decided before it was stored (manifest rules only): one transaction wrote the manifest's
+      // row, its tag, its admission and the three records, and none of them changed since.
+      const [writers] = await gw.db.query<{ n: number }>(
+        `SELECT count(DISTINCT x)::int AS n FROM (
+           SELECT m.xmin::text AS x FROM manifests m WHERE m.digest = $1
+           UNION ALL SELECT t.xmin::text FROM tags t WHERE t.manifest_digest = $1
+           UNION ALL SELECT a.xmin::text FROM admissions a WHERE a.digest = $1
+           UNION ALL SELECT l.xmin::text FROM audit_log l WHERE l.digest = $1) AS w`,
+        [image.digest],
+      );
+      expect(writers.n).to.equal(1);
     });
 
     it('admits under warn and records what would have failed', async () => {
