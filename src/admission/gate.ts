@@ -133,14 +133,7 @@ export class Gate {
       },
       record: async (tx) => {
         await this.auditDecision(tx, repository, digest, decision, trigger);
-        await this.options.audit.append(tx, {
-          action: 'commit',
-          repository,
-          digest,
-          principal: trigger.principal ?? null,
-          requestId: trigger.requestId ?? null,
-          detail: { manifests: [digest], tags: request.tags.map((tag) => ({ tag, digest })), childrenAdmitted: [] },
-        });
+        await this.options.audit.append(tx, commitRecord(repository, digest, trigger, [digest], request.tags.map((tag) => ({ tag, digest })), []));
       },
       committed: () => this.changed(repository, digest),
       abandoned: () => moves.catch(() => undefined),
@@ -517,14 +510,7 @@ export class Gate {
     const visible = await this.options.registry.metadata.commitManifests(tx, repository, nodes);
     const childrenAdmitted = await this.options.admissions.admitWith(tx, repoId, children, digest);
     if (nodes.length === 1 && visible.length === 0 && nodes[0].contentDigests.length === 0) return null; // nothing changed
-    return {
-      action: 'commit',
-      repository,
-      digest,
-      principal: trigger.principal ?? null,
-      requestId: trigger.requestId ?? null,
-      detail: { manifests: nodes.map((n) => n.digest), tags: visible, childrenAdmitted },
-    };
+    return commitRecord(repository, digest, trigger, nodes.map((n) => n.digest), visible, childrenAdmitted);
   }
 
   private async auditDecision(tx: Queryable, repository: string, digest: string, decision: Decision, trigger: Trigger, extra: Record<string, unknown> = {}) {
@@ -615,6 +601,18 @@ export class Gate {
   private changed(repository: string, digest: string): void {
     this.changes.emit(`${repository}@${digest}`);
   }
+}
+
+/** The audit record of a commit: the manifests made visible, the tags that now name them, the children admitted with them. */
+function commitRecord(repository: string, digest: string, trigger: Trigger, manifests: string[], tags: Array<{ tag: string; digest: string }>, childrenAdmitted: string[]): AuditEvent {
+  return {
+    action: 'commit',
+    repository,
+    digest,
+    principal: trigger.principal ?? null,
+    requestId: trigger.requestId ?? null,
+    detail: { manifests, tags, childrenAdmitted },
+  };
 }
 
 /** Blobs before the manifests that need them, each digest once. */

@@ -110,6 +110,37 @@ const STORED_BEFORE = `SELECT (SELECT count(*)::int FROM manifest) AS created, b
   FROM (SELECT 1) AS one LEFT JOIN blobs b ON b.digest = $2`;
 
 /**
+ * CTEs that make content committed (the digests `content` names) and its links in repository
+ * $1 (those `links` names). Content and links are shared: images pushed side by side name the
+ * same layers, and on PostgreSQL their commits run at once. Each statement locks the rows it
+ * flips in digest order before it flips them (the updates alone went in the order of their
+ * plan, which differed between sessions as a new table's statistics came in: two commits each
+ * held one layer's row and waited for the other's, and PostgreSQL ended one with "deadlock
+ * detected").
+ */
+function contentSwitch(content: string, links: string): string {
+  return `content_rows AS (
+      SELECT digest FROM blobs WHERE digest = ANY(${content}) AND state <> 'committed' ORDER BY digest FOR UPDATE),
+    content_flip AS (
+      UPDATE blobs SET state = 'committed' WHERE digest IN (SELECT digest FROM content_rows)),
+    link_rows AS (
+      SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY(${links}) AND NOT committed ORDER BY digest FOR UPDATE),
+    link_flip AS (
+      UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest IN (SELECT digest FROM link_rows))`;
+}
+
+/**
+ * The visible switch of commitManifests ($1 repository, $2 content, $3 manifests): content,
+ * links and manifests become committed, and the pending tags that name the manifests are taken
+ * (`moved`) for the statement to make visible.
+ */
+const SWITCH = `WITH ${contentSwitch('$2::text[]', '$2::text[]')},
+  flipped AS (
+    UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = ANY($3::text[]) AND state <> 'committed'),
+  moved AS (
+    DELETE FROM pending_tags WHERE repository_id = $1 AND manifest_digest = ANY($3::text[]) RETURNING name, manifest_digest)`;
+
+/**
  * Stores a manifest staged, in one statement: the bytes as content linked to the repository,
  * the manifest, its references and its pending tags (foreign keys are checked at the
  * statement's end). Its SELECT sees the tables as they were before it: the content row stored
@@ -125,9 +156,9 @@ const STORE_STAGED = `WITH content AS (INSERT INTO blobs (digest, size, state, b
 
 /**
  * Stores an admitted manifest committed, in one statement (putAdmittedManifest). Content rows
- * that are there already flip as the usual switch flips them (commitManifests), the manifest's
- * own among them: locked in digest order, so that this and a commit of the same content
- * elsewhere on PostgreSQL cannot each hold a row the other waits for.
+ * that are there already flip as the usual switch flips them (contentSwitch), the manifest's
+ * own among them, locked in digest order with the others: an upsert of its row first could
+ * meet a commit of the same content elsewhere on PostgreSQL in the other order.
  */
 const STORE_COMMITTED = `WITH content AS (
     INSERT INTO blobs (digest, size, state, body) VALUES ($2, $4, 'committed', $11) ON CONFLICT (digest) DO NOTHING),
@@ -135,14 +166,7 @@ const STORE_COMMITTED = `WITH content AS (
     INSERT INTO repository_blobs (repository_id, digest, committed) VALUES ($1, $2, true)
     ON CONFLICT (repository_id, digest) DO UPDATE SET committed = true WHERE NOT repository_blobs.committed),
   ${manifestRows('committed')},
-  content_rows AS (
-    SELECT digest FROM blobs WHERE digest = ANY(array_append($12::text[], $2)) AND state <> 'committed' ORDER BY digest FOR UPDATE),
-  content_flip AS (
-    UPDATE blobs SET state = 'committed' WHERE digest IN (SELECT digest FROM content_rows)),
-  link_rows AS (
-    SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($12::text[]) AND NOT committed ORDER BY digest FOR UPDATE),
-  link_flip AS (
-    UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest IN (SELECT digest FROM link_rows)),
+  ${contentSwitch('array_append($12::text[], $2)', '$12::text[]')},
   superseded AS (
     DELETE FROM pending_tags WHERE repository_id = $1 AND name = ANY($10::text[])),
   tagged AS (
@@ -597,28 +621,10 @@ export class MetadataStore {
     const repoId = await this.ensureRepository(repository, tx);
     const digests = manifests.map((m) => m.digest);
     const content = [...new Set([...digests, ...manifests.flatMap((m) => m.contentDigests)])];
-    // Flips content, links and manifests and takes the pending tags that name them. Content
-    // and links are shared: images pushed side by side name the same layers, and on PostgreSQL
-    // their commits run at once. Each locks the rows it flips in digest order before it flips
-    // them (the updates alone went in the order of their plan, which differed between sessions
-    // as a new table's statistics came in: two commits each held one layer's row and waited for
-    // the other's, and PostgreSQL ended one with "deadlock detected").
-    const flip = `WITH content_rows AS (
-         SELECT digest FROM blobs WHERE digest = ANY($2::text[]) AND state <> 'committed' ORDER BY digest FOR UPDATE),
-       content AS (
-         UPDATE blobs SET state = 'committed' WHERE digest IN (SELECT digest FROM content_rows)),
-       link_rows AS (
-         SELECT digest FROM repository_blobs WHERE repository_id = $1 AND digest = ANY($2::text[]) AND NOT committed ORDER BY digest FOR UPDATE),
-       links AS (
-         UPDATE repository_blobs SET committed = true WHERE repository_id = $1 AND digest IN (SELECT digest FROM link_rows)),
-       flipped AS (
-         UPDATE manifests SET state = 'committed' WHERE repository_id = $1 AND digest = ANY($3::text[]) AND state <> 'committed'),
-       moved AS (
-         DELETE FROM pending_tags WHERE repository_id = $1 AND manifest_digest = ANY($3::text[]) RETURNING name, manifest_digest)`;
     if (!tagTarget) {
       // Nothing else to tag: the taken tags become visible in the same statement.
       return tx.query<{ tag: string; digest: string }>(
-        `${flip},
+        `${SWITCH},
          tagged AS (
            INSERT INTO tags (repository_id, name, manifest_digest) SELECT $1, name, manifest_digest FROM moved
            ON CONFLICT (repository_id, name) DO UPDATE SET manifest_digest = EXCLUDED.manifest_digest, updated_at = now())
@@ -626,7 +632,7 @@ export class MetadataStore {
         [repoId, content, digests],
       );
     }
-    const moved = await tx.query<{ tag: string; digest: string }>(`${flip} SELECT name AS tag, manifest_digest AS digest FROM moved`, [
+    const moved = await tx.query<{ tag: string; digest: string }>(`${SWITCH} SELECT name AS tag, manifest_digest AS digest FROM moved`, [
       repoId,
       content,
       digests,
