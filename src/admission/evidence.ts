@@ -4,7 +4,7 @@
  * it (OCI `subject`, cosign `sha256-<hex>.sig|.att|.sbom` tags, `sha256-<hex>` fallback
  * indexes). Reads go through the registry with a full view: the gate sees quarantine.
  */
-import { parseManifest, type ParsedManifest } from '../registry/manifest.js';
+import { contentDigestsOf, parseManifest, type ParsedManifest } from '../registry/manifest.js';
 import { MEDIA_TYPES } from '../registry/mediatypes.js';
 import { isValidDigest } from '../registry/names.js';
 import type { Registry } from '../registry/registry.js';
@@ -71,7 +71,7 @@ export class EvidenceReader {
   async subjectTree(repository: string, digest: string, known?: { manifest: ParsedManifest; size: number }, depth = 0): Promise<SubjectTree> {
     if (depth > MAX_DEPTH) throw new Error(`index nesting deeper than ${MAX_DEPTH} levels at ${digest}`);
     const { manifest, size } = known ?? (await this.parsed(repository, digest));
-    const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
+    const contentDigests = contentDigestsOf(manifest);
     const base = {
       digest,
       mediaType: manifest.mediaType,
@@ -168,7 +168,7 @@ export class EvidenceReader {
     const alone = new Set(decidedAlone.map((r) => r.digest));
     for (const item of items.filter((i) => !alone.has(i.digest))) {
       const { manifest } = await this.parsed(repository, item.digest);
-      nodes.push({ digest: item.digest, contentDigests: manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest) });
+      nodes.push({ digest: item.digest, contentDigests: contentDigestsOf(manifest) });
       nodes.push(...(await this.evidenceNodes(repository, item.digest, undefined, depth + 1)));
     }
     return nodes;

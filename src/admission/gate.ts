@@ -12,7 +12,7 @@ import type { ContentLocation } from '../db/metadata.js';
 import type { AdmissionRecord, AdmissionStore } from '../db/admissions.js';
 import type { Registry } from '../registry/registry.js';
 import { EarlyAdmissionDeclined, type AdmissionDecision, type AdmissionRequest, type Admit, type AdmitEarly, type EarlyAdmission } from '../registry/admission.js';
-import type { ParsedManifest } from '../registry/manifest.js';
+import { contentDigestsOf, type ParsedManifest } from '../registry/manifest.js';
 import type { Decision, Evidence, EvidenceItem, LoadedPolicy } from '../policy/types.js';
 import { canonicalJson } from '../audit/canonical.js';
 import type { AuditEvent, AuditLog } from '../audit/log.js';
@@ -448,7 +448,7 @@ export class Gate {
   private async commitEvidence(repository: string, subject: string, evidence: string, actor: { principal?: string | null; requestId?: string | null }): Promise<void> {
     const { manifest } = await this.reader.parsed(repository, evidence);
     const nodes: ManifestNode[] = [
-      { digest: evidence, contentDigests: manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest) },
+      { digest: evidence, contentDigests: contentDigestsOf(manifest) },
       ...(await this.reader.evidenceNodes(repository, evidence)),
     ];
     await (await this.startMoves(nodes)).done;

@@ -125,6 +125,11 @@ function hasNul(value: unknown): boolean {
   return false;
 }
 
+/** The blobs a manifest references (config and layers, not index children): what its commit makes committed with it. */
+export function contentDigestsOf(manifest: Pick<ParsedManifest, 'references'>): string[] {
+  return manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
+}
+
 export function parseManifest(body: Buffer, contentType: string | undefined): ParsedManifest {
   let doc: unknown;
   try {

@@ -14,7 +14,7 @@ import { RegistryError } from './errors.js';
 import { BlobFlushes } from './blob-flushes.js';
 import { ByteMeter, digestStream, overLimit, ownMemory, readAll } from './streams.js';
 import { finishedDigest, sharedHashing, type Hashing, type StreamDigest } from './hashing.js';
-import { parseManifest, type ParsedManifest } from './manifest.js';
+import { contentDigestsOf, parseManifest, type ParsedManifest } from './manifest.js';
 import { MEDIA_TYPES } from './mediatypes.js';
 import { admitEverything, EarlyAdmissionDeclined, type Admit, type AdmitEarly, type AdmissionDecision, type AdmissionRequest, type EarlyAdmission } from './admission.js';
 import {
@@ -767,7 +767,7 @@ export class Registry {
    * commitManifest moves them before its switch).
    */
   private async admitAtOnce(request: AdmissionRequest): Promise<EarlyAdmission> {
-    const contentDigests = request.manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
+    const contentDigests = contentDigestsOf(request.manifest);
     const moves = this.commitContent(contentDigests, request.contentLocations);
     moves.catch(() => undefined);
     return {
@@ -798,7 +798,7 @@ export class Registry {
     early: EarlyAdmission,
     precondition: TagPrecondition | undefined,
   ): Promise<boolean> {
-    const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
+    const contentDigests = contentDigestsOf(manifest);
     let done = false;
     try {
       done = await this.metadata.putAdmittedManifest(
@@ -837,7 +837,7 @@ export class Registry {
     tags: string[],
     known?: ReadonlyMap<string, ContentLocation>,
   ): Promise<void> {
-    const contentDigests = manifest.references.filter((r) => r.kind !== 'manifest').map((r) => r.digest);
+    const contentDigests = contentDigestsOf(manifest);
     // Locations read once for both steps (or as the push read them).
     const locations = await this.contentLocations([...contentDigests, digest], known);
     await this.commitContent(contentDigests, locations);
