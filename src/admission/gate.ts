@@ -98,9 +98,9 @@ export class Gate {
 
   /**
    * Decides a push before its manifest is stored, when that is all the policy needs: a subject
-   * (not evidence) new in the repository, no index, no evidence pushed ahead of it, and a policy
-   * whose rules all read the manifest alone (no signatures, attestations or scans, which arrive
-   * or run after the push). Admitted: the registry stores it committed, with the admission and
+   * (not evidence) new in the repository (the registry checks), no index, no evidence pushed
+   * ahead of it, and a policy whose rules all read the manifest alone (no signatures,
+   * attestations or scans, which arrive or run after the push). Admitted: the registry stores it committed, with the admission and
    * the audit records, in one transaction (see EarlyAdmission), the blobs moved first as the
    * usual commit moves them. Anything else takes the usual path (null), which decides again.
    */
@@ -110,7 +110,6 @@ export class Gate {
     const loaded = this.options.policyFor(repository);
     if (!loaded.policy.rules.every((r) => r.type === 'manifest')) return null;
     if (classify(manifest, request.tags).kind === 'evidence') return null;
-    if (await this.options.registry.metadata.getManifest(repository, digest)) return null;
     const tree = await this.reader.subjectTree(repository, digest, { manifest, size });
     if (tree.nodes.length !== 1) return null;
     const items = await this.reader.evidenceFor(repository, digest);
@@ -120,13 +119,10 @@ export class Gate {
     const trigger: Trigger = { reason: 'push', tags: request.tags, principal: request.principal, requestId: request.requestId };
     const moves = this.startBlobMoves(tree.nodes[0].contentDigests, request.contentLocations);
     const subject = { repository, digest, mediaType: tree.facts.mediaType, tags: request.tags, pushedBy: request.principal ?? null };
-    let repoId = 0;
     return {
       decision: { outcome: 'admitted', committed: true, warnings: decision.warnings },
-      beforeStore: async (tx) => {
-        repoId = await this.lock(tx, repository, digest);
-      },
-      afterStore: async (tx) => {
+      beforeStore: (tx) => this.options.admissions.lockSubject(tx, repository, digest),
+      afterStore: async (tx, repoId) => {
         if (!(await this.options.admissions.create(tx, repoId, subject, { decision, evidence: {} }))) throw new EarlyAdmissionDeclined(`${repository}@${digest} has an admission already`);
         await moves;
         failpoint('commit:before-switch'); // the switch is written, not yet committed

@@ -516,7 +516,7 @@ export class MetadataStore {
     manifest: NewManifest,
     contentDigests: string[],
     tags: string[],
-    hooks: { beforeStore: (tx: Queryable) => Promise<void>; inTransaction: (tx: Queryable) => Promise<void> },
+    hooks: { beforeStore: (tx: Queryable) => Promise<void>; inTransaction: (tx: Queryable, repositoryId: number) => Promise<void> },
     precondition?: TagPrecondition,
   ): Promise<boolean> {
     this.invalidate();
@@ -533,7 +533,7 @@ export class MetadataStore {
         );
         // Its SELECT saw the tables as they were before it: a staged file is not this path's to commit.
         if (row.created === 0 || (row.stored_state === 'staged' && !row.stored_inline)) throw notNew;
-        await hooks.inTransaction(tx);
+        await hooks.inTransaction(tx, repoId);
         return true;
       });
     } catch (err) {

@@ -48,11 +48,12 @@ export interface EarlyAdmission {
   /** In the store transaction, before the manifest's rows are written: the locks the decision takes. */
   beforeStore(tx: Queryable): Promise<void>;
   /**
-   * In the store transaction, after the manifest's rows: the admission's row, then waits for the
-   * blobs to reach the committed area. Throws EarlyAdmissionDeclined (the transaction rolls back)
-   * when the subject turns out to have an admission already.
+   * In the store transaction, after the manifest's rows (in the repository `repositoryId`): the
+   * admission's row, then waits for the blobs to reach the committed area. Throws
+   * EarlyAdmissionDeclined (the transaction rolls back) when the subject turns out to have an
+   * admission already.
    */
-  afterStore(tx: Queryable): Promise<void>;
+  afterStore(tx: Queryable, repositoryId: number): Promise<void>;
   /** In the store transaction, after the push's own record: the decision's and the commit's records. */
   record(tx: Queryable): Promise<void>;
   /** Once the transaction has committed. */
@@ -61,7 +62,11 @@ export interface EarlyAdmission {
   abandoned(): Promise<void>;
 }
 
-/** Decides before the manifest is stored, or null: store it staged and call `Admit` (the usual path). */
+/**
+ * Decides before the manifest is stored, or null: store it staged and call `Admit` (the usual
+ * path). The registry takes the usual path anyway, after `abandoned`, when the manifest turns
+ * out to be in the repository already.
+ */
 export type AdmitEarly = (request: AdmissionRequest) => Promise<EarlyAdmission | null>;
 
 /** Thrown inside the store transaction to fall back to the usual path (nothing of it is kept). */

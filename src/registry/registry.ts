@@ -776,10 +776,7 @@ export class Registry {
       afterStore: () => moves,
       record: async () => undefined,
       committed: () => undefined,
-      abandoned: () => moves.then(
-        () => undefined,
-        () => undefined,
-      ),
+      abandoned: () => moves.catch(() => undefined),
     };
   }
 
@@ -801,6 +798,8 @@ export class Registry {
     const contentDigests = contentDigestsOf(manifest);
     let done = false;
     try {
+      // Only a manifest new in the repository is stored this way: one already there would roll the store back.
+      if (await this.metadata.getManifest(repository, stored.digest)) return false;
       done = await this.metadata.putAdmittedManifest(
         repository,
         stored,
@@ -808,8 +807,8 @@ export class Registry {
         tags,
         {
           beforeStore: (tx) => early.beforeStore(tx),
-          inTransaction: async (tx) => {
-            await early.afterStore(tx);
+          inTransaction: async (tx, repositoryId) => {
+            await early.afterStore(tx, repositoryId);
             await this.record(tx, pushed);
             await early.record(tx);
           },
