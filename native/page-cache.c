@@ -16,6 +16,13 @@
  * syncDirectory, flushes target's directory (fsync), again as one job. 'exists' and 'missing'
  * (no source) change nothing; a filesystem without RENAME_NOREPLACE rejects with EINVAL.
  *
+ * dropPages(fd, offset, length) -> Promise<boolean>: drops [offset, offset + length) (length 0:
+ * to the end) of the open file `fd` from the page cache (posix_fadvise(POSIX_FADV_DONTNEED)),
+ * on the thread pool. Only clean pages go, and no data changes: it resolves true whatever the
+ * kernel answers. The caller keeps `fd` open until it resolves (src/storage/recent-pages.ts
+ * drops the pages of files that may have been renamed since they were written, hence a
+ * descriptor, not a path).
+ *
  * syncPathsNow(paths, threads) -> number: flushes every file of `paths` (fdatasync), on up to
  * `threads` threads at once, and returns once all are done: the number flushed (a missing
  * file is skipped). Blocking, on purpose: its caller is a file system hook that PostgreSQL
@@ -38,6 +45,7 @@
 
 typedef struct {
   char *path;
+  int fd; /* dropPages */
   char *source; /* renameInto: what is renamed to path */
   int sync_directory;
   const char *outcome;
@@ -118,6 +126,12 @@ static void rename_execute(napi_env env, void *data) {
   }
   request->outcome = "renamed";
   if (request->sync_directory) sync_parent(request);
+}
+
+static void drop_pages_execute(napi_env env, void *data) {
+  sync_request *request = data;
+  (void)env;
+  (void)posix_fadvise(request->fd, (off_t)request->drop_offset, (off_t)request->drop_length, POSIX_FADV_DONTNEED);
 }
 
 /* An Error like fs.promises' own: `code` (EIO, ...), `syscall`, `path`. */
@@ -245,6 +259,27 @@ static napi_value sync_path(napi_env env, napi_callback_info info) {
   return queue(env, request, "syncPath", sync_execute);
 }
 
+static napi_value drop_pages(napi_env env, napi_callback_info info) {
+  static const char usage[] = "dropPages(fd, offset, length) takes three numbers, none negative";
+  size_t argc = 3;
+  napi_value argv[3];
+  int32_t fd;
+  int64_t offset, length;
+  sync_request *request;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc != 3 || napi_get_value_int32(env, argv[0], &fd) != napi_ok || napi_get_value_int64(env, argv[1], &offset) != napi_ok ||
+      napi_get_value_int64(env, argv[2], &length) != napi_ok || fd < 0 || offset < 0 || length < 0) {
+    napi_throw_type_error(env, NULL, usage);
+    return NULL;
+  }
+  request = new_request(env);
+  if (request == NULL) return NULL;
+  request->fd = fd;
+  request->drop_offset = offset;
+  request->drop_length = length;
+  return queue(env, request, "dropPages", drop_pages_execute);
+}
+
 /* The files of one syncPathsNow call, taken one at a time by each thread; the first failure is kept. */
 typedef struct {
   char **paths;
@@ -334,6 +369,8 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "syncPath", fn);
   napi_create_function(env, "renameInto", NAPI_AUTO_LENGTH, rename_into, NULL, &fn);
   napi_set_named_property(env, exports, "renameInto", fn);
+  napi_create_function(env, "dropPages", NAPI_AUTO_LENGTH, drop_pages, NULL, &fn);
+  napi_set_named_property(env, exports, "dropPages", fn);
   napi_create_function(env, "syncPathsNow", NAPI_AUTO_LENGTH, sync_paths_now, NULL, &fn);
   napi_set_named_property(env, exports, "syncPathsNow", fn);
   return exports;

@@ -210,7 +210,7 @@ export interface StartOptions {
 export async function startGateway(config: GatewayConfig, options: StartOptions = {}): Promise<RunningGateway> {
   const logger = options.logger ?? createLogger(config.log.level);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics ?? true });
-  const files = new FsBlobStore(config.storage.root, { fsync: config.storage.fsync });
+  const files = new FsBlobStore(config.storage.root, { fsync: config.storage.fsync, cacheRecentBytes: config.storage.cacheRecentBytes });
   if (config.storage.fsync && !files.readsSockets) {
     logger.warn(
       'the native addons (native/page-cache.c, native/socket-ingest.c) are not built: uploads are written with O_DIRECT, or large bodies read through Node, slower on the machines measured (README, Benchmarks)',
@@ -351,6 +351,7 @@ export async function startGateway(config: GatewayConfig, options: StartOptions 
       const cut = await drain(server, config.http.shutdownGraceSeconds * 1000);
       if (cut > 0) logger.warn({ connections: cut, graceSeconds: config.http.shutdownGraceSeconds }, 'shutdown cut requests still in progress');
       await registry.blobFlushes.drain();
+      await files.close();
       await db.close();
     },
   };

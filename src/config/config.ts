@@ -35,6 +35,8 @@ export interface GatewayConfig {
     blobFlush: 'manifest' | 'upload';
     /** Writes are refused (507) rather than leave less than this many bytes free on the storage root's filesystem. */
     reserveBytes: number;
+    /** Bytes that uploads wrote last, kept in the page cache for their first reads (src/storage/recent-pages.ts). */
+    cacheRecentBytes: number;
   };
   database: { url: string; poolSize: number };
   policy: {
@@ -143,7 +145,7 @@ export const DEFAULT_CONFIG: GatewayConfig = {
     lockoutWindowSeconds: 300,
     lockoutSeconds: 900,
   },
-  storage: { root: './data', deleteEnabled: true, fsync: true, blobFlush: 'manifest', reserveBytes: 256 * 1024 * 1024 },
+  storage: { root: './data', deleteEnabled: true, fsync: true, blobFlush: 'manifest', reserveBytes: 256 * 1024 * 1024, cacheRecentBytes: 256 * 1024 * 1024 },
   database: { url: '', poolSize: 20 },
   policy: { dir: './policies', defaultPolicy: 'default' },
   gate: {
@@ -233,6 +235,7 @@ const schema = {
         fsync: { type: 'boolean' },
         blobFlush: { enum: ['manifest', 'upload'] },
         reserveBytes: { type: 'integer', minimum: 0 },
+        cacheRecentBytes: { type: 'integer', minimum: 0 },
       },
     },
     database: {

@@ -4,7 +4,7 @@
  * where the filesystem allows it.
  *
  * Which one the store asks for (fs.ts): through the page cache when it can drop each flushed
- * part from the cache again (its UploadFlusher's `drop`, see page-cache.ts), direct I/O otherwise. Left in
+ * part from the cache again (its UploadFlusher's `pages`, see page-cache.ts and recent-pages.ts), direct I/O otherwise. Left in
  * the cache, every pushed byte stays there and the cache grows with every blob; on the virtual
  * machine measured, writes slowed to about a quarter once some 1 GB of new cache pages had been
  * taken (`dd` of 256 MiB with a flush: 0.25 s, then about 1 s), which is why direct I/O was

@@ -9,7 +9,8 @@
  * by FileAppender; with `fsync` on, a blob's bytes are flushed to disk before it is staged
  * (syncUpload, then promoteUpload), or after (promoteUpload with `flushed: false`, then
  * flushContent: the registry's BlobFlushes). How they are written (see `buffered` below): through
- * the page cache, each flushed part dropped from it, where the page-cache addon is built and
+ * the page cache, each flushed part dropped from it (the last ones of large uploads kept within
+ * `cacheRecentBytes`, recent-pages.ts), where the page-cache addon is built and
  * fsync is on; otherwise with direct I/O where the filesystem allows it. Manifests' bytes, and
  * those of blobs of up to 64 KiB, are kept in the database (the registry's SMALL_BLOB_BYTES);
  * those stored before are files here too.
@@ -25,6 +26,7 @@ import { FileAppender } from './file-appender.js';
 import { syncDirectory, syncFile } from './sync-file.js';
 import { UploadFlusher } from './upload-flusher.js';
 import { canDropCache, renameInto } from './page-cache.js';
+import { RecentPages } from './recent-pages.js';
 import { canIngestSockets, ingestSocket, takeSocketBody } from './socket-ingest.js';
 
 const HIGH_WATER_MARK = 1024 * 1024;
@@ -50,9 +52,20 @@ const FIRST_FLUSH_BUFFERED = 2 * 1024 * 1024;
 /** Prefix directories made at once when a new root is initialised. */
 const PREFIX_DIR_BATCH = 16;
 
+/** Files whose last flushed bytes are kept cached at once, at most (each holds a descriptor; see RecentPages). */
+const RECENT_FILES = 64;
+export const DEFAULT_RECENT_BYTES = 256 * 1024 * 1024;
+/** Uploads smaller than this are dropped from the cache once whole, whatever the budget (see RecentPages). */
+const RECENT_MIN_FILE_BYTES = 64 * 1024 * 1024;
+
 export interface FsBlobStoreOptions {
   /** Flush bytes to disk before a blob or manifest counts as stored (default true). */
   fsync?: boolean;
+  /**
+   * Bytes that uploads wrote last kept in the page cache, where flushed parts are dropped (see
+   * `buffered`): default 256 MiB; 0 drops each part once flushed. See recent-pages.ts.
+   */
+  cacheRecentBytes?: number;
 }
 
 export class FsBlobStore implements BlobStore {
@@ -62,12 +75,15 @@ export class FsBlobStore implements BlobStore {
 
   private readonly fsync: boolean;
   /**
-   * Upload bytes go through the page cache and each flushed part is dropped from it. That needs
+   * Upload bytes go through the page cache and each flushed part is dropped from it (but for the
+   * last ones of large uploads, within the budget of `recent`). That needs
    * the flushes (fsync on: the kernel keeps dirty pages) and the addon that drops pages; without
    * either, uploads are written with O_DIRECT, which keeps them out of the cache. Why: see
    * FileAppender and page-cache.ts.
    */
   private readonly buffered: boolean;
+  /** Where uploads go through the page cache: what keeps their last flushed bytes cached, and drops the rest. */
+  private readonly recent: RecentPages | undefined;
   /** Set once the filesystem refused RENAME_NOREPLACE: staging checks, then renames. */
   private replaceOnly = false;
   /** Each open upload's background flushes (with fsync on), kept from one request to the next. */
@@ -79,6 +95,7 @@ export class FsBlobStore implements BlobStore {
     this.root = path.resolve(root);
     this.fsync = options.fsync ?? true;
     this.buffered = this.fsync && canDropCache;
+    if (this.buffered) this.recent = new RecentPages({ budget: options.cacheRecentBytes ?? DEFAULT_RECENT_BYTES, maxFiles: RECENT_FILES, minFileBytes: RECENT_MIN_FILE_BYTES });
   }
 
   /** How upload bytes are written (logged at start). */
@@ -89,6 +106,11 @@ export class FsBlobStore implements BlobStore {
   /** Whether large upload bodies are read from their sockets (ingestUpload; logged at start). */
   get readsSockets(): boolean {
     return this.buffered && canIngestSockets;
+  }
+
+  /** Lets go of the descriptors held to drop cached pages later (RecentPages); nothing is lost. */
+  async close(): Promise<void> {
+    await this.recent?.close();
   }
 
   async init(): Promise<void> {
@@ -119,7 +141,7 @@ export class FsBlobStore implements BlobStore {
 
   /**
    * Through the page cache only (fsync on, the page-cache addon built): the addon's thread
-   * writes as FileAppender does there, and this upload's flusher flushes and drops behind it.
+   * writes as FileAppender does there, and this upload's flusher flushes behind it (and hands what it flushed to `recent`).
    */
   async ingestUpload(uploadId: string, offset: number, source: object, algorithm: DigestAlgorithm): Promise<{ bytes: number; hex: string } | null> {
     if (!this.readsSockets) return null;
@@ -138,7 +160,7 @@ export class FsBlobStore implements BlobStore {
       flusher = new UploadFlusher(this.uploadPath(uploadId), {
         every: this.buffered ? FLUSH_EVERY_BUFFERED : FLUSH_EVERY_DIRECT,
         first: this.buffered ? FIRST_FLUSH_BUFFERED : FLUSH_EVERY_DIRECT,
-        drop: this.buffered,
+        pages: this.recent,
       });
       this.flushers.set(uploadId, flusher);
     }
@@ -167,7 +189,9 @@ export class FsBlobStore implements BlobStore {
     await this.flushers.get(uploadId)?.settle();
     this.flushers.delete(uploadId);
     // A zero-byte upload never opened a writer: no file, nothing to flush.
-    await syncFile(file, { dropCache: this.buffered });
+    if (!(await syncFile(file))) return;
+    await this.recent?.flushed(file);
+    await this.recent?.done(file);
   }
 
   async promoteUpload(uploadId: string, digest: Digest, size: number, options: { flushed?: boolean } = {}): Promise<void> {
@@ -234,7 +258,10 @@ export class FsBlobStore implements BlobStore {
     // A background flush that failed may have left bytes unwritten that a later flush reports clean.
     await flusher?.settle();
     const file = this.contentPath(area, digest);
-    if (!(await syncFile(file, { dropCache: this.buffered }))) throw new BlobNotFoundError(area, digest.value);
+    if (uploadId !== undefined) this.recent?.moved(this.uploadPath(uploadId), file);
+    if (!(await syncFile(file))) throw new BlobNotFoundError(area, digest.value);
+    await this.recent?.flushed(file);
+    await this.recent?.done(file);
     await syncDirectory(path.dirname(file));
   }
 
@@ -259,6 +286,7 @@ export class FsBlobStore implements BlobStore {
   async deleteUpload(uploadId: string): Promise<void> {
     this.flushers.delete(uploadId);
     this.promoted.delete(uploadId);
+    await this.recent?.forget(this.uploadPath(uploadId));
     await fsp.rm(this.uploadPath(uploadId), { force: true });
   }
 

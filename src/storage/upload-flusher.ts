@@ -1,8 +1,9 @@
 /**
  * Flushes one upload's file to disk in the background while requests write it, so that the
- * flush before its 201 has little left to do, and (through the page cache) drops each flushed
- * part from the cache again, so that the cache does not grow with the upload (see FileAppender
- * and page-cache.ts for why both matter on the machine measured).
+ * flush before its 201 has little left to do, and (through the page cache) reports each flushed
+ * part to the store's RecentPages, which keeps the last ones cached within a budget and drops
+ * the rest, so that the cache does not grow with the upload (see FileAppender, page-cache.ts and
+ * recent-pages.ts for why both matter on the machine measured).
  *
  * It belongs to the upload, not to a request: the store keeps one per open upload, and every
  * writer of the upload reports to it (FileAppender's `flusher`). An upload sent in chunks is
@@ -19,18 +20,19 @@
  * after the error would not).
  */
 import { syncFile } from './sync-file.js';
+import type { RecentPages } from './recent-pages.js';
 
 export interface UploadFlusherOptions {
   /** Start a flush once this many bytes more than flushed are written. */
   every: number;
   /** The first flush, sooner (default `every`): a small blob's flush before its 201 then has part of it done. */
   first?: number;
-  /** After each flush, drop what it covered from the page cache. */
-  drop: boolean;
+  /** After each flush, what it covered is reported here, to be kept cached within its budget or dropped. None: left cached. */
+  pages?: RecentPages;
 }
 
 export class UploadFlusher {
-  /** Below this the file is flushed (and dropped, with `drop`). */
+  /** Below this the file is flushed (and reported to `pages`). */
   private flushedTo = 0;
   /** Below this every byte is written, as the writers last told. */
   private writtenTo = 0;
@@ -104,11 +106,11 @@ export class UploadFlusher {
   }
 
   private async flushTo(end: number): Promise<void> {
-    const from = this.flushedTo;
     const cuts = this.cuts;
     // Through a descriptor of its own: the writer that reported may close its own before this ends.
-    const dropCache = this.options.drop && end > from && { offset: from, length: end - from };
-    if (!(await syncFile(this.file, { dropCache }))) throw new Error(`the upload's file ${this.file} is gone`);
-    if (this.cuts === cuts) this.flushedTo = end;
+    if (!(await syncFile(this.file))) throw new Error(`the upload's file ${this.file} is gone`);
+    if (this.cuts !== cuts) return;
+    this.flushedTo = end;
+    await this.options.pages?.flushed(this.file, end);
   }
 }

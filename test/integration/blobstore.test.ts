@@ -32,6 +32,11 @@ function listFiles(root: string): string[] {
   return out;
 }
 
+async function closeAndRemove(store: FsBlobStore, root: string): Promise<void> {
+  await store.close();
+  rmSync(root, { recursive: true, force: true });
+}
+
 const DRIVERS: DriverUnderTest[] = [
   {
     name: 'filesystem',
@@ -39,7 +44,7 @@ const DRIVERS: DriverUnderTest[] = [
       const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
       const store = new FsBlobStore(root);
       await store.init();
-      return { store, files: () => listFiles(root), cleanup: async () => rmSync(root, { recursive: true, force: true }) };
+      return { store, files: () => listFiles(root), cleanup: () => closeAndRemove(store, root) };
     },
   },
   {
@@ -50,7 +55,7 @@ const DRIVERS: DriverUnderTest[] = [
       const store = new FsBlobStore(root);
       (store as unknown as { replaceOnly: boolean }).replaceOnly = true;
       await store.init();
-      return { store, files: () => listFiles(root), cleanup: async () => rmSync(root, { recursive: true, force: true }) };
+      return { store, files: () => listFiles(root), cleanup: () => closeAndRemove(store, root) };
     },
   },
   {
@@ -59,7 +64,7 @@ const DRIVERS: DriverUnderTest[] = [
       const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
       const store = new FsBlobStore(root, { fsync: false });
       await store.init();
-      return { store, files: () => listFiles(root), cleanup: async () => rmSync(root, { recursive: true, force: true }) };
+      return { store, files: () => listFiles(root), cleanup: () => closeAndRemove(store, root) };
     },
   },
 ];
@@ -79,11 +84,12 @@ async function writeUpload(store: BlobStore, id: string, offset: number, data: B
 /** A filesystem store on a new root, removed afterwards. */
 async function withFsStore(options: FsBlobStoreOptions, run: (store: FsBlobStore, root: string) => Promise<void>): Promise<void> {
   const root = mkdtempSync(path.join(tmpdir(), 'blobstore-'));
+  const store = new FsBlobStore(root, options);
   try {
-    const store = new FsBlobStore(root, options);
     await store.init();
     await run(store, root);
   } finally {
+    await store.close();
     rmSync(root, { recursive: true, force: true });
   }
 }
@@ -327,7 +333,7 @@ describe('filesystem BlobStore layout', () => {
   });
 
   for (const fsync of [true, false]) {
-    it(`leaves no pushed bytes in the page cache (fsync ${fsync ? 'on: buffered writes, dropped once flushed' : 'off: direct I/O'})`, async () => {
+    it(`leaves no bytes of an upload under 64 MiB in the page cache (fsync ${fsync ? 'on: buffered writes, dropped once flushed' : 'off: direct I/O'})`, async () => {
       await withFsStore({ fsync }, async (store, root) => {
         expect(store.uploadWrites).to.equal(fsync ? 'page cache' : 'direct');
         const id = randomUUID();
@@ -344,7 +350,8 @@ describe('filesystem BlobStore layout', () => {
   }
 
   it('flushes an upload sent in chunks as it goes, past the end of the requests that wrote it', async () => {
-    await withFsStore({}, async (store, root) => {
+    // No bytes kept cached: what each flush covered is dropped once it is flushed.
+    await withFsStore({ cacheRecentBytes: 0 }, async (store, root) => {
       const id = randomUUID();
       const MiB = 1024 * 1024;
       const data = randomBytes(32 * MiB);
@@ -359,6 +366,30 @@ describe('filesystem BlobStore layout', () => {
       await store.syncUpload(id);
       expect(cachedBytes(file)).to.be.below(64 * 1024);
       await expectStaged(store, id, data);
+    });
+  });
+
+  it('keeps the last bytes of large uploads cached within cacheRecentBytes, wherever they moved, and drops the oldest', async () => {
+    const MiB = 1024 * 1024;
+    await withFsStore({ cacheRecentBytes: 80 * MiB }, async (store, root) => {
+      const staged = (data: Buffer) => path.join(root, 'staging', 'sha256', digestOf(data).hex.slice(0, 2), digestOf(data).hex);
+      // The first promoted before it is flushed (flushContent flushes it where it moved), the second after.
+      const first = randomBytes(72 * MiB);
+      const firstId = randomUUID();
+      await writeUpload(store, firstId, 0, first);
+      await store.promoteUpload(firstId, digestOf(first), first.length, { flushed: false });
+      await store.flushContent('staging', digestOf(first), firstId);
+      // Its first read comes from the cache.
+      expect(cachedBytes(staged(first))).to.equal(first.length);
+      const second = randomBytes(72 * MiB);
+      const secondId = randomUUID();
+      await writeUpload(store, secondId, 0, second.subarray(0, 40 * MiB));
+      await writeUpload(store, secondId, 40 * MiB, second.subarray(40 * MiB));
+      await expectStaged(store, secondId, second);
+      expect(cachedBytes(staged(second))).to.equal(second.length);
+      // 144 MiB written, 80 kept: the first's oldest bytes went, through the descriptor taken
+      // while it was an upload (it has moved since).
+      expect(cachedBytes(staged(first))).to.be.at.most(8 * MiB);
     });
   });
 

@@ -1,10 +1,10 @@
 import { expect } from 'chai';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { canDropCache, renameInto, syncPath, syncPathsNow } from '../../src/storage/page-cache.js';
+import { canDropCache, dropPages, renameInto, syncPath, syncPathsNow } from '../../src/storage/page-cache.js';
 import { syncByHandle, syncDirectory, syncFile } from '../../src/storage/sync-file.js';
 import { cachedBytes } from '../helpers/page-cache.js';
 
@@ -27,6 +27,7 @@ describe('page-cache addon (flushes in one job, renames that do not replace)', (
     // Without it the gateway falls back to O_DIRECT writes; CI must not test that by accident.
     expect(canDropCache).to.equal(true);
     expect(syncPath).to.be.a('function');
+    expect(dropPages).to.be.a('function');
   });
 
   it('flushes a file before dropping it: written, not yet flushed bytes leave the cache', async () => {
@@ -39,19 +40,35 @@ describe('page-cache addon (flushes in one job, renames that do not replace)', (
     }
     expect(cachedBytes(file)).to.equal(8 * MiB);
     // Dirty pages cannot be dropped: only a flush first lets them go.
-    expect(await syncFile(file, { dropCache: true })).to.equal(true);
+    expect(await syncPath!(file, false, 0, 0)).to.equal(true);
     expect(cachedBytes(file)).to.equal(0);
   });
 
-  it('drops only the range asked for, and nothing without dropCache', async () => {
+  it('drops only the range asked for, and nothing with a drop length of -1', async () => {
     const file = path.join(dir, 'f');
     writeFileSync(file, randomBytes(8 * MiB));
-    expect(await syncFile(file)).to.equal(true);
+    expect(await syncPath!(file, false, 0, -1)).to.equal(true);
     expect(cachedBytes(file)).to.equal(8 * MiB);
     // The cache may hold the file in large folios (up to 2 MiB here), which go whole or not at
     // all: a range on 4 MiB boundaries drops exactly.
-    await syncFile(file, { dropCache: { offset: 0, length: 4 * MiB } });
+    await syncPath!(file, false, 0, 4 * MiB);
     expect(cachedBytes(file)).to.equal(4 * MiB);
+  });
+
+  it('drops a range of an open descriptor\'s file (dropPages), whatever its path is now, and takes no malformed call', async () => {
+    const file = path.join(dir, 'f');
+    writeFileSync(file, randomBytes(8 * MiB));
+    expect(await syncFile(file)).to.equal(true);
+    const handle = await open(file, 'r');
+    try {
+      renameSync(file, path.join(dir, 'g'));
+      expect(await dropPages!(handle.fd, 4 * MiB, 0)).to.equal(true); // from 4 MiB to the end
+      expect(cachedBytes(path.join(dir, 'g'))).to.equal(4 * MiB);
+      expect(() => dropPages!(handle.fd, -1, 0)).to.throw(TypeError);
+      expect(() => (dropPages as unknown as (fd: string) => unknown)('3')).to.throw(TypeError);
+    } finally {
+      await handle.close();
+    }
   });
 
   it('flushes what it was given: the system-wide dirty bytes fall by the file', async function () {

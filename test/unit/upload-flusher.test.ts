@@ -7,10 +7,14 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FileAppender } from '../../src/storage/file-appender.js';
+import { RecentPages } from '../../src/storage/recent-pages.js';
 import { UploadFlusher } from '../../src/storage/upload-flusher.js';
 import { cachedBytes } from '../helpers/page-cache.js';
 
 const MiB = 1024 * 1024;
+
+/** Pages with no budget: each flushed part is dropped at once. */
+const pages = new RecentPages({ budget: 0, maxFiles: 64, minFileBytes: 0 });
 
 /** `count` MiB of `body` from MiB `first`, one every `gapMs` ms, as from a network. */
 async function* arriving(body: Buffer, first: number, count: number, gapMs = 0): AsyncGenerator<Buffer> {
@@ -25,13 +29,18 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
   beforeEach(() => {
     dir = mkdtempSync(path.join(tmpdir(), 'flusher-'));
   });
-  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  afterEach(async () => {
+    // Each file's descriptor, which the pages held to drop what its flushes covered, is closed.
+    for (const name of ['f', 'g', 'f-2097152', 'f-none']) await pages.done(path.join(dir, name));
+    expect(pages.openFiles).to.equal(0);
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it('flushes while a writer writes, and the bytes are as written', async () => {
     const file = path.join(dir, 'f');
     const body = randomBytes(12 * MiB + 99);
     const chunks = Array.from({ length: 13 }, (_, k) => body.subarray(k * MiB, (k + 1) * MiB));
-    const flusher = new UploadFlusher(file, { every: MiB, drop: false });
+    const flusher = new UploadFlusher(file, { every: MiB });
     await pipeline(Readable.from(chunks), await FileAppender.open(file, 0, { flusher }));
     await flusher.settle();
     expect(flusher.flushes).to.be.greaterThan(0);
@@ -41,7 +50,7 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
   it('counts the bytes of earlier writers: an upload in chunks smaller than `every` is flushed as it goes', async () => {
     const file = path.join(dir, 'f');
     const body = randomBytes(12 * MiB);
-    const flusher = new UploadFlusher(file, { every: 6 * MiB, drop: true });
+    const flusher = new UploadFlusher(file, { every: 6 * MiB, pages });
     // Three requests of 4 MiB, none of which writes 6 MiB on its own.
     for (let part = 0; part < 3; part++) {
       await pipeline(Readable.from(arriving(body, part * 4, 4)), await FileAppender.open(file, part * 4 * MiB, { flusher }));
@@ -57,7 +66,7 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
     const body = randomBytes(4 * MiB);
     const flushesOf = async (first?: number) => {
       const file = path.join(dir, `f-${first ?? 'none'}`);
-      const flusher = new UploadFlusher(file, { every: 8 * MiB, first, drop: true });
+      const flusher = new UploadFlusher(file, { every: 8 * MiB, first, pages });
       // Through the page cache, as the store writes when it can drop what it flushed.
       await pipeline(Readable.from(arriving(body, 0, 4)), await FileAppender.open(file, 0, { flusher, direct: false }));
       await flusher.settle();
@@ -72,11 +81,11 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
     expect(await flushesOf()).to.deep.equal({ flushes: 0, cached: 4 * MiB });
   });
 
-  it('drops what its flushes covered from the page cache when asked to, and only then', async () => {
+  it('hands what its flushes covered to its pages (which drop it here: no budget), and leaves it cached without pages', async () => {
     const body = randomBytes(16 * MiB);
-    const dropping = new UploadFlusher(path.join(dir, 'f'), { every: 2 * MiB, drop: true });
+    const dropping = new UploadFlusher(path.join(dir, 'f'), { every: 2 * MiB, pages });
     await pipeline(Readable.from(arriving(body, 0, 16, 20)), await FileAppender.open(path.join(dir, 'f'), 0, { flusher: dropping, direct: false }));
-    const keeping = new UploadFlusher(path.join(dir, 'g'), { every: 2 * MiB, drop: false });
+    const keeping = new UploadFlusher(path.join(dir, 'g'), { every: 2 * MiB });
     await pipeline(Readable.from(arriving(body, 0, 16, 20)), await FileAppender.open(path.join(dir, 'g'), 0, { flusher: keeping, direct: false }));
     await Promise.all([dropping.settle(), keeping.settle()]);
     expect(dropping.flushes).to.be.greaterThan(0);
@@ -88,7 +97,7 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
 
   it('keeps a failed flush: settle and every later check throw it, though every write succeeded', async () => {
     // /dev/null takes every write and refuses fdatasync (EINVAL).
-    const flusher = new UploadFlusher('/dev/null', { every: MiB, drop: false });
+    const flusher = new UploadFlusher('/dev/null', { every: MiB });
     const chunks = Array.from({ length: 4 }, () => randomBytes(MiB));
     await pipeline(Readable.from(chunks), await FileAppender.open('/dev/null', 0, { flusher }));
     expect(flusher.flushes).to.be.greaterThan(0);
@@ -105,7 +114,7 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
   it('keeps its count when the next writer starts where the last one ended, while a flush runs', async () => {
     const file = path.join(dir, 'f');
     const body = randomBytes(8 * MiB);
-    const flusher = new UploadFlusher(file, { every: 4 * MiB, drop: false });
+    const flusher = new UploadFlusher(file, { every: 4 * MiB });
     await pipeline(Readable.from(arriving(body, 0, 4)), await FileAppender.open(file, 0));
     // A flush of the first 4 MiB starts; the next writer comes while it runs.
     flusher.written(4 * MiB);
@@ -124,7 +133,7 @@ describe('UploadFlusher (background flushes of an upload, across its requests)',
   it('counts bytes written again after a truncation toward the next flush', async () => {
     const file = path.join(dir, 'f');
     const body = randomBytes(8 * MiB);
-    const flusher = new UploadFlusher(file, { every: 4 * MiB, drop: true });
+    const flusher = new UploadFlusher(file, { every: 4 * MiB, pages });
     await pipeline(Readable.from(arriving(body, 0, 8)), await FileAppender.open(file, 0, { flusher }));
     await flusher.settle();
     const before = flusher.flushes;
