@@ -91,6 +91,21 @@ describe('RecentPages (the last flushed upload bytes kept cached within a budget
     expect(pages.openFiles).to.equal(1);
   });
 
+  it('keeps parts of files not yet known to reach minFileBytes up to minFileBytes in all, and counts a file that reaches it as sure', async () => {
+    use({ budget: 64 * MiB, minFileBytes: 8 * MiB });
+    const [a, b, c, d, e] = [await flushedFile('a', 4), await flushedFile('b', 4), await flushedFile('c', 4), await flushedFile('d', 8), await flushedFile('e', 4)];
+    // Uploads still being written (none is done): 12 MiB of unsure parts, 8 kept.
+    for (const file of [a, b, c]) await pages.flushed(file);
+    expect([a, b, c].map(cachedBytes)).to.deep.equal([0, 4 * MiB, 4 * MiB]);
+    await pages.flushed(d, 4 * MiB);
+    expect([b, c].map(cachedBytes)).to.deep.equal([0, 4 * MiB]);
+    // d reaches 8 MiB: all of it is sure now, and no longer counts against the unsure limit.
+    await pages.flushed(d);
+    await pages.flushed(e);
+    expect([c, d, e].map(cachedBytes)).to.deep.equal([4 * MiB, 8 * MiB, 4 * MiB]);
+    expect(pages.keptBytes).to.equal(16 * MiB);
+  });
+
   it('holds descriptors for at most maxFiles files, dropping the oldest files\' parts to stay there', async () => {
     use({ budget: 64 * MiB, maxFiles: 2 });
     const files = [await flushedFile('a', 2), await flushedFile('b', 2), await flushedFile('c', 2)];
