@@ -55,8 +55,10 @@ const PREFIX_DIR_BATCH = 16;
 /** Files whose last flushed bytes are kept cached at once, at most (each holds a descriptor; see RecentPages). */
 const RECENT_FILES = 64;
 export const DEFAULT_RECENT_BYTES = 256 * 1024 * 1024;
-/** Uploads smaller than this are dropped from the cache once whole, whatever the budget (see RecentPages). */
-const RECENT_MIN_FILE_BYTES = 64 * 1024 * 1024;
+/** An upload's flushes keep what they flushed once it has this many bytes (see RecentPages)... */
+const RECENT_KEEP_FROM = 16 * 1024 * 1024;
+/** ... and its last flush drops it all unless it has this many. */
+const RECENT_KEEP_WHOLE_FROM = 64 * 1024 * 1024;
 
 export interface FsBlobStoreOptions {
   /** Flush bytes to disk before a blob or manifest counts as stored (default true). */
@@ -95,7 +97,10 @@ export class FsBlobStore implements BlobStore {
     this.root = path.resolve(root);
     this.fsync = options.fsync ?? true;
     this.buffered = this.fsync && canDropCache;
-    if (this.buffered) this.recent = new RecentPages({ budget: options.cacheRecentBytes ?? DEFAULT_RECENT_BYTES, maxFiles: RECENT_FILES, minFileBytes: RECENT_MIN_FILE_BYTES });
+    if (this.buffered) {
+      const budget = options.cacheRecentBytes ?? DEFAULT_RECENT_BYTES;
+      this.recent = new RecentPages({ budget, maxFiles: RECENT_FILES, keepFrom: RECENT_KEEP_FROM, keepWholeFrom: RECENT_KEEP_WHOLE_FROM });
+    }
   }
 
   /** How upload bytes are written (logged at start). */
@@ -186,12 +191,25 @@ export class FsBlobStore implements BlobStore {
     const file = this.uploadPath(uploadId);
     if (!this.fsync) return;
     // A failed background flush fails the upload for good (it stays, failing, until deleted).
-    await this.flushers.get(uploadId)?.settle();
+    const flusher = this.flushers.get(uploadId);
+    await flusher?.settle();
     this.flushers.delete(uploadId);
     // A zero-byte upload never opened a writer: no file, nothing to flush.
-    if (!(await syncFile(file))) return;
-    await this.recent?.flushed(file);
-    await this.recent?.done(file);
+    await this.lastFlush(file, flusher?.writtenBytes);
+  }
+
+  /**
+   * The flush of an upload's whole file that makes it durable (before its 201, or of content
+   * promoted unflushed, where it moved): through the page cache, its pages are dropped in the
+   * same job unless RecentPages keeps it, and its parts there are let go or kept. False when
+   * there is no such file. `size`: the upload's, where its flusher knows it.
+   */
+  private async lastFlush(file: string, size: number | undefined): Promise<boolean> {
+    const keep = this.recent !== undefined && size !== undefined && this.recent.keepsWhole(size);
+    const found = await syncFile(file, { dropCache: this.buffered && !keep });
+    if (found && keep && size !== undefined) await this.recent?.flushed(file, 0, size);
+    await this.recent?.finished(file, keep);
+    return found;
   }
 
   async promoteUpload(uploadId: string, digest: Digest, size: number, options: { flushed?: boolean } = {}): Promise<void> {
@@ -259,9 +277,7 @@ export class FsBlobStore implements BlobStore {
     await flusher?.settle();
     const file = this.contentPath(area, digest);
     if (uploadId !== undefined) this.recent?.moved(this.uploadPath(uploadId), file);
-    if (!(await syncFile(file))) throw new BlobNotFoundError(area, digest.value);
-    await this.recent?.flushed(file);
-    await this.recent?.done(file);
+    if (!(await this.lastFlush(file, flusher?.writtenBytes))) throw new BlobNotFoundError(area, digest.value);
     await syncDirectory(path.dirname(file));
   }
 

@@ -1,51 +1,52 @@
 /**
- * Keeping the last bytes uploads wrote in the page cache, within a budget (see page-cache.ts
- * for why they are not simply all kept, nor all dropped at once).
+ * Keeping the last bytes large uploads wrote in the page cache, within a budget (see
+ * page-cache.ts for why they are not simply all kept, nor all dropped at once).
  *
- * An upload's flushes (its UploadFlusher's in the background, the store's before its 201) report
- * each flushed part here instead of dropping it. Parts are kept in the order flushed; once they
- * add up to more than `budget` bytes, or come from more than `maxFiles` files, the oldest are
- * dropped from the cache. The cache then holds at most about `budget` bytes of upload pages, and
- * the pages dropped are the ones the next writes take again.
+ * An upload's flushes (its UploadFlusher's in the background, the store's before its 201) drop
+ * what they flushed from the cache in the same job, as before, until the upload reaches
+ * `keepFrom` bytes (`keeps`); from there each flushed part is reported here instead and kept.
+ * Parts are kept in the order flushed; once they add up to more than `budget` bytes, or come from
+ * more than `maxFiles` files, the oldest are dropped. The cache then holds at most about `budget`
+ * bytes of upload pages, and the pages dropped are the ones the next writes take again. An upload
+ * that ends under `keepWholeFrom` bytes is dropped whole by its last flush (`keepsWhole`), and its
+ * parts here let go (`finished`).
  *
- * A whole file smaller than `minFileBytes` is dropped at once all the same, and until a file
- * is known to reach that size its parts count as unsure: of those, only `minFileBytes` are kept
- * in all, the oldest dropped past it. Many small uploads cycled through the kept pages made
- * every push slower: in the bench's 5-layer image push (4 MiB
- * layers), 141-153 ms an image with all of them kept within 256 MiB, 101-128 with none (two runs
- * each, in turns). Large ones are where a first read from the disk costs: there, the bench's
- * first pull of a 256 MiB blob just pushed ran at 236-322 MiB/s from the disk (its later pulls at
- * 800-1200), and at 811-1184 kept; its monolithic and chunked pushes ran as fast kept as not.
+ * Why only large ones: many small uploads cycled through kept pages made every push slower. In
+ * the bench's 5-layer image push (4 MiB layers), 141-153 ms an image with all uploads kept within
+ * 256 MiB, 101-128 with none (two runs each, in turns). Large ones are where a first read from
+ * the disk costs: there, the bench's first pull of a 256 MiB blob just pushed ran at 236-322
+ * MiB/s from the disk (its later pulls at 800-1200), and at 811-1184 kept; its monolithic and
+ * chunked pushes ran as fast kept as not. Keeping parts only from `keepFrom` on spares uploads
+ * that stay small the extra jobs (a descriptor, a later drop) and leaves no more of their pages
+ * cached than before.
  *
- * A kept part is dropped through a descriptor opened when its file was first reported, not by
+ * A kept part is dropped through a descriptor opened when its file's first part was kept, not by
  * its path: by then the upload may have moved to staging, then to committed. The descriptor is
- * closed once the file's last part is dropped and no more are to come (`done`). A file deleted
- * meanwhile keeps its disk space until then: at most the budget, and `forget` drops at once a
- * file the store deletes itself (a cancelled upload).
+ * closed once the file's last part is dropped and no more are to come. A file deleted meanwhile
+ * keeps its disk space until then: at most the budget, and `forget` lets go at once of a file the
+ * store deletes itself (a cancelled upload).
  */
 import { promises as fsp } from 'node:fs';
 import { dropPages } from './page-cache.js';
 
 export interface RecentPagesOptions {
-  /** Bytes kept cached at most (0: every part is dropped as soon as it is flushed). */
+  /** Bytes kept cached at most (0: none; every flush drops what it flushed). */
   budget: number;
   /** Files with parts kept at most (each holds a descriptor). */
   maxFiles: number;
-  /**
-   * A file smaller than this, once whole, is dropped at once (see `done`); before it is known to
-   * reach this size, its parts are unsure, and unsure parts are kept up to this many bytes in all.
-   */
-  minFileBytes: number;
+  /** An upload's flushes keep what they flushed once it has this many bytes; below, they drop it. */
+  keepFrom: number;
+  /** An upload that ends with fewer bytes is dropped whole by its last flush. */
+  keepWholeFrom: number;
 }
 
 interface KeptFile {
   handle: fsp.FileHandle;
   /** Below this the file's bytes were reported. */
   keptTo: number;
-  /** Its parts still kept, and their bytes. */
+  /** Its parts still kept. */
   parts: number;
-  bytes: number;
-  /** No more parts are to come (done or forgotten). */
+  /** No more parts are to come (finished or forgotten). */
   closing: boolean;
 }
 
@@ -57,46 +58,11 @@ interface KeptPart {
   gone: boolean;
 }
 
-/** Parts in the order kept; those let go meanwhile stay until their turn, then are skipped. */
-class PartQueue {
-  private items: KeptPart[] = [];
-  private head = 0;
-
-  push(part: KeptPart): void {
-    this.items.push(part);
-  }
-
-  /** The oldest part not let go, taken off the queue; undefined when none is left. */
-  take(): KeptPart | undefined {
-    while (this.head < this.items.length) {
-      const part = this.items[this.head++];
-      if (this.head > 1024 && this.head * 2 > this.items.length) {
-        this.items = this.items.slice(this.head);
-        this.head = 0;
-      }
-      if (!part.gone) return part;
-    }
-    return undefined;
-  }
-
-  /** Calls `visit` with each part not let go, oldest first. */
-  forEachLive(visit: (part: KeptPart) => void): void {
-    for (let i = this.head; i < this.items.length; i++) if (!this.items[i].gone) visit(this.items[i]);
-  }
-
-  clear(): void {
-    this.items = [];
-    this.head = 0;
-  }
-}
-
 export class RecentPages {
-  /** Every part kept, oldest first. */
-  private readonly parts = new PartQueue();
-  /** The parts of files not yet known to reach minFileBytes (some may have since), oldest first. */
-  private readonly unsure = new PartQueue();
+  /** Every part kept, oldest first from `head`; those let go meanwhile are skipped when their turn comes. */
+  private parts: KeptPart[] = [];
+  private head = 0;
   private bytes = 0;
-  private unsureBytes = 0;
   /** Files with parts kept, whether or not more are to come. */
   private readonly open = new Set<KeptFile>();
   /** Files that report more parts, by the path they are written at. */
@@ -114,37 +80,35 @@ export class RecentPages {
     return this.open.size;
   }
 
+  /** Whether a flush of an upload up to `end` keeps what it flushed (reported to `flushed`), rather than dropping it. */
+  keeps(end: number): boolean {
+    return this.options.budget > 0 && end >= this.options.keepFrom;
+  }
+
+  /** Whether an upload of `size` bytes stays cached once whole, rather than being dropped by its last flush. */
+  keepsWhole(size: number): boolean {
+    return this.options.budget > 0 && size >= this.options.keepWholeFrom;
+  }
+
   /**
-   * The bytes of `file` below `end` (undefined: its size now) are flushed: the part not reported
-   * before is kept, and the oldest parts beyond the limits are dropped. A missing file is ignored.
+   * The bytes of `file` from `from` to `end` are flushed: the part not reported before is kept,
+   * and the oldest parts beyond the limits are dropped. A missing file is ignored.
    */
-  async flushed(file: string, end?: number): Promise<void> {
+  async flushed(file: string, from: number, end: number): Promise<void> {
     // Never fails: a part that is not kept is left cached, which costs memory, not data.
-    await this.keep(file, end).catch(() => undefined);
+    await this.keep(file, from, end).catch(() => undefined);
   }
 
-  private async keep(file: string, end?: number): Promise<void> {
+  private async keep(file: string, from: number, end: number): Promise<void> {
     const kept = await this.fileAt(file);
-    if (!kept) return;
-    const to = end ?? (await kept.handle.stat()).size;
-    if (to <= kept.keptTo || kept.closing) return;
-    const part: KeptPart = { file: kept, offset: kept.keptTo, length: to - kept.keptTo, gone: false };
-    const wasUnsure = this.isUnsure(kept);
-    kept.keptTo = to;
-    if (wasUnsure && !this.isUnsure(kept)) this.unsureBytes -= kept.bytes; // its earlier parts are sure now
+    if (!kept || kept.closing) return;
+    const offset = Math.max(from, kept.keptTo);
+    if (end <= offset) return;
+    kept.keptTo = end;
     kept.parts++;
-    kept.bytes += part.length;
-    this.bytes += part.length;
-    this.parts.push(part);
-    if (this.isUnsure(kept)) {
-      this.unsureBytes += part.length;
-      this.unsure.push(part);
-    }
+    this.bytes += end - offset;
+    this.parts.push({ file: kept, offset, length: end - offset, gone: false });
     await this.trim();
-  }
-
-  private isUnsure(file: KeptFile): boolean {
-    return file.keptTo < this.options.minFileBytes;
   }
 
   /**
@@ -159,29 +123,29 @@ export class RecentPages {
   }
 
   /**
-   * No more parts of `file` will be reported (it is whole): its parts stay until their turn to
-   * be dropped comes, unless the file is smaller than `minFileBytes`: then they go now.
+   * No more parts of `file` will be reported: it is whole and flushed. Kept whole (`keepsWhole`),
+   * its parts stay until their turn to be dropped comes; otherwise its last flush dropped its
+   * pages, and its parts are let go now.
    */
-  async done(file: string): Promise<void> {
+  async finished(file: string, keptWhole: boolean): Promise<void> {
     const kept = await this.finish(file);
     if (!kept) return;
-    if (this.isUnsure(kept)) await this.release(kept, true);
+    if (!keptWhole) await this.release(kept);
     else if (kept.parts === 0) await this.closeFile(kept);
   }
 
-  /** `file` is being deleted: its parts are given up now (the deletion frees their pages), and its descriptor closed. */
+  /** `file` is being deleted: its parts are let go now (the deletion frees their pages), and its descriptor closed. */
   async forget(file: string): Promise<void> {
     const kept = await this.finish(file);
-    if (kept) await this.release(kept, false);
+    if (kept) await this.release(kept);
   }
 
   /** Closes every descriptor held; what is cached stays (the store is closing). */
   async close(): Promise<void> {
     const files = [...this.open];
-    this.parts.clear();
-    this.unsure.clear();
+    this.parts = [];
+    this.head = 0;
     this.bytes = 0;
-    this.unsureBytes = 0;
     this.writing.clear();
     await Promise.all(files.map((file) => this.closeFile(file)));
   }
@@ -199,7 +163,7 @@ export class RecentPages {
     if (!kept) {
       kept = fsp.open(file, 'r').then(
         (handle) => {
-          const opened: KeptFile = { handle, keptTo: 0, parts: 0, bytes: 0, closing: false };
+          const opened: KeptFile = { handle, keptTo: 0, parts: 0, closing: false };
           this.open.add(opened);
           return opened;
         },
@@ -213,28 +177,23 @@ export class RecentPages {
     return kept;
   }
 
-  /** Drops the oldest unsure parts past their limit, then the oldest parts until the budget and the file limit hold. */
+  /** Drops the oldest parts until the budget and the file limit hold. */
   private async trim(): Promise<void> {
-    while (this.unsureBytes > this.options.minFileBytes) {
-      const part = this.unsure.take();
-      if (!part) break;
-      if (this.isUnsure(part.file)) await this.drop(part);
+    while (this.head < this.parts.length && (this.bytes > this.options.budget || this.open.size > this.options.maxFiles)) {
+      const part = this.parts[this.head++];
+      if (!part.gone) await this.drop(part);
     }
-    while (this.bytes > this.options.budget || this.open.size > this.options.maxFiles) {
-      const part = this.parts.take();
-      if (!part) break;
-      await this.drop(part);
+    if (this.head > 1024 && this.head * 2 > this.parts.length) {
+      this.parts = this.parts.slice(this.head);
+      this.head = 0;
     }
   }
 
-  /** Counts `part` out (it stays in the queues, skipped). */
+  /** Counts `part` out (it stays in `parts`, skipped when its turn comes). */
   private letGo(part: KeptPart): void {
-    const { file } = part;
     part.gone = true;
     this.bytes -= part.length;
-    if (this.isUnsure(file)) this.unsureBytes -= part.length;
-    file.parts--;
-    file.bytes -= part.length;
+    part.file.parts--;
   }
 
   private async drop(part: KeptPart): Promise<void> {
@@ -247,13 +206,11 @@ export class RecentPages {
     }
   }
 
-  /** Lets go of every part of `file` (dropping its pages with `drop`) and closes it. */
-  private async release(file: KeptFile, drop: boolean): Promise<void> {
-    // Its parts are found in the queue of all parts, from the oldest still there.
-    this.parts.forEachLive((part) => {
-      if (part.file === file) this.letGo(part);
-    });
-    if (drop && dropPages) await dropPages(file.handle.fd, 0, 0);
+  /** Lets go of every part of `file` and closes it. */
+  private async release(file: KeptFile): Promise<void> {
+    for (let i = this.head; i < this.parts.length && file.parts > 0; i++) {
+      if (this.parts[i].file === file && !this.parts[i].gone) this.letGo(this.parts[i]);
+    }
     await this.closeFile(file);
   }
 

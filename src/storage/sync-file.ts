@@ -13,9 +13,18 @@
 import { promises as fsp } from 'node:fs';
 import { syncPath } from './page-cache.js';
 
+export interface SyncFileOptions {
+  /** Then drop the file's pages from the page cache (see page-cache.ts): all, or a range. Without the addon, nothing is dropped. */
+  dropCache?: boolean | { offset: number; length: number };
+}
+
 /** Flushes a file's data to disk (fdatasync); false when there is no such file (nothing to flush). */
-export async function syncFile(file: string): Promise<boolean> {
-  return syncPath ? syncPath(file, false, 0, -1) : syncByHandle(file, false);
+export async function syncFile(file: string, options: SyncFileOptions = {}): Promise<boolean> {
+  if (!syncPath) return syncByHandle(file, false);
+  const drop = options.dropCache;
+  if (drop === true) return syncPath(file, false, 0, 0);
+  if (drop) return syncPath(file, false, drop.offset, drop.length);
+  return syncPath(file, false, 0, -1);
 }
 
 /** Flushes a directory (fsync): what makes the renames into it durable. */

@@ -1,9 +1,10 @@
 /**
  * Flushes one upload's file to disk in the background while requests write it, so that the
- * flush before its 201 has little left to do, and (through the page cache) reports each flushed
- * part to the store's RecentPages, which keeps the last ones cached within a budget and drops
- * the rest, so that the cache does not grow with the upload (see FileAppender, page-cache.ts and
- * recent-pages.ts for why both matter on the machine measured).
+ * flush before its 201 has little left to do, and (through the page cache) drops each flushed
+ * part from the cache again, so that the cache does not grow with the upload; of a large
+ * upload, it hands them to the store's RecentPages instead, which keeps the last ones cached
+ * within a budget (see FileAppender, page-cache.ts and recent-pages.ts for why both matter on
+ * the machine measured).
  *
  * It belongs to the upload, not to a request: the store keeps one per open upload, and every
  * writer of the upload reports to it (FileAppender's `flusher`). An upload sent in chunks is
@@ -27,7 +28,10 @@ export interface UploadFlusherOptions {
   every: number;
   /** The first flush, sooner (default `every`): a small blob's flush before its 201 then has part of it done. */
   first?: number;
-  /** After each flush, what it covered is reported here, to be kept cached within its budget or dropped. None: left cached. */
+  /**
+   * What each flush covered is dropped from the page cache in the same job, or, once the upload
+   * is large enough to keep (RecentPages' `keeps`), reported there. None: left cached.
+   */
   pages?: RecentPages;
 }
 
@@ -44,6 +48,11 @@ export class UploadFlusher {
   private stopped = false;
   /** Flushes started. */
   flushes = 0;
+
+  /** Bytes written so far, as the writers last told (the upload's size once they are done). */
+  get writtenBytes(): number {
+    return this.writtenTo;
+  }
 
   constructor(
     private readonly file: string,
@@ -106,11 +115,16 @@ export class UploadFlusher {
   }
 
   private async flushTo(end: number): Promise<void> {
+    const from = this.flushedTo;
     const cuts = this.cuts;
+    const { pages } = this.options;
+    const keep = pages?.keeps(end) ?? false;
+    // With pages, what is not kept is dropped in the same job as the flush.
+    const dropCache = pages !== undefined && !keep && end > from && { offset: from, length: end - from };
     // Through a descriptor of its own: the writer that reported may close its own before this ends.
-    if (!(await syncFile(this.file))) throw new Error(`the upload's file ${this.file} is gone`);
+    if (!(await syncFile(this.file, { dropCache }))) throw new Error(`the upload's file ${this.file} is gone`);
     if (this.cuts !== cuts) return;
     this.flushedTo = end;
-    await this.options.pages?.flushed(this.file, end);
+    if (keep) await pages?.flushed(this.file, from, end);
   }
 }

@@ -9,7 +9,7 @@ import { cachedBytes } from '../helpers/page-cache.js';
 
 const MiB = 1024 * 1024;
 
-describe('RecentPages (the last flushed upload bytes kept cached within a budget)', () => {
+describe('RecentPages (the last flushed bytes of large uploads kept cached within a budget)', () => {
   let dir: string;
   let pages: RecentPages;
   beforeEach(() => {
@@ -20,7 +20,7 @@ describe('RecentPages (the last flushed upload bytes kept cached within a budget
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const use = (options: Partial<RecentPagesOptions>) => (pages = new RecentPages({ budget: 8 * MiB, maxFiles: 64, minFileBytes: 0, ...options }));
+  const use = (options: Partial<RecentPagesOptions>) => (pages = new RecentPages({ budget: 8 * MiB, maxFiles: 64, keepFrom: 0, keepWholeFrom: 0, ...options }));
 
   /** A file of `mib` MiB, written through the page cache and flushed, as an upload's flush leaves it: all cached, all clean. */
   async function flushedFile(name: string, mib: number): Promise<string> {
@@ -31,35 +31,38 @@ describe('RecentPages (the last flushed upload bytes kept cached within a budget
     return file;
   }
 
+  /** Reports all of `file` (`mib` MiB) kept, as one part, and no more to come. */
+  async function keptWhole(file: string, mib: number): Promise<void> {
+    await pages.flushed(file, 0, mib * MiB);
+    await pages.finished(file, true);
+  }
+
   it('keeps flushed parts up to the budget and drops the oldest past it, closing a whole file once all its parts are gone', async () => {
     use({ budget: 8 * MiB });
     const [a, b, c] = [await flushedFile('a', 4), await flushedFile('b', 4), await flushedFile('c', 4)];
-    for (const file of [a, b]) {
-      await pages.flushed(file, 4 * MiB);
-      await pages.done(file);
-    }
+    await keptWhole(a, 4);
+    await keptWhole(b, 4);
     expect(pages.keptBytes).to.equal(8 * MiB);
     expect([cachedBytes(a), cachedBytes(b)]).to.deep.equal([4 * MiB, 4 * MiB]);
-    // The third is reported in two parts. The first makes 10 MiB: over the budget of 8, the
-    // oldest part (all of a) goes; the second makes 8 again, and nothing more goes.
-    await pages.flushed(c, 2 * MiB);
+    // The third comes in two parts. The first makes 10 MiB: over the budget of 8, the oldest
+    // part (all of a) goes; the second makes 8 again, and nothing more goes.
+    await pages.flushed(c, 0, 2 * MiB);
     expect([cachedBytes(a), cachedBytes(b)]).to.deep.equal([0, 4 * MiB]);
-    await pages.flushed(c); // to its end
+    await pages.flushed(c, 2 * MiB, 4 * MiB);
     expect([cachedBytes(b), cachedBytes(c)]).to.deep.equal([4 * MiB, 4 * MiB]);
     expect(pages.keptBytes).to.equal(8 * MiB);
-    // a's descriptor is closed; b's stays for its parts, c's as it may report more.
+    // a's descriptor is closed; b's stays for its part, c's as it may report more.
     expect(pages.openFiles).to.equal(2);
   });
 
   it('drops a file that moved since its parts were kept, through the descriptor taken when it was first reported', async () => {
     use({ budget: 4 * MiB });
     const a = await flushedFile('a', 4);
-    await pages.flushed(a);
-    await pages.done(a);
+    await keptWhole(a, 4);
     const moved = path.join(dir, 'a-moved');
     renameSync(a, moved);
     const b = await flushedFile('b', 4);
-    await pages.flushed(b);
+    await pages.flushed(b, 0, 4 * MiB);
     expect(cachedBytes(moved)).to.equal(0);
     expect(cachedBytes(b)).to.equal(4 * MiB);
   });
@@ -67,52 +70,38 @@ describe('RecentPages (the last flushed upload bytes kept cached within a budget
   it('follows a file renamed while it reports parts (moved), and counts each byte once', async () => {
     use({ budget: 8 * MiB });
     const a = await flushedFile('a', 6);
-    await pages.flushed(a, 2 * MiB);
+    await pages.flushed(a, 0, 2 * MiB);
     const moved = path.join(dir, 'a-moved');
     renameSync(a, moved);
     pages.moved(a, moved);
-    await pages.flushed(moved);
-    await pages.done(moved);
+    await pages.flushed(moved, 0, 6 * MiB); // what was reported before is not counted again
+    await pages.finished(moved, true);
     expect(pages.keptBytes).to.equal(6 * MiB);
     expect(pages.openFiles).to.equal(1);
   });
 
-  it('drops a whole file under minFileBytes at once, whatever the budget', async () => {
-    use({ budget: 64 * MiB, minFileBytes: 8 * MiB });
-    const small = await flushedFile('small', 4);
-    const large = await flushedFile('large', 8);
-    for (const file of [small, large]) {
-      await pages.flushed(file);
-      await pages.done(file);
-    }
-    expect(cachedBytes(small)).to.equal(0);
-    expect(cachedBytes(large)).to.equal(8 * MiB);
-    expect(pages.keptBytes).to.equal(8 * MiB);
-    expect(pages.openFiles).to.equal(1);
+  it('says which flushes keep what they flushed and which uploads stay cached once whole, and none without a budget', () => {
+    use({ budget: 64 * MiB, keepFrom: 16 * MiB, keepWholeFrom: 64 * MiB });
+    expect([pages.keeps(8 * MiB), pages.keeps(16 * MiB)]).to.deep.equal([false, true]);
+    expect([pages.keepsWhole(32 * MiB), pages.keepsWhole(64 * MiB)]).to.deep.equal([false, true]);
+    use({ budget: 0, keepFrom: 16 * MiB, keepWholeFrom: 64 * MiB });
+    expect([pages.keeps(256 * MiB), pages.keepsWhole(256 * MiB)]).to.deep.equal([false, false]);
   });
 
-  it('keeps parts of files not yet known to reach minFileBytes up to minFileBytes in all, and counts a file that reaches it as sure', async () => {
-    use({ budget: 64 * MiB, minFileBytes: 8 * MiB });
-    const [a, b, c, d, e] = [await flushedFile('a', 4), await flushedFile('b', 4), await flushedFile('c', 4), await flushedFile('d', 8), await flushedFile('e', 4)];
-    // Uploads still being written (none is done): 12 MiB of unsure parts, 8 kept.
-    for (const file of [a, b, c]) await pages.flushed(file);
-    expect([a, b, c].map(cachedBytes)).to.deep.equal([0, 4 * MiB, 4 * MiB]);
-    await pages.flushed(d, 4 * MiB);
-    expect([b, c].map(cachedBytes)).to.deep.equal([0, 4 * MiB]);
-    // d reaches 8 MiB: all of it is sure now, and no longer counts against the unsure limit.
-    await pages.flushed(d);
-    await pages.flushed(e);
-    expect([c, d, e].map(cachedBytes)).to.deep.equal([4 * MiB, 8 * MiB, 4 * MiB]);
-    expect(pages.keptBytes).to.equal(16 * MiB);
+  it('lets go of the parts of an upload that is not kept whole (its last flush dropped them) and closes it', async () => {
+    use({ budget: 64 * MiB });
+    const a = await flushedFile('a', 4);
+    await pages.flushed(a, 0, 2 * MiB);
+    expect(pages.openFiles).to.equal(1);
+    await pages.finished(a, false);
+    expect(pages.keptBytes).to.equal(0);
+    expect(pages.openFiles).to.equal(0);
   });
 
   it('holds descriptors for at most maxFiles files, dropping the oldest files\' parts to stay there', async () => {
     use({ budget: 64 * MiB, maxFiles: 2 });
     const files = [await flushedFile('a', 2), await flushedFile('b', 2), await flushedFile('c', 2)];
-    for (const file of files) {
-      await pages.flushed(file);
-      await pages.done(file);
-    }
+    for (const file of files) await keptWhole(file, 2);
     expect(pages.openFiles).to.equal(2);
     expect(files.map(cachedBytes)).to.deep.equal([0, 2 * MiB, 2 * MiB]);
   });
@@ -120,26 +109,26 @@ describe('RecentPages (the last flushed upload bytes kept cached within a budget
   it('forgets a file being deleted: its bytes no longer count, and its descriptor does not hold its space', async () => {
     use({ budget: 8 * MiB });
     const a = await flushedFile('a', 4);
-    await pages.flushed(a);
+    await pages.flushed(a, 0, 4 * MiB);
     await pages.forget(a);
     expect(pages.keptBytes).to.equal(0);
     expect(pages.openFiles).to.equal(0);
     rmSync(a);
     // The part left in the queue is skipped when its turn comes.
     const b = await flushedFile('b', 8);
-    await pages.flushed(b);
+    await pages.flushed(b, 0, 8 * MiB);
     expect(pages.keptBytes).to.equal(8 * MiB);
     expect(cachedBytes(b)).to.equal(8 * MiB);
   });
 
   it('never fails: a missing file is not kept, and close lets every descriptor go and keeps what is cached', async () => {
     use({ budget: 8 * MiB });
-    await pages.flushed(path.join(dir, 'missing'));
-    await pages.done(path.join(dir, 'missing'));
+    await pages.flushed(path.join(dir, 'missing'), 0, MiB);
+    await pages.finished(path.join(dir, 'missing'), true);
     expect(existsSync(path.join(dir, 'missing'))).to.equal(false);
     expect(pages.keptBytes).to.equal(0);
     const a = await flushedFile('a', 2);
-    await pages.flushed(a);
+    await pages.flushed(a, 0, 2 * MiB);
     await pages.close();
     expect(pages.openFiles).to.equal(0);
     expect(cachedBytes(a)).to.equal(2 * MiB);
