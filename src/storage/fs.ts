@@ -54,7 +54,8 @@ const PREFIX_DIR_BATCH = 16;
 
 /** Files whose last flushed bytes are kept cached at once, at most (each holds a descriptor; see RecentPages). */
 const RECENT_FILES = 64;
-export const DEFAULT_RECENT_BYTES = 256 * 1024 * 1024;
+/** Bytes of recently flushed upload data kept cached, for stores built without the option (the gateway passes storage.cacheRecentBytes, whose default is the same). */
+const DEFAULT_RECENT_BYTES = 256 * 1024 * 1024;
 /** An upload's flushes keep what they flushed once it has this many bytes (see RecentPages)... */
 const RECENT_KEEP_FROM = 16 * 1024 * 1024;
 /** ... and its last flush drops it all unless it has this many. */
