@@ -1,7 +1,8 @@
 /**
  * The bench's turn-taking: the rounds of the two registries alternate, one target runs at a
  * time, and a target that ends (or fails) early leaves the other to finish alone; a load
- * measured in windows covers every window once; the pull client checks what it reads; a blob
+ * measured in windows covers every window once; the pull client checks what it reads; the
+ * tag listing's keep-alive connection reads sized and chunked answers and fails clearly; a blob
  * written into a buffer is the blob it streams.
  */
 import { expect } from 'chai';
@@ -139,6 +140,87 @@ describe('bench client pull (own connection, reused read buffer)', () => {
       await expectRejection(client.pullBlob('a/b', digest), /without Content-Length/);
       await expectRejection(client.pullBlob('a/b', digest), /-> 404 \(expected 200\)/);
     } finally {
+      close();
+    }
+  });
+});
+
+describe('bench client tag listing (one keep-alive connection read by hand)', () => {
+  /**
+   * A server that answers each GET it reads, in order, with the next of `answers` (a function
+   * of the request path), on a free loopback port; it counts the connections it accepted.
+   */
+  async function serve(answers: Array<(path: string) => string | { cut: string }>) {
+    const net = await import('node:net');
+    const seen = { connections: 0, paths: [] as string[] };
+    let next = 0;
+    const server = net.createServer((socket) => {
+      seen.connections++;
+      let pending = '';
+      socket.on('data', (chunk) => {
+        pending += chunk.toString('latin1');
+        for (let end = pending.indexOf('\r\n\r\n'); end >= 0; end = pending.indexOf('\r\n\r\n')) {
+          const path = pending.slice(0, end).split(' ')[1] ?? '';
+          pending = pending.slice(end + 4);
+          seen.paths.push(path);
+          const answer = answers[next++];
+          const text = answer?.(path);
+          if (typeof text === 'string') socket.write(text);
+          else if (text) socket.end(text.cut);
+          else socket.destroy();
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+    const { port } = server.address() as import('node:net').AddressInfo;
+    return { client: new OciClient(`http://127.0.0.1:${port}`, { maxSockets: 1, timeoutMs: 2000 }), seen, close: () => server.close() };
+  }
+  const page = (tags: string[], extra = '') => {
+    const body = JSON.stringify({ name: 'a/b', tags });
+    return `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n${extra}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  };
+  const chunked = (tags: string[]) => {
+    const body = JSON.stringify({ name: 'a/b', tags });
+    const half = body.length >> 1;
+    const chunk = (text: string) => `${text.length.toString(16)}\r\n${text}\r\n`;
+    return `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${chunk(body.slice(0, half))}${chunk(body.slice(half))}0\r\n\r\n`;
+  };
+
+  it('follows Link pages over one connection, bodies sized or chunked', async () => {
+    const { client, seen, close } = await serve([
+      () => page(['t1', 't2'], 'Link: </v2/a/b/tags/list?n=2&last=t2>; rel="next"\r\n'),
+      () => chunked(['t3', 't4']),
+      () => chunked(['t1', 't2', 't3', 't4']),
+    ]);
+    try {
+      expect(await client.listTags('a/b', 2, { lean: true })).to.deep.equal({ tags: ['t1', 't2', 't3', 't4'], pages: 2, largestPage: 2 });
+      expect((await client.listTags('a/b', undefined, { lean: true })).tags).to.have.length(4);
+      expect(seen.paths).to.deep.equal(['/v2/a/b/tags/list?n=2', '/v2/a/b/tags/list?n=2&last=t2', '/v2/a/b/tags/list']);
+      expect(seen.connections).to.equal(1);
+    } finally {
+      client.close();
+      close();
+    }
+  });
+
+  it('fails clearly on a cut response or a status other than 200, and opens a new connection after', async () => {
+    const { client, seen, close } = await serve([
+      () => ({ cut: 'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"tags":' }),
+      () => 'HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}',
+      () => page(['t1'], 'Connection: close\r\n'),
+      () => page(['t2']),
+    ]);
+    try {
+      await expectRejection(client.listTags('a/b', undefined, { lean: true }), /connection closed before the whole response \(48 bytes of it read\)/);
+      await expectRejection(client.listTags('a/b', undefined, { lean: true }), /-> 404 \(expected 200\)/);
+      expect((await client.listTags('a/b', undefined, { lean: true })).tags).to.deep.equal(['t1']);
+      expect((await client.listTags('a/b', undefined, { lean: true })).tags).to.deep.equal(['t2']);
+      // One for the cut answer, one for the 404 and the answer that closed, one after it.
+      expect(seen.connections).to.equal(3);
+      client.close();
+      await expectRejection(client.listTags('a/b', undefined, { lean: true }), /the connection was closed/);
+    } finally {
+      client.close();
       close();
     }
   });
