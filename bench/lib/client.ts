@@ -242,7 +242,7 @@ export class OciClient {
     let pages = 0;
     let largestPage = 0;
     while (path) {
-      const res = options.lean ? await this.leanConnection().get(path) : await this.expect('GET', path, [200]);
+      const res = options.lean ? await this.leanConnection().get(path) : await this.request('GET', path);
       if (res.status !== 200) throw new HttpError('GET', path, res.status, res.body.toString('utf8'), '200', res.headers);
       const doc = JSON.parse(res.body.toString('utf8')) as { tags?: string[] | null };
       const page = doc.tags ?? [];
@@ -316,6 +316,18 @@ export function imageConfig(label: string, layerDigests: string[]): Buffer {
 
 const RAW_READ_BYTES = 4 * 1024 * 1024;
 
+/** The status (0 when it is not an HTTP/1.x status line) and headers (names in lower case) of a response head, its text up to the blank line. */
+function parseHead(text: string): { status: number; headers: Record<string, string> } {
+  const lines = text.split('\r\n');
+  const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '')?.[1] ?? 0);
+  const headers: Record<string, string> = {};
+  for (const line of lines.slice(1)) {
+    const colon = line.indexOf(':');
+    if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  return { status, headers };
+}
+
 /**
  * One HTTP/1.1 GET on a new connection (closed after it) whose body, of the length its
  * Content-Length gives, is hashed with sha256 as it arrives; the response head comes back as
@@ -351,9 +363,10 @@ function rawGet(host: string, port: number, path: string, timeoutMs: number): Pr
         return;
       }
       headText = head.subarray(0, end).toString('latin1');
-      status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(headText)?.[1] ?? 0);
-      const declared = /\r\ncontent-length:[ \t]*(\d+)/i.exec(headText)?.[1];
-      if (declared === undefined) return finish(new Error(`GET ${path}: response without Content-Length: ${headText.slice(0, 200)}`));
+      const parsed = parseHead(headText);
+      status = parsed.status;
+      const declared = parsed.headers['content-length'];
+      if (declared === undefined || !/^\d+$/.test(declared)) return finish(new Error(`GET ${path}: response without Content-Length: ${headText.slice(0, 200)}`));
       length = Number(declared);
       if (status !== 200) return finish(null);
       const rest = head.subarray(end + 4);
@@ -477,14 +490,9 @@ export class LeanConnection {
       if (data.length > 64 * 1024) throw new Error(`GET ${path}: response head over 64 KiB`);
       return null;
     }
-    const lines = data.subarray(0, end).toString('latin1').split('\r\n');
-    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? '')?.[1] ?? 0);
-    if (!status) throw new Error(`GET ${path}: not an HTTP response: ${JSON.stringify(lines[0])}`);
-    const headers: http.IncomingHttpHeaders = {};
-    for (const line of lines.slice(1)) {
-      const colon = line.indexOf(':');
-      if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-    }
+    const text = data.subarray(0, end).toString('latin1');
+    const { status, headers } = parseHead(text);
+    if (!status) throw new Error(`GET ${path}: not an HTTP response: ${JSON.stringify(text.split('\r\n')[0])}`);
     const body = /chunked/i.test(String(headers['transfer-encoding'] ?? ''))
       ? this.chunkedBody(path, end + 4)
       : this.sizedBody(path, end + 4, headers['content-length']);
